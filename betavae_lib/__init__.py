@@ -1,0 +1,19 @@
+"""betavae_lib: the library behind the β-VAE book.
+
+Modules: ``data`` (datasets), ``models`` (MLPVAE, ConvVAE), ``losses`` (the β-VAE objective),
+``schedules`` (annealing), ``train`` (the one training loop), ``checkpoints``, ``metrics``,
+``plots``, ``profile`` (the BETAVAE_PROFILE switch).
+
+Convention: losses are in nats, summed over pixels and latents, averaged over the batch;
+β multiplies that summed KL.
+"""
+from .checkpoints import load, save
+from .data import load_dataset
+from .losses import beta_vae_loss, gaussian_kl
+from .models import ConvVAE, MLPVAE
+from .profile import get_profile
+from .train import evaluate, fit, pick_device, seed_everything
+
+__version__ = "0.1.0"
+__all__ = ["ConvVAE", "MLPVAE", "beta_vae_loss", "evaluate", "fit", "gaussian_kl", "get_profile", "load",
+           "load_dataset", "pick_device", "save", "seed_everything"]

@@ -1,0 +1,355 @@
+"""Datasets: MNIST and Fashion-MNIST from their raw IDX files, and dSprites (real file or procedural).
+
+Where files are looked for, in order:
+
+1. the ``root`` argument;
+2. ``$BETAVAE_DATA_DIR``;
+3. the cache folder ``$BETAVAE_CACHE_DIR`` (default ``~/.cache/betavae_lib``), where downloads go.
+
+Each root uses torchvision's layout (``MNIST/raw/*.gz``, ``FashionMNIST/raw/*.gz``), plus
+``dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``. Every file is checked against its
+published checksum before use; downloads go to a temporary file that is renamed only once its
+checksum matches, so an interrupted download never leaves a file that looks valid.
+Set ``BETAVAE_OFFLINE=1`` to never try the network.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import shutil
+import tempfile
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("mnist", "fashion_mnist", "dsprites")
+SPLITS = ("train", "test")
+
+# file name -> md5, as torchvision checks them.
+_IDX_FILES = {
+    "mnist": {
+        "folder": "MNIST",
+        "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
+        "files": {
+            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        "classes": [str(d) for d in range(10)],
+    },
+    "fashion_mnist": {
+        "folder": "FashionMNIST",
+        "mirrors": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+        "files": {
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        "classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    },
+}
+
+DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+DSPRITES_URL = "https://github.com/deepmind/dsprites-dataset/raw/master/" + DSPRITES_FILE
+# git blob id of DeepMind's file (``git hash-object``), the checksum its repository publishes.
+DSPRITES_GIT_BLOB = "d98996d3f8ee1550e06b9d4ed78d0beb478910d5"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A dataset file is neither on disk nor downloadable."""
+
+
+class ChecksumError(ValueError):
+    """A dataset file exists but its checksum does not match the published one."""
+
+
+# ----------------------------------------------------------------------------- locations
+
+
+def cache_dir() -> Path:
+    """Folder where downloads are stored: ``$BETAVAE_CACHE_DIR`` or ``~/.cache/betavae_lib``."""
+    return Path(os.environ.get("BETAVAE_CACHE_DIR", Path.home() / ".cache" / "betavae_lib"))
+
+
+def search_roots(root: str | os.PathLike | None = None) -> list[Path]:
+    """The folders searched for dataset files, in order."""
+    roots = [Path(root)] if root is not None else []
+    if os.environ.get("BETAVAE_DATA_DIR"):
+        roots.append(Path(os.environ["BETAVAE_DATA_DIR"]))
+    roots.append(cache_dir())
+    return roots
+
+
+def offline() -> bool:
+    """True when ``$BETAVAE_OFFLINE`` forbids downloads."""
+    return os.environ.get("BETAVAE_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file; ``algorithm="git"`` gives its git blob id."""
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode()) if algorithm == "git" else hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, checksum: str, algorithm: str = "md5", timeout: float = 30.0) -> Path:
+    """Download ``url`` to ``dest`` through a temporary file renamed only after its checksum matches."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            shutil.copyfileobj(response, out, length=1 << 20)
+        got = file_digest(Path(tmp), algorithm)
+        if got != checksum:
+            raise ChecksumError(f"download of {url} has {algorithm} {got}, expected {checksum}; nothing was kept")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dest
+
+
+def _locate(relpath: str, checksum: str, urls: list[str], root, algorithm: str = "md5") -> Path:
+    """Find a verified file under the search roots, else download it into the cache, else raise."""
+    roots = search_roots(root)
+    for r in roots:
+        path = r / relpath
+        if path.is_file():
+            got = file_digest(path, algorithm)
+            if got != checksum:
+                raise ChecksumError(
+                    f"{path} is corrupt or truncated ({algorithm} {got}, expected {checksum}). "
+                    f"Delete it and run again to download a fresh copy, or replace it with the original file.")
+            return path
+    errors = []
+    if not offline():
+        for url in urls:
+            try:
+                return download(url, cache_dir() / relpath, checksum, algorithm)
+            except ChecksumError:
+                raise
+            except Exception as e:  # network errors: try the next mirror
+                errors.append(f"{url}: {e}")
+    looked = "\n  ".join(str(r / relpath) for r in roots)
+    why = "downloads are disabled (BETAVAE_OFFLINE=1)" if offline() else "download failed:\n  " + "\n  ".join(errors)
+    raise DataNotFoundError(
+        f"{Path(relpath).name} not found. Looked in:\n  {looked}\nand {why}\n"
+        f"Put the file in one of those folders (for example set BETAVAE_DATA_DIR to a folder holding "
+        f"{Path(relpath).parent}/), or run where the internet is reachable.")
+
+
+# ----------------------------------------------------------------------------- MNIST-like
+
+
+@dataclass
+class ImageDataset:
+    """A whole split in memory.
+
+    images: (N, 1, H, W) float32 in [0, 1]; labels: (N,) int64; label_names: class names.
+    """
+
+    name: str
+    split: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    label_names: list[str]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, n: int | None, seed: int = 0) -> "ImageDataset":
+        """The first ``n`` items of a seeded shuffle (all of them when ``n`` is None or too large)."""
+        if n is None or n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return ImageDataset(self.name, self.split, self.images[idx], self.labels[idx], self.label_names, self.source)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a (gzipped) IDX file into a uint8 array, checking its header against its size."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    if len(data) - offset != math.prod(shape):
+        raise ValueError(f"{path}: header says {shape} but holds {len(data) - offset} bytes")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+def _load_idx_dataset(name: str, split: str, root) -> ImageDataset:
+    spec = _IDX_FILES[name]
+    prefix = "train" if split == "train" else "t10k"
+    paths = {}
+    for kind in ("images-idx3", "labels-idx1"):
+        fname = f"{prefix}-{kind}-ubyte.gz"
+        paths[kind] = _locate(f"{spec['folder']}/raw/{fname}", spec["files"][fname],
+                              [m + fname for m in spec["mirrors"]], root)
+    images = torch.from_numpy(read_idx(paths["images-idx3"]).copy()).float().div_(255).unsqueeze(1)
+    labels = torch.from_numpy(read_idx(paths["labels-idx1"]).astype(np.int64))
+    return ImageDataset(name, split, images, labels, list(spec["classes"]), source=str(paths["images-idx3"].parent))
+
+
+# ----------------------------------------------------------------------------- dSprites
+
+
+@dataclass
+class DSprites:
+    """dSprites: 737,280 binary 64x64 images, one per combination of five factors.
+
+    Factors (in index order, row-major like DeepMind's file): shape (3: square, ellipse, heart),
+    scale (6 values in [0.5, 1]), orientation (40 values ``np.linspace(0, 2*pi, 40)``, as in the file),
+    posX (32 values in [0, 1]), posY (32 values in [0, 1]).
+
+    ``source`` is ``"npz"`` (DeepMind's file) or ``"procedural"`` (rendered here on demand: the same
+    factor grid, not the same pixels). Images are rendered only for the indices asked for.
+    """
+
+    source: str
+    factor_names: tuple = ("shape", "scale", "orientation", "posX", "posY")
+    factor_sizes: tuple = (3, 6, 40, 32, 32)
+    _imgs: np.ndarray | None = field(default=None, repr=False)
+    name: str = "dsprites"
+
+    def __len__(self) -> int:
+        return math.prod(self.factor_sizes)
+
+    @property
+    def factor_values_grid(self) -> list[np.ndarray]:
+        """The value of each class of each factor."""
+        return [np.arange(1.0, 4.0), np.linspace(0.5, 1.0, 6), np.linspace(0.0, 2 * np.pi, 40),
+                np.linspace(0.0, 1.0, 32), np.linspace(0.0, 1.0, 32)]
+
+    def index_to_factors(self, index) -> np.ndarray:
+        """Flat indices (N,) -> factor classes (N, 5)."""
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"dSprites indices must be in [0, {len(self)}), got {index.min()}..{index.max()}")
+        return np.stack(np.unravel_index(index, self.factor_sizes), axis=-1)
+
+    def factors_to_index(self, classes) -> np.ndarray:
+        """Factor classes (N, 5) -> flat indices (N,)."""
+        classes = np.asarray(classes, dtype=np.int64)
+        if classes.ndim != 2 or classes.shape[1] != 5:
+            raise ValueError(f"factor classes must have shape (N, 5), got {classes.shape}")
+        if (classes < 0).any() or (classes >= np.array(self.factor_sizes)).any():
+            raise ValueError(f"factor classes out of range; sizes are {self.factor_sizes}")
+        return np.ravel_multi_index(classes.T, self.factor_sizes)
+
+    @property
+    def factor_classes(self) -> np.ndarray:
+        """(737280, 5) int64 factor classes of every image, in index order."""
+        return self.index_to_factors(np.arange(len(self)))
+
+    def factor_values(self, classes) -> np.ndarray:
+        """Factor classes (N, 5) -> factor values (N, 5) float64."""
+        classes = np.asarray(classes, dtype=np.int64)
+        return np.stack([g[classes[:, k]] for k, g in enumerate(self.factor_values_grid)], axis=-1)
+
+    def images(self, index) -> torch.Tensor:
+        """Images at flat indices (N,) as (N, 1, 64, 64) float32 in {0, 1}."""
+        index = np.atleast_1d(np.asarray(index, dtype=np.int64))
+        classes = self.index_to_factors(index)
+        if self._imgs is not None:
+            return torch.from_numpy(self._imgs[index].astype(np.float32)).unsqueeze(1)
+        return render_dsprites(classes)
+
+    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` factor-class rows drawn uniformly: (n, 5) int64."""
+        return np.stack([rng.integers(0, s, size=n) for s in self.factor_sizes], axis=-1)
+
+    def sample_observations_from_factors(self, classes, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Images for factor classes (N, 5); every factor is observed, so ``rng`` is unused."""
+        return self.images(self.factors_to_index(classes))
+
+
+def _heart_mask(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Inside test of the heart curve (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0, v pointing up."""
+    x, y = u * 1.25, v * 1.25 + 0.2
+    return (x * x + y * y - 1) ** 3 - x * x * y ** 3 <= 0
+
+
+def render_dsprites(classes, size: int = 64, chunk: int = 4096) -> torch.Tensor:
+    """Render factor classes (N, 5) as binary sprites: (N, 1, size, size) float32.
+
+    A sprite of half-size ``0.16 * scale`` (in image widths) is centred at ``0.2 + 0.6 * pos``,
+    rotated by the orientation; shapes are a square, an ellipse (aspect 2:1) and a heart.
+    """
+    classes = torch.as_tensor(np.asarray(classes), dtype=torch.long)
+    grid = torch.linspace(0.0, 1.0, 6), torch.linspace(0.0, 2 * math.pi, 40), torch.linspace(0.0, 1.0, 32)
+    scales, angles, pos = torch.linspace(0.5, 1.0, 6), grid[1], grid[2]
+    centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    out = torch.empty(len(classes), 1, size, size)
+    for start in range(0, len(classes), chunk):
+        c = classes[start:start + chunk]
+        r = (0.16 * scales[c[:, 1]]).view(-1, 1, 1)
+        th = angles[c[:, 2]].view(-1, 1, 1)
+        cx, cy = (0.2 + 0.6 * pos[c[:, 3]]).view(-1, 1, 1), (0.2 + 0.6 * pos[c[:, 4]]).view(-1, 1, 1)
+        dx, dy = centres.view(1, 1, -1) - cx, centres.view(1, -1, 1) - cy  # x: columns, y: rows (down)
+        u = (torch.cos(th) * dx + torch.sin(th) * dy) / r
+        v = (torch.sin(th) * dx - torch.cos(th) * dy) / r  # rows grow downwards: flip so v points up
+        shape = c[:, 0].view(-1, 1, 1)
+        square = (u.abs() <= 0.8) & (v.abs() <= 0.8)
+        ellipse = u * u + (2 * v) ** 2 <= 1
+        mask = torch.where(shape == 0, square, torch.where(shape == 1, ellipse, _heart_mask(u, v)))
+        out[start:start + len(c), 0] = mask.float()
+    return out
+
+
+def _load_dsprites(root, source: str) -> DSprites:
+    if source == "procedural":
+        return DSprites(source="procedural")
+    try:
+        path = _locate(f"dsprites/{DSPRITES_FILE}", DSPRITES_GIT_BLOB, [DSPRITES_URL], root, algorithm="git")
+    except DataNotFoundError as e:
+        if source == "npz":
+            raise
+        warnings.warn(f"dSprites: DeepMind's file is unavailable, so the procedural generator is used "
+                      f"(same factor grid, not the same pixels). {str(e).splitlines()[0]}", stacklevel=3)
+        return DSprites(source="procedural")
+    with np.load(path) as f:
+        imgs = f["imgs"]
+    return DSprites(source="npz", _imgs=imgs)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, *,
+                 source: str = "auto"):
+    """Load a dataset split.
+
+    name: ``"mnist"``, ``"fashion_mnist"`` or ``"dsprites"``.
+    split: ``"train"`` or ``"test"`` (dSprites has one split; both return the whole grid).
+    root: a folder to look in before ``$BETAVAE_DATA_DIR`` and the cache.
+    source: dSprites only: ``"auto"`` (the real file when present or downloadable, else procedural,
+    with a warning), ``"npz"`` (the real file or an error) or ``"procedural"``.
+
+    Returns an :class:`ImageDataset` (images (N, 1, 28, 28) float32 in [0, 1], labels (N,))
+    or a :class:`DSprites`.
+    """
+    key = str(name).lower().replace("-", "_")
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names are {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits are {', '.join(SPLITS)}")
+    if key == "dsprites":
+        if source not in ("auto", "npz", "procedural"):
+            raise ValueError(f"unknown dSprites source {source!r}; valid are auto, npz, procedural")
+        return _load_dsprites(root, source)
+    return _load_idx_dataset(key, split, root)

@@ -1,0 +1,136 @@
+"""Figures used across the chapters. Every function returns the matplotlib Figure it drew."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def image_grid(images, nrow: int = 8, title: str | None = None, ax=None, row_labels=None):
+    """Show images (N, 1, H, W) in [0, 1] as one grid, ``nrow`` per row; returns the Figure."""
+    imgs = _np(images)[:, 0]
+    n, h, w = imgs.shape
+    rows = int(np.ceil(n / nrow))
+    canvas = np.ones((rows * (h + 2) - 2, nrow * (w + 2) - 2))
+    for i, im in enumerate(imgs):
+        r, c = divmod(i, nrow)
+        canvas[r * (h + 2): r * (h + 2) + h, c * (w + 2): c * (w + 2) + w] = im
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(nrow * 0.6 + 0.6, rows * 0.6 + 0.4))
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    if row_labels is not None:
+        ax.set_yticks([r * (h + 2) + h / 2 for r in range(rows)], list(row_labels)[:rows])
+    else:
+        ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def plot_history(history, title: str = "Training curves"):
+    """Reconstruction and KL per epoch (train and, when present, test), in nats per image."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, key, label in zip(axes, ("recon", "kl"), ("reconstruction −log p(x|z)", "KL(q(z|x) ‖ p(z))")):
+        ax.plot(history.epoch, getattr(history, f"train_{key}"), "o-", label="train")
+        if getattr(history, f"test_{key}"):
+            ax.plot(history.epoch, getattr(history, f"test_{key}"), "s--", label="test")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{label} [nats/image]")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_kl_per_dim(kl_per_dim, title: str = "KL per latent dimension", ax=None, threshold: float | None = None):
+    """Bar chart of the KL (nats) carried by each latent dimension, largest first in colour order."""
+    kl = _np(kl_per_dim).ravel()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4, 0.35 * len(kl) + 1), 3))
+    ax.bar(np.arange(len(kl)), kl, color="tab:blue")
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"{threshold} nats")
+        ax.legend()
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("KL [nats]")
+    ax.set_xticks(np.arange(len(kl)))
+    ax.set_title(title)
+    return ax.figure
+
+
+def plot_latent_scatter(z, labels, label_names=None, title: str = "Posterior means", ax=None, max_points: int = 5000):
+    """Scatter of 2-D latent codes (N, 2) coloured by class label."""
+    z, labels = _np(z)[:max_points], _np(labels)[:max_points]
+    if z.shape[1] != 2:
+        raise ValueError(f"plot_latent_scatter needs 2-D codes, got shape {z.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 5))
+    sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7, vmin=-0.5, vmax=9.5)
+    cbar = ax.figure.colorbar(sc, ax=ax, ticks=range(10))
+    if label_names is not None:
+        cbar.ax.set_yticklabels(label_names)
+    ax.set_xlabel("$z_1$ (posterior mean)")
+    ax.set_ylabel("$z_2$ (posterior mean)")
+    ax.set_title(title)
+    return ax.figure
+
+
+def latent_manifold(model, n: int = 15, span: float = 2.5, title: str = "Decoded latent grid", ax=None):
+    """Decode an n×n grid of z ∈ [−span, span]² for a 2-latent model and show it as one image."""
+    if model.latent_dim != 2:
+        raise ValueError(f"latent_manifold needs a 2-latent model, got latent_dim={model.latent_dim}")
+    grid = torch.linspace(-span, span, n)
+    zz = torch.stack(torch.meshgrid(grid, grid.flip(0), indexing="xy"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        imgs = torch.sigmoid(model.decode(zz.to(model.log_sigma.device))).cpu()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 6))
+    return image_grid(imgs, nrow=n, title=title, ax=ax)
+
+
+def book_style(dpi: int = 80) -> None:
+    """Matplotlib settings the chapters share: modest dpi (small notebooks), light grid, readable fonts."""
+    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "axes.grid": False, "font.size": 10,
+                         "axes.titlesize": 11, "figure.max_open_warning": 50})
+
+
+def animate(frames, titles=None, interval: int = 200, figsize=(4, 4), cmap: str = "gray"):
+    """Animate a list of 2-D arrays (e.g. image grids or rendered plots) as self-contained HTML.
+
+    Returns an ``IPython.display.HTML`` built with matplotlib's ``to_jshtml``: it plays in the static
+    book without a kernel. frames: sequence of (H, W) or (H, W, 3) arrays; titles: one per frame.
+    """
+    from IPython.display import HTML
+    from matplotlib import animation
+
+    frames = [_np(f) for f in frames]
+    if not frames:
+        raise ValueError("animate needs at least one frame")
+    fig, ax = plt.subplots(figsize=figsize)
+    im = ax.imshow(frames[0], cmap=cmap, vmin=0, vmax=1 if frames[0].ndim == 2 else None, interpolation="nearest")
+    ax.axis("off")
+    title = ax.set_title(titles[0] if titles else "")
+
+    def draw(i):
+        im.set_data(frames[i])
+        if titles:
+            title.set_text(titles[i])
+        return im, title
+
+    anim = animation.FuncAnimation(fig, draw, frames=len(frames), interval=interval, blit=False)
+    html = HTML(anim.to_jshtml(default_mode="loop"))
+    plt.close(fig)
+    return html
+
+
+def figure_to_array(fig) -> np.ndarray:
+    """Render a matplotlib Figure to an (H, W, 3) float array in [0, 1] (to use it as an animation frame)."""
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    return rgba[..., :3].astype(np.float32) / 255.0

@@ -1,0 +1,87 @@
+"""Schedules for a weight that changes with the optimiser step: beta (KL annealing) or the capacity C.
+
+A schedule is any callable ``step -> float``; ``fit`` calls it once per optimiser step (step 0 first).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _check_nonneg(name: str, value: float) -> float:
+    value = float(value)
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return value
+
+
+def _check_steps(name: str, steps: int) -> int:
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"{name} must be a positive integer number of steps, got {steps!r}")
+    return int(steps)
+
+
+@dataclass(frozen=True)
+class Constant:
+    """The same value at every step."""
+
+    value: float
+
+    def __post_init__(self):
+        _check_nonneg("value", self.value)
+
+    def __call__(self, step: int) -> float:
+        return float(self.value)
+
+
+@dataclass(frozen=True)
+class Linear:
+    """Linear warm-up from ``start`` to ``end`` over ``steps`` steps, then ``end`` (Bowman et al. 2016).
+
+    value(t) = start + (end - start) * min(t / steps, 1)
+    """
+
+    end: float
+    steps: int
+    start: float = 0.0
+
+    def __post_init__(self):
+        _check_nonneg("end", self.end), _check_nonneg("start", self.start), _check_steps("steps", self.steps)
+
+    def __call__(self, step: int) -> float:
+        return self.start + (self.end - self.start) * min(step / self.steps, 1.0)
+
+
+@dataclass(frozen=True)
+class Cyclical:
+    """Cyclical annealing (Fu et al. 2019): ``n_cycles`` cycles over ``total_steps``; in each cycle the
+    value rises linearly from 0 to ``end`` over the first ``ratio`` of the cycle, then stays at ``end``.
+
+    value(t) = end * min((t mod T) / (ratio * T), 1),  T = total_steps / n_cycles
+    """
+
+    end: float
+    total_steps: int
+    n_cycles: int = 4
+    ratio: float = 0.5
+
+    def __post_init__(self):
+        _check_nonneg("end", self.end), _check_steps("total_steps", self.total_steps)
+        _check_steps("n_cycles", self.n_cycles)
+        if not 0 < self.ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {self.ratio!r}")
+
+    def __call__(self, step: int) -> float:
+        period = self.total_steps / self.n_cycles
+        return self.end * min((step % period) / (self.ratio * period), 1.0)
+
+
+SCHEDULES = {"constant": Constant, "linear": Linear, "cyclical": Cyclical}
+
+
+def as_schedule(value, name: str = "beta"):
+    """A number becomes a :class:`Constant`; a callable is returned as it is."""
+    if callable(value):
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"{name} must be a number or a schedule ({', '.join(SCHEDULES)}), got the string {value!r}")
+    return Constant(_check_nonneg(name, value))
