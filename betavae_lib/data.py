@@ -62,6 +62,7 @@ DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 DSPRITES_URL = "https://github.com/deepmind/dsprites-dataset/raw/master/" + DSPRITES_FILE
 # git blob id of DeepMind's file (``git hash-object``), the checksum its repository publishes.
 DSPRITES_GIT_BLOB = "d98996d3f8ee1550e06b9d4ed78d0beb478910d5"
+DSPRITES_N = 3 * 6 * 40 * 32 * 32  # images in DeepMind's file
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -324,6 +325,8 @@ def _load_dsprites(root, source: str) -> DSprites:
         return DSprites(source="procedural")
     with np.load(path) as f:
         imgs = f["imgs"]
+    if imgs.shape != (DSPRITES_N, 64, 64):
+        raise ValueError(f"{path} holds images of shape {imgs.shape}, expected ({DSPRITES_N}, 64, 64)")
     return DSprites(source="npz", _imgs=imgs)
 
 

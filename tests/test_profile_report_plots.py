@@ -1,0 +1,88 @@
+"""The profile switch, headline-metric lines, and the shared plotting helpers."""
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np
+import pytest
+import torch
+
+from betavae_lib import MLPVAE, plots
+from betavae_lib.profile import get_profile
+from betavae_lib.report import MARKER, headline, parse_headlines
+from betavae_lib.train import History
+
+
+def test_profile_from_environment(monkeypatch):
+    monkeypatch.setenv("BETAVAE_PROFILE", "smoke")
+    p = get_profile()
+    assert p.name == "smoke" and p.pick(1, 2, 3) == 1 and p.train_size == 2000
+    assert get_profile("full").train_size is None and get_profile("FULL").name == "full"
+
+
+def test_profile_default_depends_on_cuda(monkeypatch):
+    monkeypatch.delenv("BETAVAE_PROFILE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_profile().name == "full"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert get_profile().name == "reduced"
+
+
+def test_unknown_profile_lists_valid(monkeypatch):
+    monkeypatch.setenv("BETAVAE_PROFILE", "huge")
+    with pytest.raises(ValueError, match="smoke, reduced, full"):
+        get_profile()
+
+
+def test_headline_round_trip(capsys):
+    clean = headline(mig=np.float32(0.25), fid=float("nan"), model="β=4", epochs=3)
+    out = capsys.readouterr().out
+    assert out.startswith(MARKER)
+    assert parse_headlines("noise\n" + out) == clean == {"mig": 0.25, "fid": None, "model": "β=4", "epochs": 3}
+    with pytest.raises(TypeError, match="numbers or strings"):
+        headline(bad=[1, 2])
+
+
+def test_image_grid_places_each_image():
+    imgs = torch.zeros(3, 1, 2, 2)
+    imgs[1] = 1.0
+    fig = plots.image_grid(imgs, nrow=2)
+    canvas = fig.axes[0].images[0].get_array()
+    # 2 per row, 2-pixel white gaps: second image occupies columns 4..5 of the first row
+    assert canvas.shape == (2 * 4 - 2, 2 * 4 - 2)
+    assert canvas[0:2, 4:6].min() == 1.0 and canvas[0:2, 0:2].max() == 0.0 and canvas[4:6, 0:2].max() == 0.0
+    matplotlib.pyplot.close(fig)
+
+
+def test_history_and_kl_plots_label_their_axes():
+    h = History(epoch=[1, 2], train_recon=[3.0, 2.0], train_kl=[1.0, 1.5], test_recon=[3.1, 2.2], test_kl=[1.1, 1.4])
+    fig = plots.plot_history(h)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["epoch", "epoch"] and "nats" in fig.axes[0].get_ylabel()
+    assert len(fig.axes[0].lines) == 2
+    fig = plots.plot_kl_per_dim([0.1, 2.0, 0.0], threshold=0.01)
+    assert [p.get_height() for p in fig.axes[0].patches] == [0.1, 2.0, 0.0]
+    matplotlib.pyplot.close("all")
+
+
+def test_latent_plots_need_two_dimensions():
+    with pytest.raises(ValueError, match="2-D codes"):
+        plots.plot_latent_scatter(np.zeros((5, 3)), np.zeros(5))
+    with pytest.raises(ValueError, match="2-latent model"):
+        plots.latent_manifold(MLPVAE(latent_dim=3))
+    fig = plots.latent_manifold(MLPVAE(latent_dim=2), n=4)
+    assert fig.axes[0].images[0].get_array().shape == (4 * 30 - 2, 4 * 30 - 2)
+    matplotlib.pyplot.close("all")
+
+
+def test_animate_embeds_every_frame_as_html():
+    frames = [np.full((8, 8), v) for v in (0.0, 0.5, 1.0)]
+    html = plots.animate(frames, titles=["a", "b", "c"]).data
+    assert "<script" in html and html.count("frames[") >= 3 and "animation" in html.lower()
+    with pytest.raises(ValueError, match="at least one frame"):
+        plots.animate([])
+
+
+def test_figure_to_array_is_rgb_in_unit_range():
+    fig = plots.image_grid(torch.rand(4, 1, 5, 5), nrow=2)
+    arr = plots.figure_to_array(fig)
+    assert arr.ndim == 3 and arr.shape[2] == 3 and 0 <= arr.min() and arr.max() <= 1
+    matplotlib.pyplot.close("all")

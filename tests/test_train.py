@@ -1,0 +1,116 @@
+"""The training loop: it learns, it records, it is seedable, and it stops loudly on NaN."""
+import pytest
+import torch
+
+from betavae_lib import MLPVAE, ConvVAE, evaluate, fit, pick_device
+from betavae_lib.schedules import Linear
+from betavae_lib.train import NonFiniteLossError, as_float_images
+
+
+def prototypes(n=512, seed=0):
+    """Binary 28×28 images: four fixed random patterns with 5% of pixels flipped."""
+    g = torch.Generator().manual_seed(seed)
+    protos = (torch.rand(4, 1, 28, 28, generator=g) > 0.7).float()
+    x = protos[torch.randint(0, 4, (n,), generator=g)]
+    flip = torch.rand(x.shape, generator=g) < 0.05
+    return torch.where(flip, 1 - x, x)
+
+
+def test_short_training_lowers_the_loss_and_records_history():
+    x = prototypes()
+    torch.manual_seed(0)
+    model = MLPVAE(latent_dim=4, hidden=(64,))
+    before = evaluate(model, x)["neg_elbo"]
+    h = fit(model, x, test_images=x[:128], epochs=3, batch_size=64, lr=3e-3, progress=False)
+    after = evaluate(model, x)["neg_elbo"]
+    assert after < 0.7 * before
+    assert h.epoch == [1, 2, 3] and h.steps == 3 * 8
+    assert h.train_loss[-1] < h.train_loss[0]
+    assert len(h.test_recon) == 3 and len(h.train_kl_per_dim[-1]) == len(h.test_kl_per_dim[-1]) == 4
+    # KL per dim sums to the KL
+    assert sum(h.train_kl_per_dim[-1]) == pytest.approx(h.train_kl[-1], rel=1e-5)
+
+
+def test_same_seed_same_history_different_seed_different():
+    x = prototypes(256)
+    runs = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(0)
+        model = MLPVAE(latent_dim=3, hidden=(32,))
+        runs.append(fit(model, x, epochs=2, batch_size=32, seed=seed, progress=False))
+    assert runs[0].train_loss == runs[1].train_loss and runs[0].train_kl_per_dim == runs[1].train_kl_per_dim
+    assert runs[0].train_loss != runs[2].train_loss
+
+
+def test_beta_schedule_is_applied_per_step():
+    x = prototypes(128)
+    h = fit(MLPVAE(latent_dim=2, hidden=(16,)), x, epochs=2, batch_size=32, beta=Linear(4.0, steps=8),
+            progress=False)
+    # 4 steps per epoch: the value at the last step of each epoch (steps 3 and 7)
+    assert h.beta == pytest.approx([4.0 * 3 / 8, 4.0 * 7 / 8])
+
+
+def test_uint8_and_bool_images_train_like_floats():
+    x = prototypes(128)
+    runs = []
+    for images in (x, (x * 255).to(torch.uint8), x.bool()):
+        torch.manual_seed(0)
+        runs.append(fit(MLPVAE(latent_dim=2, hidden=(16,)), images, epochs=1, batch_size=32, progress=False))
+    assert runs[0].train_loss == pytest.approx(runs[1].train_loss, rel=1e-6)
+    assert runs[0].train_loss == runs[2].train_loss
+    assert as_float_images(torch.tensor([255], dtype=torch.uint8)).item() == 1.0
+
+
+def test_nan_loss_stops_with_the_step_named():
+    x = prototypes(128)
+    model = MLPVAE(latent_dim=2, hidden=(16,))
+    calls = []
+
+    def poison(module, inputs, output):  # the decoder's 6th call (optimiser step 5) returns NaN
+        calls.append(1)
+        return output * float("nan") if len(calls) == 6 else output
+
+    model.decoder.register_forward_hook(poison)
+    with pytest.raises(NonFiniteLossError, match="step 5 "):
+        fit(model, x, epochs=3, batch_size=32, progress=False)
+
+
+def test_conv_model_trains_on_64px():
+    x = (torch.rand(64, 1, 64, 64) > 0.9).float()
+    h = fit(ConvVAE(latent_dim=3), x, epochs=1, batch_size=16, progress=False)
+    assert len(h.train_kl_per_dim[0]) == 3
+
+
+def test_evaluate_terms_add_up():
+    x = prototypes(100)
+    ev = evaluate(MLPVAE(latent_dim=3, hidden=(16,)), x, batch_size=30)
+    assert ev["neg_elbo"] == pytest.approx(ev["recon"] + ev["kl"])
+    assert sum(ev["kl_per_dim"]) == pytest.approx(ev["kl"], rel=1e-5)
+
+
+def test_auto_device_is_cpu_without_accelerators():
+    if not torch.cuda.is_available():
+        assert pick_device("auto").type in ("cpu", "mps")
+    assert pick_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("kwargs,err,match", [
+    ({"epochs": 0}, ValueError, "epochs must be a positive integer"),
+    ({"epochs": 1, "batch_size": 0}, ValueError, "batch_size must be a positive integer"),
+    ({"epochs": 1, "beta": -1.0}, ValueError, "beta must be >= 0"),
+    ({"epochs": 1, "likelihood": "laplace"}, ValueError, "bernoulli, gaussian, gaussian_learned"),
+    ({"epochs": 1, "lr": 0.0}, ValueError, "lr must be"),
+])
+def test_bad_fit_arguments(kwargs, err, match):
+    with pytest.raises(err, match=match):
+        fit(MLPVAE(latent_dim=2), prototypes(16), progress=False, **kwargs)
+
+
+def test_bad_images_for_fit():
+    m = MLPVAE(latent_dim=2)
+    with pytest.raises(ValueError, match=r"shape \(N, 1, 28, 28\)"):
+        fit(m, torch.rand(8, 28, 28), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="divide uint8 pixel values by 255"):
+        fit(m, torch.rand(8, 1, 28, 28) * 255, epochs=1, progress=False)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        fit(m, [[0.0]], epochs=1, progress=False)
