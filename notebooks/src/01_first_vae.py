@@ -56,10 +56,10 @@ plots.image_grid(test.images[:32], nrow=16, title="MNIST test images");
 #
 # $$
 # \mathcal L(x) = \underbrace{-\,\mathbb E_{q_\phi(z\mid x)}\big[\log p_\theta(x\mid z)\big]}_{\text{reconstruction}}
-#   \;+\; \beta\,\underbrace{\mathrm{KL}\big(q_\phi(z\mid x)\,\|\,p(z)\big)}_{\text{rate}},
-# \qquad \beta = 1 \text{ for the plain VAE.}
+#   \;+\; \beta\,\underbrace{\mathrm{KL}\big(q_\phi(z\mid x)\,\|\,p(z)\big)}_{\text{rate}}
 # $$
 #
+# with $\beta = 1$ for the plain VAE.
 # Chapter 2 derives this; here we use it. **Convention used throughout the book:** both terms are in
 # nats, *summed* over the 784 pixels and over the latent dimensions, then *averaged* over the batch; β
 # multiplies that summed KL. Numbers in other sources are often per pixel or per batch: multiply or divide
@@ -147,6 +147,7 @@ print(f"2-latent model: test −ELBO {history2.test_recon[-1] + history2.test_kl
       f"vs {history.test_recon[-1] + history.test_kl[-1]:.1f} with 20 latents")
 
 # %% [markdown]
+# %% [markdown]
 # Two numbers are enough to sort digits into neighbourhoods, but the −ELBO is worse than with 20: two
 # dimensions cannot hold the stroke width, slant and style that the larger model keeps.
 #
@@ -158,3 +159,13 @@ print(f"2-latent model: test −ELBO {history2.test_recon[-1] + history2.test_kl
 #
 # Next, chapter 2 derives the objective we just minimised and checks every step of the derivation
 # numerically.
+
+# %% [markdown]
+# The numbers this chapter reports (recorded in the book's run manifest):
+
+# %%
+from betavae_lib.report import headline
+
+headline(profile=profile.name, epochs=epochs, test_recon_20d=history.test_recon[-1], test_kl_20d=history.test_kl[-1],
+         test_neg_elbo_20d=history.test_recon[-1] + history.test_kl[-1],
+         test_neg_elbo_2d=history2.test_recon[-1] + history2.test_kl[-1]);
