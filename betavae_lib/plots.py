@@ -134,3 +134,41 @@ def figure_to_array(fig) -> np.ndarray:
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
     return rgba[..., :3].astype(np.float32) / 255.0
+
+
+def plot_kl_and_mi(kl_per_dim, mi, factor_names, entropy=None, threshold: float = 0.01, title: str = ""):
+    """KL per latent (bars) beside the mutual information of each alive latent with each factor (heatmap).
+
+    kl_per_dim: (D,) nats; mi: (D, K) nats, e.g. ``metrics.mig(...).mi``; factor_names: K names;
+    entropy: (K,) factor entropies in nats: when given, the heatmap shows MI / H(factor) in [0, 1].
+    Latents with KL ≤ ``threshold`` nats are left out; rows are sorted by decreasing KL.
+    """
+    kl, mi = _np(kl_per_dim).ravel(), _np(mi)
+    if mi.shape != (len(kl), len(factor_names)):
+        raise ValueError(f"mi must have shape (D, K) = ({len(kl)}, {len(factor_names)}), got {mi.shape}")
+    alive = [d for d in np.argsort(-kl, kind="stable") if kl[d] > threshold]
+    if not alive:
+        alive = [int(np.argmax(kl))]
+    shown = mi[alive] / _np(entropy)[None, :] if entropy is not None else mi[alive]
+    fig, (ax_kl, ax_mi) = plt.subplots(1, 2, figsize=(9, 0.42 * len(alive) + 1.6), sharey=True,
+                                       gridspec_kw={"width_ratios": [1, 1.6]})
+    rows = np.arange(len(alive))
+    ax_kl.barh(rows, kl[alive], color="tab:blue")
+    ax_kl.invert_xaxis()
+    ax_kl.set_yticks(rows, [f"z{d}" for d in alive])
+    ax_kl.set_xlabel("KL(q(z_d|x) ‖ N(0,1)) [nats]")
+    ax_kl.set_ylabel("latent (alive, by KL)")
+    im = ax_mi.imshow(shown, cmap="viridis", aspect="auto", vmin=0, vmax=1 if entropy is not None else None)
+    ax_mi.set_xticks(np.arange(len(factor_names)), list(factor_names))
+    ax_mi.set_xlabel("factor")
+    for r in rows:
+        for c in range(len(factor_names)):
+            ax_mi.text(c, r, f"{shown[r, c]:.2f}", ha="center", va="center", fontsize=8,
+                       color="white" if shown[r, c] < 0.6 * (np.nanmax(shown) or 1) else "black")
+    fig.colorbar(im, ax=ax_mi, label="MI / H(factor)" if entropy is not None else "MI [nats]")
+    ax_mi.set_title("mutual information with each factor")
+    ax_kl.set_title("KL per latent")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
