@@ -73,6 +73,10 @@ class ChecksumError(ValueError):
     """A dataset file exists but its checksum does not match the published one."""
 
 
+class IncompleteDownloadError(OSError):
+    """A download ended before all the bytes the server announced had arrived."""
+
+
 # ----------------------------------------------------------------------------- locations
 
 
@@ -110,7 +114,12 @@ def download(url: str, dest: Path, checksum: str, algorithm: str = "md5", timeou
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            expected = response.headers.get("Content-Length")
             shutil.copyfileobj(response, out, length=1 << 20)
+            received = out.tell()
+        if expected is not None and received != int(expected):
+            raise IncompleteDownloadError(f"download of {url} stopped after {received} of {expected} bytes "
+                                          f"(the connection closed early); nothing was kept")
         got = file_digest(Path(tmp), algorithm)
         if got != checksum:
             raise ChecksumError(f"download of {url} has {algorithm} {got}, expected {checksum}; nothing was kept")
@@ -172,6 +181,8 @@ class ImageDataset:
 
     def subset(self, n: int | None, seed: int = 0) -> "ImageDataset":
         """The first ``n`` items of a seeded shuffle (all of them when ``n`` is None or too large)."""
+        if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
+            raise ValueError(f"subset size must be a positive integer or None, got {n!r}")
         if n is None or n >= len(self):
             return self
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]

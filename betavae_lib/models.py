@@ -50,6 +50,16 @@ class VAE(nn.Module):
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"{type(self).__name__} expects images of shape (B, {', '.join(map(str, self.image_shape))}), "
                              f"got {tuple(x.shape)}")
+        if x.dtype != self.log_sigma.dtype:
+            raise TypeError(f"images are {x.dtype} but the model's weights are {self.log_sigma.dtype}; "
+                            f"convert them with x.to({self.log_sigma.dtype})")
+        # The value check makes an accelerator report back to the host, so it is skipped there in
+        # training mode (fit checks the whole dataset once instead); it always runs on the CPU and in eval mode.
+        if x.numel() and (x.device.type == "cpu" or not self.training) and not torch.compiler.is_compiling():
+            lo, hi = (v.item() for v in torch.aminmax(x.detach()))
+            if not (lo >= 0 and hi <= 1):
+                raise ValueError(f"images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]"
+                                 + ("; divide uint8 pixel values by 255" if hi > 1 else ""))
         return x
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

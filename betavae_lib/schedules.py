@@ -84,4 +84,9 @@ def as_schedule(value, name: str = "beta"):
         return value
     if isinstance(value, str):
         raise ValueError(f"{name} must be a number or a schedule ({', '.join(SCHEDULES)}), got the string {value!r}")
-    return Constant(_check_nonneg(name, value))
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or a schedule (a callable step -> value, e.g. "
+                        f"{', '.join(SCHEDULES)}), got {type(value).__name__}") from None
+    return Constant(_check_nonneg(name, number))

@@ -19,6 +19,8 @@ needs_fashion = pytest.mark.skipif(not _has("FashionMNIST"),
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    # One thread: on a small shared machine, thread contention makes tiny models 10-100x slower.
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     yield
 
