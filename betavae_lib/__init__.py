@@ -11,9 +11,9 @@ from .checkpoints import CheckpointError, load, save
 from .data import load_dataset
 from .losses import beta_vae_loss, gaussian_kl
 from .models import ConvVAE, MLPVAE
-from .profile import get_profile
+from .profile import get_profile, start_chapter
 from .train import History, NonFiniteLossError, evaluate, fit, pick_device, seed_everything
 
 __version__ = "0.1.0"
 __all__ = ["CheckpointError", "ConvVAE", "History", "MLPVAE", "NonFiniteLossError", "beta_vae_loss", "evaluate", "fit", "gaussian_kl", "get_profile", "load",
-           "load_dataset", "pick_device", "save", "seed_everything"]
+           "load_dataset", "pick_device", "save", "seed_everything", "start_chapter"]

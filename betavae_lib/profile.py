@@ -47,3 +47,19 @@ def get_profile(name: str | None = None) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; BETAVAE_PROFILE must be one of {', '.join(PROFILES)}")
     return Profile(name)
+
+
+def start_chapter(seed: int = 0):
+    """What every chapter does first: the book's figure style, the active profile, the device, the seed.
+
+    Prints ``profile: … | device: … | torch …`` (the book's executor reads the device from this line)
+    and returns ``(profile, device)``.
+    """
+    from . import plots
+    from .train import pick_device, seed_everything
+
+    plots.book_style()
+    profile, device = get_profile(), pick_device()
+    seed_everything(seed)
+    print(f"profile: {profile.name} | device: {device} | torch {torch.__version__}")
+    return profile, device

@@ -86,3 +86,14 @@ def test_figure_to_array_is_rgb_in_unit_range():
     arr = plots.figure_to_array(fig)
     assert arr.ndim == 3 and arr.shape[2] == 3 and 0 <= arr.min() and arr.max() <= 1
     matplotlib.pyplot.close("all")
+
+
+def test_start_chapter_prints_the_line_the_executor_reads(monkeypatch, capsys):
+    monkeypatch.setenv("BETAVAE_PROFILE", "smoke")
+    profile, device = __import__("betavae_lib").start_chapter(seed=3)
+    out = capsys.readouterr().out
+    assert profile.name == "smoke" and device.type in ("cpu", "cuda", "mps")
+    assert out.startswith(f"profile: smoke | device: {device} | torch {torch.__version__}")
+    a = torch.rand(3)
+    __import__("betavae_lib").start_chapter(seed=3)
+    assert torch.equal(a, torch.rand(3))  # seeded

@@ -22,15 +22,11 @@ except ImportError:
 import matplotlib.pyplot as plt
 import torch
 
-from betavae_lib import MLPVAE, fit, get_profile, load_dataset, pick_device, seed_everything
+from betavae_lib import MLPVAE, fit, load_dataset, seed_everything, start_chapter
 from betavae_lib.losses import beta_vae_loss
 from betavae_lib import plots
 
-plots.book_style()
-profile = get_profile()   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
-device = pick_device()
-seed_everything(0)
-print(f"profile: {profile.name} | device: {device} | torch {torch.__version__}")
+profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
 
 # %% [markdown]
 # ## The data

@@ -25,16 +25,12 @@ import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
 
-from betavae_lib import MLPVAE, evaluate, fit, get_profile, load_dataset, pick_device, seed_everything
+from betavae_lib import MLPVAE, evaluate, fit, load_dataset, seed_everything, start_chapter
 from betavae_lib import plots
 from betavae_lib.fid import DomainFeatures, FIDUnavailableError, InceptionFeatures, fid
 from betavae_lib.metrics import feature_statistics, frechet_distance
 
-plots.book_style()
-profile = get_profile()   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
-device = pick_device()
-seed_everything(0)
-print(f"profile: {profile.name} | device: {device} | torch {torch.__version__}")
+profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
 
 # %% [markdown]
 # ## A model to score

@@ -29,18 +29,14 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from betavae_lib import ConvVAE, fit, get_profile, load_dataset, pick_device, seed_everything
+from betavae_lib import ConvVAE, fit, load_dataset, seed_everything, start_chapter
 from betavae_lib import plots, traversal
 from betavae_lib.losses import gaussian_kl, tc_decomposition
 from betavae_lib.metrics import factor_vae_score, mig
 from betavae_lib.models import reparameterize
 from betavae_lib.schedules import Linear
 
-plots.book_style()
-profile = get_profile()   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
-device = pick_device()
-seed_everything(0)
-print(f"profile: {profile.name} | device: {device} | torch {torch.__version__}")
+profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
 
 # %% [markdown]
 # ## The data: five known factors
