@@ -71,15 +71,6 @@ def _as_row(item) -> Row:
 METRIC_ROWS = ("MIG, dSprites codes", "FID features, 28x28 images")
 
 
-def _best_time(fn, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
-
-
 def _mig_row(bench_metrics, args) -> Row:
     """betavae_lib.metrics.mig against disentanglement_lib's sklearn loop, on the same codes."""
     import numpy as np
@@ -92,8 +83,8 @@ def _mig_row(bench_metrics, args) -> Row:
     rng = np.random.default_rng(0)
     codes = np.hstack([data.factor_values(factors), rng.normal(size=(len(factors), 5))])
     codes = (codes + 0.05 * rng.normal(size=codes.shape)).astype(np.float32)
-    ours_s, ours = _best_time(lambda: metrics.mig(codes, factors), args.repeats)
-    ref_s, ref = _best_time(lambda: bench_metrics.reference_mig(codes, factors), 1)
+    ours_s, ours = bench_metrics.best_time(lambda: metrics.mig(codes, factors), args.repeats)
+    ref_s, ref = bench_metrics.best_time(lambda: bench_metrics.reference_mig(codes, factors), 1)
     return Row(METRIC_ROWS[0], "cpu", "sklearn loop (disentanglement_lib)", ref_s, ours_s,
                note=f"{len(codes):,} codes x {codes.shape[1]} latents; MIG {ours.score:.6f} vs {ref:.6f}")
 
@@ -105,7 +96,7 @@ def _fid_row(bench_metrics, device: torch.device, args) -> Row:
     images, source = bench_metrics.mnist_images(2000 if args.quick else 10000)
     domain = fidlib.DomainFeatures("mnist", device=str(device))
     domain(images[:100])
-    ours_s, _ = _best_time(lambda: domain(images), args.repeats)
+    ours_s, _ = bench_metrics.best_time(lambda: domain(images), args.repeats)
     ours_s *= 1000 / len(images)
     ok, why = fidlib.inception_available()
     if not ok:
@@ -114,7 +105,7 @@ def _fid_row(bench_metrics, device: torch.device, args) -> Row:
     m = 64 if device.type == "cpu" else 1024
     inception = fidlib.InceptionFeatures(device=str(device), batch_size=16 if device.type == "cpu" else 128)
     inception(images[:4])
-    ref_s, _ = _best_time(lambda: inception(images[:m]), 1)
+    ref_s, _ = bench_metrics.best_time(lambda: inception(images[:m]), 1)
     ref_s *= 1000 / m
     return Row(METRIC_ROWS[1], str(device), "Inception features (pytorch-fid)", ref_s, ours_s,
                note=f"s per 1000 {source} images ({len(images):,} domain, {m} Inception at 299x299)")

@@ -17,6 +17,12 @@ needs_fashion = pytest.mark.skipif(not _has("FashionMNIST"),
                                    reason="Fashion-MNIST raw files not found under $BETAVAE_DATA_DIR")
 
 
+def binary_images(n: int = 32, side: int = 28, seed: int = 0) -> torch.Tensor:
+    """(n, 1, side, side) seeded random binary images, about 30% of pixels on."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, side, side, generator=g) > 0.7).float()
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     # One thread: on a small shared machine, thread contention makes tiny models 10-100x slower.

@@ -20,21 +20,7 @@ from betavae_lib.data import ChecksumError, DataNotFoundError, IncompleteDownloa
 from betavae_lib.schedules import Cyclical, Linear, as_schedule
 from betavae_lib.train import pick_device
 
-from conftest import DATA_DIR, needs_mnist
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and a busy machine cannot stall them in thread barriers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def binary_images(n=32, side=28, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, 1, side, side, generator=g) > 0.7).float()
+from conftest import DATA_DIR, binary_images, needs_mnist
 
 
 def small_mlp():

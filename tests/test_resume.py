@@ -6,22 +6,9 @@ import torch
 
 from betavae_lib import ConvVAE, MLPVAE, fit, load
 from betavae_lib.schedules import Linear
+from conftest import binary_images
 
 EPOCHS = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and a busy machine cannot stall them in thread barriers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def binary_images(n, side=28, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, 1, side, side, generator=g) > 0.7).float()
 
 
 TRAIN, TEST = binary_images(96), binary_images(32, seed=1)
