@@ -6,6 +6,7 @@ throughput of the FID feature extractors.
 
 MIG codes: the five dSprites factor values, five pure-noise latents, Gaussian noise on all ten.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,9 @@ def reference_mig(codes, factors, n_bins=20):
     mus, ys = codes.T, factors.T
     discretized = np.zeros_like(mus)
     for i in range(mus.shape[0]):
-        discretized[i, :] = np.digitize(mus[i, :], np.histogram(mus[i, :], n_bins)[1][:-1])
+        discretized[i, :] = np.digitize(
+            mus[i, :], np.histogram(mus[i, :], n_bins)[1][:-1]
+        )
     m = np.array([[mutual_info_score(y, d) for y in ys] for d in discretized])
     h = np.array([mutual_info_score(y, y) for y in ys])
     sorted_m = np.sort(m, axis=0)[::-1]
@@ -47,13 +50,15 @@ def bench_mig(quick: bool):
     data = DSprites(source="procedural")
     factors = data.factor_classes
     if quick:
-        factors = factors[:: 8]
+        factors = factors[::8]
     rng = np.random.default_rng(0)
     codes = np.hstack([data.factor_values(factors), rng.normal(size=(len(factors), 5))])
     codes = (codes + 0.05 * rng.normal(size=codes.shape)).astype(np.float32)
     ours_s, ours = best_time(lambda: metrics.mig(codes, factors), 3)
     ref_s, ref = best_time(lambda: reference_mig(codes, factors), 1)
-    print(f"MIG, {len(codes):,} codes x {codes.shape[1]} latents x {factors.shape[1]} factors:")
+    print(
+        f"MIG, {len(codes):,} codes x {codes.shape[1]} latents x {factors.shape[1]} factors:"
+    )
     print(f"  betavae_lib.metrics.mig   {ours_s:7.2f} s  score {ours.score:.12f}")
     print(f"  sklearn loop (reference)  {ref_s:7.2f} s  score {ref:.12f}")
     print(f"  |difference| {abs(ours.score - ref):.1e}, speed-up {ref_s / ours_s:.1f}x")
@@ -64,24 +69,32 @@ def bench_scores():
         factor_sizes = (3, 6, 40, 32, 32)
 
         def sample_factors(self, n, rng):
-            return np.stack([rng.integers(0, s, size=n) for s in self.factor_sizes], axis=-1)
+            return np.stack(
+                [rng.integers(0, s, size=n) for s in self.factor_sizes], axis=-1
+            )
 
         def sample_observations_from_factors(self, classes, rng):
             return classes.astype(np.float64)
 
     data = FactorsAsObservations()
     seconds, result = best_time(lambda: metrics.factor_vae_score(lambda x: x, data), 1)
-    print(f"FactorVAE score, default protocol, ground-truth codes: {result.score:.3f} in {seconds:.2f} s "
-          f"(protocol overhead; encoding dominates with a real model)")
+    print(
+        f"FactorVAE score, default protocol, ground-truth codes: {result.score:.3f} in {seconds:.2f} s "
+        f"(protocol overhead; encoding dominates with a real model)"
+    )
     seconds, result = best_time(lambda: metrics.beta_vae_score(lambda x: x, data), 1)
-    print(f"beta-VAE score,  default protocol, ground-truth codes: {result.score:.3f} in {seconds:.2f} s")
+    print(
+        f"beta-VAE score,  default protocol, ground-truth codes: {result.score:.3f} in {seconds:.2f} s"
+    )
 
 
 def mnist_images(n):
     try:
         return load_dataset("mnist", "test").images[:n], "MNIST test"
     except DataNotFoundError:
-        return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0)), "random"
+        return torch.rand(
+            n, 1, 28, 28, generator=torch.Generator().manual_seed(0)
+        ), "random"
 
 
 def bench_fid(quick: bool):
@@ -90,13 +103,21 @@ def bench_fid(quick: bool):
     extractor = fidlib.DomainFeatures("mnist", device="cpu")
     extractor(images[:100])  # warm-up
     seconds, _ = best_time(lambda: extractor(images), 2)
-    print(f"domain features ({source}, {len(images):,} images 28x28, CPU, {torch.get_num_threads()} threads): "
-          f"{len(images) / seconds:,.0f} images/s")
+    print(
+        f"domain features ({source}, {len(images):,} images 28x28, CPU, {torch.get_num_threads()} threads): "
+        f"{len(images) / seconds:,.0f} images/s"
+    )
     half = len(images) // 2
-    shuffled = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))]
-    seconds, result = best_time(lambda: fidlib.fid(shuffled[:half], shuffled[half:], extractor=extractor), 1)
-    print(f"domain FID between two random halves ({half:,} vs {half:,} {source} images): {result.value:.3f} "
-          f"in {seconds:.2f} s")
+    shuffled = images[
+        torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    ]
+    seconds, result = best_time(
+        lambda: fidlib.fid(shuffled[:half], shuffled[half:], extractor=extractor), 1
+    )
+    print(
+        f"domain FID between two random halves ({half:,} vs {half:,} {source} images): {result.value:.3f} "
+        f"in {seconds:.2f} s"
+    )
 
     ok, why = fidlib.inception_available()
     if not ok:
@@ -106,15 +127,19 @@ def bench_fid(quick: bool):
     m = 16 if quick else 64
     inception(images[:4])  # warm-up
     seconds, _ = best_time(lambda: inception(images[:m]), 1)
-    print(f"Inception features ({m} images resized to 299x299, CPU): {m / seconds:,.1f} images/s")
+    print(
+        f"Inception features ({m} images resized to 299x299, CPU): {m / seconds:,.1f} images/s"
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     args = parser.parse_args()
-    print(f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}")
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}"
+    )
     bench_mig(args.quick)
     bench_scores()
     bench_fid(args.quick)

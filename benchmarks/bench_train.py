@@ -7,6 +7,7 @@ The reference ("seeds' pipeline") is the common tutorial recipe: a per-item
 from the same initial weights. Each timing is the best of ``repeats`` runs, reference and ``fit``
 interleaved, so that a busy machine (which only ever adds time) affects both alike.
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from betavae_lib import ConvVAE, MLPVAE, fit, load_dataset
+from betavae_lib import MLPVAE, ConvVAE, fit, load_dataset
 from betavae_lib.losses import beta_vae_loss
 
 
@@ -65,13 +66,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seeds_epoch(make_model, images_uint8: np.ndarray, *, batch_size: int, device: torch.device,
-                seed: int = 0, lr: float = 1e-3) -> tuple[float, float]:
+def seeds_epoch(
+    make_model,
+    images_uint8: np.ndarray,
+    *,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    lr: float = 1e-3,
+) -> tuple[float, float]:
     """One epoch of the seeds' pipeline: (seconds, mean training loss in nats per image)."""
     torch.manual_seed(seed)
     model = make_model().to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    loader = DataLoader(PerItemImages(images_uint8), batch_size=batch_size, shuffle=True)
+    loader = DataLoader(
+        PerItemImages(images_uint8), batch_size=batch_size, shuffle=True
+    )
     _sync(device)
     t0 = _clock(device)
     total = 0.0
@@ -87,9 +97,13 @@ def seeds_epoch(make_model, images_uint8: np.ndarray, *, batch_size: int, device
     return _clock(device) - t0, total / len(images_uint8)
 
 
-def loader_epoch(images_uint8: np.ndarray, *, batch_size: int, device: torch.device) -> float:
+def loader_epoch(
+    images_uint8: np.ndarray, *, batch_size: int, device: torch.device
+) -> float:
     """Seconds for the seeds' DataLoader alone to produce one epoch of batches on ``device`` (no model)."""
-    loader = DataLoader(PerItemImages(images_uint8), batch_size=batch_size, shuffle=True)
+    loader = DataLoader(
+        PerItemImages(images_uint8), batch_size=batch_size, shuffle=True
+    )
     _sync(device)
     t0 = _clock(device)
     for x in loader:
@@ -98,15 +112,32 @@ def loader_epoch(images_uint8: np.ndarray, *, batch_size: int, device: torch.dev
     return _clock(device) - t0
 
 
-def fit_epoch(make_model, images: torch.Tensor, *, batch_size: int, device: torch.device, seed: int = 0,
-              lr: float = 1e-3, **fit_kwargs) -> tuple[float, float]:
+def fit_epoch(
+    make_model,
+    images: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    lr: float = 1e-3,
+    **fit_kwargs,
+) -> tuple[float, float]:
     """One epoch of :func:`betavae_lib.fit`: (seconds, mean training loss in nats per image)."""
     torch.manual_seed(seed)
     model = make_model()
     _sync(device)
     t0 = _clock(device)
-    history = fit(model, images, epochs=1, batch_size=batch_size, lr=lr, device=device, seed=seed,
-                  progress=False, **fit_kwargs)
+    history = fit(
+        model,
+        images,
+        epochs=1,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        seed=seed,
+        progress=False,
+        **fit_kwargs,
+    )
     _sync(device)
     return _clock(device) - t0, history.train_loss[-1]
 
@@ -133,50 +164,123 @@ class Row:
 
 def _done(row: Row) -> Row:
     """Report a finished row on stderr (the table itself is printed at the end)."""
-    print(f"  {row.name} [{row.device}]: {row.ref_seconds:.2f} s -> {row.seconds:.2f} s ({row.speedup:.2f}x)",
-          file=sys.stderr, flush=True)
+    print(
+        f"  {row.name} [{row.device}]: {row.ref_seconds:.2f} s -> {row.seconds:.2f} s ({row.speedup:.2f}x)",
+        file=sys.stderr,
+        flush=True,
+    )
     return row
 
 
-def compare(name: str, device: torch.device, make_model, images: torch.Tensor, *, batch_size: int,
-            repeats: int, note: str = "", **fit_kwargs) -> Row:
+def compare(
+    name: str,
+    device: torch.device,
+    make_model,
+    images: torch.Tensor,
+    *,
+    batch_size: int,
+    repeats: int,
+    note: str = "",
+    **fit_kwargs,
+) -> Row:
     """Best time of the seeds' pipeline and of ``fit`` on the same images, interleaved, after a warm-up."""
     images_uint8 = (images[:, 0] * 255).round().to(torch.uint8).numpy()
     warm = max(1, min(len(images), 8 * batch_size))
     seeds_epoch(make_model, images_uint8[:warm], batch_size=batch_size, device=device)
-    fit_epoch(make_model, images[:warm], batch_size=batch_size, device=device, **fit_kwargs)
+    fit_epoch(
+        make_model, images[:warm], batch_size=batch_size, device=device, **fit_kwargs
+    )
     ref, ours, loader = [], [], []
     for _ in range(repeats):
-        ref.append(seeds_epoch(make_model, images_uint8, batch_size=batch_size, device=device))
-        ours.append(fit_epoch(make_model, images, batch_size=batch_size, device=device, **fit_kwargs))
+        ref.append(
+            seeds_epoch(make_model, images_uint8, batch_size=batch_size, device=device)
+        )
+        ours.append(
+            fit_epoch(
+                make_model, images, batch_size=batch_size, device=device, **fit_kwargs
+            )
+        )
         loader.append(loader_epoch(images_uint8, batch_size=batch_size, device=device))
     note = f"{note}; the reference's DataLoader alone takes {min(loader):.2f} s"
-    return _done(Row(name, str(device), "seeds' pipeline", min(t for t, _ in ref),
-                     min(t for t, _ in ours), ref[-1][1], ours[-1][1], note))
+    return _done(
+        Row(
+            name,
+            str(device),
+            "seeds' pipeline",
+            min(t for t, _ in ref),
+            min(t for t, _ in ours),
+            ref[-1][1],
+            ours[-1][1],
+            note,
+        )
+    )
 
 
-def fit_variant(name: str, device: torch.device, make_model, images: torch.Tensor, *, batch_size: int,
-                repeats: int, note: str = "", **fit_kwargs) -> Row:
+def fit_variant(
+    name: str,
+    device: torch.device,
+    make_model,
+    images: torch.Tensor,
+    *,
+    batch_size: int,
+    repeats: int,
+    note: str = "",
+    **fit_kwargs,
+) -> Row:
     """``fit`` with ``fit_kwargs`` against plain ``fit``, interleaved, after a warm-up of each
     (a whole epoch for ``compile=True``, so that compilation, including the smaller last batch, is excluded)."""
-    warm = len(images) if fit_kwargs.get("compile") else max(1, min(len(images), 8 * batch_size))
+    warm = (
+        len(images)
+        if fit_kwargs.get("compile")
+        else max(1, min(len(images), 8 * batch_size))
+    )
     fit_epoch(make_model, images[:warm], batch_size=batch_size, device=device)
-    fit_epoch(make_model, images[:warm], batch_size=batch_size, device=device, **fit_kwargs)
+    fit_epoch(
+        make_model, images[:warm], batch_size=batch_size, device=device, **fit_kwargs
+    )
     ref, ours = [], []
     for _ in range(repeats):
         ref.append(fit_epoch(make_model, images, batch_size=batch_size, device=device))
-        ours.append(fit_epoch(make_model, images, batch_size=batch_size, device=device, **fit_kwargs))
-    return _done(Row(name, str(device), "fit (defaults)", min(t for t, _ in ref),
-                     min(t for t, _ in ours), ref[-1][1], ours[-1][1], note))
+        ours.append(
+            fit_epoch(
+                make_model, images, batch_size=batch_size, device=device, **fit_kwargs
+            )
+        )
+    return _done(
+        Row(
+            name,
+            str(device),
+            "fit (defaults)",
+            min(t for t, _ in ref),
+            min(t for t, _ in ours),
+            ref[-1][1],
+            ours[-1][1],
+            note,
+        )
+    )
 
 
-def checkpoint_overhead(device: torch.device, make_model, images: torch.Tensor, *, batch_size: int,
-                        repeats: int, tmp_dir) -> Row:
+def checkpoint_overhead(
+    device: torch.device,
+    make_model,
+    images: torch.Tensor,
+    *,
+    batch_size: int,
+    repeats: int,
+    tmp_dir,
+) -> Row:
     """``fit`` saving its full training state after the epoch, against ``fit`` without."""
     path = f"{tmp_dir}/bench_state.pt"
-    return fit_variant("MNIST MLPVAE epoch, checkpoint_path set", device, make_model, images,
-                       batch_size=batch_size, repeats=repeats, note="atomic save of the training state, fsync'd",
-                       checkpoint_path=path)
+    return fit_variant(
+        "MNIST MLPVAE epoch, checkpoint_path set",
+        device,
+        make_model,
+        images,
+        batch_size=batch_size,
+        repeats=repeats,
+        note="atomic save of the training state, fsync'd",
+        checkpoint_path=path,
+    )
 
 
 def mnist_images() -> torch.Tensor:
@@ -191,24 +295,66 @@ def dsprites_images(n: int, seed: int = 0) -> torch.Tensor:
     return ds.images(np.sort(index))
 
 
-def rows(device: torch.device, *, repeats: int = 3, dsprites_n: int | None = None, variants: bool = True,
-         tmp_dir: str = "/tmp") -> list[Row]:
+def rows(
+    device: torch.device,
+    *,
+    repeats: int = 3,
+    dsprites_n: int | None = None,
+    variants: bool = True,
+    tmp_dir: str = "/tmp",
+) -> list[Row]:
     """All training rows for one device."""
     cuda = device.type == "cuda"
     mnist = mnist_images()
     sprites = dsprites_images(dsprites_n or (32768 if cuda else 4096))
     out = [
-        compare("MNIST MLPVAE epoch, batch 128", device, MLPVAE, mnist, batch_size=128, repeats=repeats,
-                note="60000 images"),
-        compare("dSprites ConvVAE epoch, batch 64", device, ConvVAE, sprites, batch_size=64, repeats=repeats,
-                note=f"{len(sprites)}-image procedural subset"),
-        checkpoint_overhead(device, MLPVAE, mnist, batch_size=128, repeats=repeats, tmp_dir=tmp_dir),
+        compare(
+            "MNIST MLPVAE epoch, batch 128",
+            device,
+            MLPVAE,
+            mnist,
+            batch_size=128,
+            repeats=repeats,
+            note="60000 images",
+        ),
+        compare(
+            "dSprites ConvVAE epoch, batch 64",
+            device,
+            ConvVAE,
+            sprites,
+            batch_size=64,
+            repeats=repeats,
+            note=f"{len(sprites)}-image procedural subset",
+        ),
+        checkpoint_overhead(
+            device, MLPVAE, mnist, batch_size=128, repeats=repeats, tmp_dir=tmp_dir
+        ),
     ]
     if variants:
         for kw in ({"amp": True}, {"compile": True}):
             label = ", ".join(f"{k}=True" for k in kw)
-            out.append(fit_variant(f"MNIST MLPVAE epoch, {label}", device, MLPVAE, mnist, batch_size=128,
-                                   repeats=repeats, note="opt-in; changes the arithmetic", **kw))
-            out.append(fit_variant(f"dSprites ConvVAE epoch, {label}", device, ConvVAE, sprites, batch_size=64,
-                                   repeats=repeats, note="opt-in; changes the arithmetic", **kw))
+            out.append(
+                fit_variant(
+                    f"MNIST MLPVAE epoch, {label}",
+                    device,
+                    MLPVAE,
+                    mnist,
+                    batch_size=128,
+                    repeats=repeats,
+                    note="opt-in; changes the arithmetic",
+                    **kw,
+                )
+            )
+            out.append(
+                fit_variant(
+                    f"dSprites ConvVAE epoch, {label}",
+                    device,
+                    ConvVAE,
+                    sprites,
+                    batch_size=64,
+                    repeats=repeats,
+                    note="opt-in; changes the arithmetic",
+                    **kw,
+                )
+            )
     return out

@@ -6,6 +6,7 @@ Every timing is a ratio against a reference measured in the same run, on the sam
 dSprites subset without the opt-in variants, ``--repeats N`` sets the repeats per timing.
 GPU rows are measured when CUDA is present and say "not measured" otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``betavae_lib`` importable
+if __package__ in (
+    None,
+    "",
+):  # run as a script: make ``benchmarks`` and ``betavae_lib`` importable
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
@@ -28,8 +32,11 @@ from benchmarks import bench_train  # noqa: E402
 from benchmarks.bench_train import Row  # noqa: E402
 from betavae_lib.data import DataNotFoundError  # noqa: E402
 
-TRAIN_ROWS = ("MNIST MLPVAE epoch, batch 128", "dSprites ConvVAE epoch, batch 64",
-              "MNIST MLPVAE epoch, checkpoint_path set")
+TRAIN_ROWS = (
+    "MNIST MLPVAE epoch, batch 128",
+    "dSprites ConvVAE epoch, batch 64",
+    "MNIST MLPVAE epoch, checkpoint_path set",
+)
 
 
 def machine() -> str:
@@ -42,9 +49,13 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"{gpu}, Python {platform.python_version()}")
+    gpu = (
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{gpu}, Python {platform.python_version()}"
+    )
 
 
 def not_measured(names, device: str, why: str) -> list[Row]:
@@ -54,17 +65,28 @@ def not_measured(names, device: str, why: str) -> list[Row]:
 def training_rows(device: torch.device, args, tmp_dir: str) -> list[Row]:
     try:
         dsprites_n = args.dsprites or (1024 if args.quick else None)
-        return bench_train.rows(device, repeats=args.repeats, dsprites_n=dsprites_n, variants=not args.quick,
-                                tmp_dir=tmp_dir)
+        return bench_train.rows(
+            device,
+            repeats=args.repeats,
+            dsprites_n=dsprites_n,
+            variants=not args.quick,
+            tmp_dir=tmp_dir,
+        )
     except DataNotFoundError as e:
-        return not_measured(TRAIN_ROWS, str(device), f"{str(e).splitlines()[0]}; set BETAVAE_DATA_DIR")
+        return not_measured(
+            TRAIN_ROWS, str(device), f"{str(e).splitlines()[0]}; set BETAVAE_DATA_DIR"
+        )
 
 
 def _as_row(item) -> Row:
     if isinstance(item, Row):
         return item
     fields = Row.__dataclass_fields__
-    values = item if isinstance(item, dict) else {k: getattr(item, k) for k in fields if hasattr(item, k)}
+    values = (
+        item
+        if isinstance(item, dict)
+        else {k: getattr(item, k) for k in fields if hasattr(item, k)}
+    )
     return Row(**{k: v for k, v in values.items() if k in fields})
 
 
@@ -83,10 +105,20 @@ def _mig_row(bench_metrics, args) -> Row:
     rng = np.random.default_rng(0)
     codes = np.hstack([data.factor_values(factors), rng.normal(size=(len(factors), 5))])
     codes = (codes + 0.05 * rng.normal(size=codes.shape)).astype(np.float32)
-    ours_s, ours = bench_metrics.best_time(lambda: metrics.mig(codes, factors), args.repeats)
-    ref_s, ref = bench_metrics.best_time(lambda: bench_metrics.reference_mig(codes, factors), 1)
-    return Row(METRIC_ROWS[0], "cpu", "sklearn loop (disentanglement_lib)", ref_s, ours_s,
-               note=f"{len(codes):,} codes x {codes.shape[1]} latents; MIG {ours.score:.6f} vs {ref:.6f}")
+    ours_s, ours = bench_metrics.best_time(
+        lambda: metrics.mig(codes, factors), args.repeats
+    )
+    ref_s, ref = bench_metrics.best_time(
+        lambda: bench_metrics.reference_mig(codes, factors), 1
+    )
+    return Row(
+        METRIC_ROWS[0],
+        "cpu",
+        "sklearn loop (disentanglement_lib)",
+        ref_s,
+        ours_s,
+        note=f"{len(codes):,} codes x {codes.shape[1]} latents; MIG {ours.score:.6f} vs {ref:.6f}",
+    )
 
 
 def _fid_row(bench_metrics, device: torch.device, args) -> Row:
@@ -100,32 +132,57 @@ def _fid_row(bench_metrics, device: torch.device, args) -> Row:
     ours_s *= 1000 / len(images)
     ok, why = fidlib.inception_available()
     if not ok:
-        return Row(METRIC_ROWS[1], str(device), "Inception features", None, ours_s,
-                   note=f"s per 1000 {source} images; Inception not measured ({why.split(';')[0].split(' (')[0]})")
+        return Row(
+            METRIC_ROWS[1],
+            str(device),
+            "Inception features",
+            None,
+            ours_s,
+            note=f"s per 1000 {source} images; Inception not measured ({why.split(';')[0].split(' (')[0]})",
+        )
     m = 64 if device.type == "cpu" else 1024
-    inception = fidlib.InceptionFeatures(device=str(device), batch_size=16 if device.type == "cpu" else 128)
+    inception = fidlib.InceptionFeatures(
+        device=str(device), batch_size=16 if device.type == "cpu" else 128
+    )
     inception(images[:4])
     ref_s, _ = bench_metrics.best_time(lambda: inception(images[:m]), 1)
     ref_s *= 1000 / m
-    return Row(METRIC_ROWS[1], str(device), "Inception features (pytorch-fid)", ref_s, ours_s,
-               note=f"s per 1000 {source} images ({len(images):,} domain, {m} Inception at 299x299)")
+    return Row(
+        METRIC_ROWS[1],
+        str(device),
+        "Inception features (pytorch-fid)",
+        ref_s,
+        ours_s,
+        note=f"s per 1000 {source} images ({len(images):,} domain, {m} Inception at 299x299)",
+    )
 
 
 def metric_rows(device: torch.device, args) -> list[Row]:
     """MIG and FID throughput, built on ``benchmarks/bench_metrics.py`` when it is there."""
     if not (ROOT / "benchmarks" / "bench_metrics.py").is_file():
-        return not_measured(METRIC_ROWS, str(device), "benchmarks/bench_metrics.py not found")
+        return not_measured(
+            METRIC_ROWS, str(device), "benchmarks/bench_metrics.py not found"
+        )
     from benchmarks import bench_metrics
 
     if callable(getattr(bench_metrics, "rows", None)):
         return [_as_row(r) for r in bench_metrics.rows(device, repeats=args.repeats)]
     out = []
-    for name, make in ((METRIC_ROWS[0], lambda: _mig_row(bench_metrics, args) if device.type == "cpu" else None),
-                       (METRIC_ROWS[1], lambda: _fid_row(bench_metrics, device, args))):
+    for name, make in (
+        (
+            METRIC_ROWS[0],
+            lambda: _mig_row(bench_metrics, args) if device.type == "cpu" else None,
+        ),
+        (METRIC_ROWS[1], lambda: _fid_row(bench_metrics, device, args)),
+    ):
         try:
             row = make()
-        except Exception as e:  # a benchmark that breaks says so in its row instead of ending the run
-            row = not_measured([name], str(device), f"{type(e).__name__}: {str(e)[:120]}")[0]
+        except (
+            Exception
+        ) as e:  # a benchmark that breaks says so in its row instead of ending the run
+            row = not_measured(
+                [name], str(device), f"{type(e).__name__}: {str(e)[:120]}"
+            )[0]
         if row is not None:
             out.append(row)
     return out
@@ -135,14 +192,34 @@ def nbmake_row(reference: Row | None) -> Row:
     """Wall time of ``pytest --nbmake notebooks`` in the smoke profile, against one seeds' MNIST epoch."""
     env = {**os.environ, "BETAVAE_PROFILE": "smoke"}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbmake", "notebooks", "-q", "-p", "no:cacheprovider"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbmake",
+            "notebooks",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - t0
     summary = (proc.stdout.strip().splitlines() or ["no output"])[-1]
     ref = reference.ref_seconds if reference is not None else None
     units = "" if ref is None else f"{seconds / ref:.0f}x one seeds' MNIST CPU epoch; "
-    return Row("pytest --nbmake notebooks (smoke)", "cpu" if not torch.cuda.is_available() else "cuda",
-               "-", None, seconds, note=f"wall clock, {units}exit {proc.returncode}: {summary}")
+    return Row(
+        "pytest --nbmake notebooks (smoke)",
+        "cpu" if not torch.cuda.is_available() else "cuda",
+        "-",
+        None,
+        seconds,
+        note=f"wall clock, {units}exit {proc.returncode}: {summary}",
+    )
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -151,27 +228,68 @@ def _fmt(value, digits: int = 2) -> str:
 
 def table(rows: list[Row]) -> str:
     """The rows as a Markdown table."""
-    head = ("benchmark", "device", "reference", "reference s", "betavae_lib s", "speed-up", "loss ref",
-            "loss ours", "note")
+    head = (
+        "benchmark",
+        "device",
+        "reference",
+        "reference s",
+        "betavae_lib s",
+        "speed-up",
+        "loss ref",
+        "loss ours",
+        "note",
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         speed = "-" if r.speedup is None else f"{r.speedup:.2f}x"
-        cells = (r.name, r.device, r.reference, _fmt(r.ref_seconds), _fmt(r.seconds), speed,
-                 _fmt(r.ref_loss, 1), _fmt(r.loss, 1), r.note)
+        cells = (
+            r.name,
+            r.device,
+            r.reference,
+            _fmt(r.ref_seconds),
+            _fmt(r.seconds),
+            speed,
+            _fmt(r.ref_loss, 1),
+            _fmt(r.loss, 1),
+            r.note,
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nbmake", action="store_true", help="also time pytest --nbmake notebooks (slow)")
-    parser.add_argument("--quick", action="store_true", help="one repeat, no opt-in variants")
-    parser.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 3, 1 with --quick)")
-    parser.add_argument("--dsprites", type=int, default=None,
-                        help="dSprites subset size (default 4096 on CPU, 32768 on CUDA)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="time CPU training rows by process CPU time (for a shared machine; use with --threads 1)")
+    parser.add_argument(
+        "--nbmake",
+        action="store_true",
+        help="also time pytest --nbmake notebooks (slow)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one repeat, no opt-in variants"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="repeats per timing (default 3, 1 with --quick)",
+    )
+    parser.add_argument(
+        "--dsprites",
+        type=int,
+        default=None,
+        help="dSprites subset size (default 4096 on CPU, 32768 on CUDA)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice)",
+    )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time CPU training rows by process CPU time (for a shared machine; use with --threads 1)",
+    )
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     if args.threads:
@@ -180,9 +298,17 @@ def main(argv=None) -> int:
 
     print(f"# betavae_lib benchmarks, {datetime.date.today().isoformat()}")
     print(f"machine: {machine()}")
-    print(f"command: python -m benchmarks.run {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
-    clock = "process CPU time for CPU training rows, wall clock otherwise" if args.cpu_time else "wall clock"
-    print(f"timing: {clock}; best of {args.repeats} interleaved repeats after a warm-up")
+    print(
+        f"command: python -m benchmarks.run {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
+    )
+    clock = (
+        "process CPU time for CPU training rows, wall clock otherwise"
+        if args.cpu_time
+        else "wall clock"
+    )
+    print(
+        f"timing: {clock}; best of {args.repeats} interleaved repeats after a warm-up"
+    )
     cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp_dir:
         rows = training_rows(cpu, args, tmp_dir)
@@ -196,7 +322,9 @@ def main(argv=None) -> int:
     else:
         rows += not_measured(METRIC_ROWS[1:], "cuda", "no CUDA device")
     if args.nbmake:
-        reference = next((r for r in rows if r.name == TRAIN_ROWS[0] and r.device == "cpu"), None)
+        reference = next(
+            (r for r in rows if r.name == TRAIN_ROWS[0] and r.device == "cpu"), None
+        )
         rows.append(nbmake_row(reference))
     print()
     print(table(rows))

@@ -7,13 +7,37 @@ Modules: ``data`` (datasets), ``models`` (MLPVAE, ConvVAE), ``losses`` (the β-V
 Convention: losses are in nats, summed over pixels and latents, averaged over the batch;
 β multiplies that summed KL.
 """
+
 from .checkpoints import CheckpointError, load, save
 from .data import load_dataset
 from .losses import beta_vae_loss, gaussian_kl
-from .models import ConvVAE, MLPVAE
+from .models import MLPVAE, ConvVAE
 from .profile import get_profile, start_chapter
-from .train import History, NonFiniteLossError, evaluate, fit, pick_device, seed_everything
+from .train import (
+    History,
+    NonFiniteLossError,
+    evaluate,
+    fit,
+    pick_device,
+    seed_everything,
+)
 
 __version__ = "0.1.0"
-__all__ = ["CheckpointError", "ConvVAE", "History", "MLPVAE", "NonFiniteLossError", "beta_vae_loss", "evaluate", "fit", "gaussian_kl", "get_profile", "load",
-           "load_dataset", "pick_device", "save", "seed_everything", "start_chapter"]
+__all__ = [
+    "CheckpointError",
+    "ConvVAE",
+    "History",
+    "MLPVAE",
+    "NonFiniteLossError",
+    "beta_vae_loss",
+    "evaluate",
+    "fit",
+    "gaussian_kl",
+    "get_profile",
+    "load",
+    "load_dataset",
+    "pick_device",
+    "save",
+    "seed_everything",
+    "start_chapter",
+]

@@ -9,6 +9,7 @@ renamed into place, so an interrupted save leaves the previous file as it was.
 A training state (written by ``fit(checkpoint_path=...)``) has the same keys plus ``optimizer``,
 ``epoch``, ``step``, ``rng``, ``history`` and ``settings``; :func:`load` rebuilds its model too.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,8 +51,16 @@ def save(model, path: str | os.PathLike, **meta) -> Path:
     if name not in MODELS:
         raise TypeError(f"can only save {', '.join(MODELS)} models, got {name}")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    return atomic_torch_save({"format": FORMAT, "model": name, "config": model.config,
-                              "state_dict": state, "meta": meta}, path)
+    return atomic_torch_save(
+        {
+            "format": FORMAT,
+            "model": name,
+            "config": model.config,
+            "state_dict": state,
+            "meta": meta,
+        },
+        path,
+    )
 
 
 def _read_safely(path: str | os.PathLike) -> dict:
@@ -62,12 +71,16 @@ def _read_safely(path: str | os.PathLike) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path} is not a safe betavae_lib checkpoint: it holds objects other than "
-                              f"tensors, numbers and strings, or is corrupt ({type(e).__name__}: "
-                              f"{(str(e).splitlines() or [''])[0][:200]})") from None
+        raise CheckpointError(
+            f"{path} is not a safe betavae_lib checkpoint: it holds objects other than "
+            f"tensors, numbers and strings, or is corrupt ({type(e).__name__}: "
+            f"{(str(e).splitlines() or [''])[0][:200]})"
+        ) from None
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path} is not a betavae_lib checkpoint (it holds a {type(ckpt).__name__}, "
-                              f"not a dict)")
+        raise CheckpointError(
+            f"{path} is not a betavae_lib checkpoint (it holds a {type(ckpt).__name__}, "
+            f"not a dict)"
+        )
     return ckpt
 
 
@@ -75,8 +88,10 @@ def read(path: str | os.PathLike) -> dict:
     """The checkpoint dict (a model checkpoint or a training state), read safely; raises :class:`CheckpointError`."""
     ckpt = _read_safely(path)
     if ckpt.get("format") not in (FORMAT, TRAINING_FORMAT):
-        raise CheckpointError(f"{path} is not a betavae_lib checkpoint (format {FORMAT!r} or "
-                              f"{TRAINING_FORMAT!r} expected, got {ckpt.get('format')!r})")
+        raise CheckpointError(
+            f"{path} is not a betavae_lib checkpoint (format {FORMAT!r} or "
+            f"{TRAINING_FORMAT!r} expected, got {ckpt.get('format')!r})"
+        )
     return ckpt
 
 
@@ -89,12 +104,25 @@ def read_training_state(path: str | os.PathLike) -> dict:
     """A training state written by ``fit(checkpoint_path=...)``, read safely."""
     ckpt = read(path)
     if ckpt["format"] != TRAINING_FORMAT:
-        raise CheckpointError(f"{path} is a model checkpoint (from save()), not a training state from "
-                              f"fit(checkpoint_path=...), so training cannot resume from it")
-    missing = {"model", "config", "state_dict", "optimizer", "epoch", "step", "rng", "history",
-               "settings"} - set(ckpt)
+        raise CheckpointError(
+            f"{path} is a model checkpoint (from save()), not a training state from "
+            f"fit(checkpoint_path=...), so training cannot resume from it"
+        )
+    missing = {
+        "model",
+        "config",
+        "state_dict",
+        "optimizer",
+        "epoch",
+        "step",
+        "rng",
+        "history",
+        "settings",
+    } - set(ckpt)
     if missing:
-        raise CheckpointError(f"{path} is an incomplete training state: missing {', '.join(sorted(missing))}")
+        raise CheckpointError(
+            f"{path} is an incomplete training state: missing {', '.join(sorted(missing))}"
+        )
     return ckpt
 
 
@@ -111,9 +139,11 @@ def check_model_matches(ckpt: dict, model, path="checkpoint") -> None:
     """Raise :class:`CheckpointError` unless ``model`` has the class and config saved in ``ckpt``."""
     name, config = type(model).__name__, getattr(model, "config", None)
     if ckpt["model"] != name or not _same(ckpt["config"], config):
-        raise CheckpointError(f"{path} holds a {ckpt['model']} with config {ckpt['config']}, but the model "
-                              f"given is a {name} with config {config}; build the model with the saved "
-                              f"config, or start a new checkpoint")
+        raise CheckpointError(
+            f"{path} holds a {ckpt['model']} with config {ckpt['config']}, but the model "
+            f"given is a {name} with config {config}; build the model with the saved "
+            f"config, or start a new checkpoint"
+        )
 
 
 def load(path: str | os.PathLike, expect: type | str | None = None, **expect_config):
@@ -124,20 +154,28 @@ def load(path: str | os.PathLike, expect: type | str | None = None, **expect_con
     """
     want = expect if isinstance(expect, str) or expect is None else expect.__name__
     if want is not None and want not in MODELS:
-        raise CheckpointError(f"unknown model {want!r} asked for; valid are {', '.join(MODELS)}")
+        raise CheckpointError(
+            f"unknown model {want!r} asked for; valid are {', '.join(MODELS)}"
+        )
     ckpt = read(path)
     name, config = ckpt["model"], ckpt["config"]
     if name not in MODELS:
-        raise CheckpointError(f"{path} holds an unknown model {name!r}; known: {', '.join(MODELS)}")
+        raise CheckpointError(
+            f"{path} holds an unknown model {name!r}; known: {', '.join(MODELS)}"
+        )
     if want is not None and want != name:
         raise CheckpointError(f"{path} holds a {name}, not the {want} asked for")
     for k, v in expect_config.items():
         got = config.get(k)
         if not _same(got, v):
-            raise CheckpointError(f"{path} holds a {name} with {k}={got!r}, not {v!r} as asked")
+            raise CheckpointError(
+                f"{path} holds a {name} with {k}={got!r}, not {v!r} as asked"
+            )
     try:
         model = MODELS[name](**config)
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: weights do not fit {name}({config}): {str(e)[:300]}") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit {name}({config}): {str(e)[:300]}"
+        ) from None
     return model.eval(), ckpt.get("meta", {})

@@ -12,6 +12,7 @@ published checksum before use; downloads go to a temporary file that is renamed 
 checksum matches, so an interrupted download never leaves a file that looks valid.
 Set ``BETAVAE_OFFLINE=1`` to never try the network.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -35,7 +36,10 @@ SPLITS = ("train", "test")
 _IDX_FILES = {
     "mnist": {
         "folder": "MNIST",
-        "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
+        "mirrors": [
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ],
         "files": {
             "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
             "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
@@ -53,13 +57,25 @@ _IDX_FILES = {
             "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
             "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
         },
-        "classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+        "classes": [
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ],
     },
 }
 
 DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
-DSPRITES_URL = "https://github.com/deepmind/dsprites-dataset/raw/master/" + DSPRITES_FILE
+DSPRITES_URL = (
+    "https://github.com/deepmind/dsprites-dataset/raw/master/" + DSPRITES_FILE
+)
 # git blob id of DeepMind's file (``git hash-object``), the checksum its repository publishes.
 DSPRITES_GIT_BLOB = "d98996d3f8ee1550e06b9d4ed78d0beb478910d5"
 DSPRITES_N = 3 * 6 * 40 * 32 * 32  # images in DeepMind's file
@@ -82,7 +98,9 @@ class IncompleteDownloadError(OSError):
 
 def cache_dir() -> Path:
     """Folder where downloads are stored: ``$BETAVAE_CACHE_DIR`` or ``~/.cache/betavae_lib``."""
-    return Path(os.environ.get("BETAVAE_CACHE_DIR", Path.home() / ".cache" / "betavae_lib"))
+    return Path(
+        os.environ.get("BETAVAE_CACHE_DIR", Path.home() / ".cache" / "betavae_lib")
+    )
 
 
 def search_roots(root: str | os.PathLike | None = None) -> list[Path]:
@@ -101,28 +119,41 @@ def offline() -> bool:
 
 def file_digest(path: Path, algorithm: str = "md5") -> str:
     """Hex digest of a file; ``algorithm="git"`` gives its git blob id."""
-    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode()) if algorithm == "git" else hashlib.new(algorithm)
+    h = (
+        hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+        if algorithm == "git"
+        else hashlib.new(algorithm)
+    )
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, checksum: str, algorithm: str = "md5", timeout: float = 30.0) -> Path:
+def download(
+    url: str, dest: Path, checksum: str, algorithm: str = "md5", timeout: float = 30.0
+) -> Path:
     """Download ``url`` to ``dest`` through a temporary file renamed only after its checksum matches."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(url, timeout=timeout) as response,
+        ):
             expected = response.headers.get("Content-Length")
             shutil.copyfileobj(response, out, length=1 << 20)
             received = out.tell()
         if expected is not None and received != int(expected):
-            raise IncompleteDownloadError(f"download of {url} stopped after {received} of {expected} bytes "
-                                          f"(the connection closed early); nothing was kept")
+            raise IncompleteDownloadError(
+                f"download of {url} stopped after {received} of {expected} bytes "
+                f"(the connection closed early); nothing was kept"
+            )
         got = file_digest(Path(tmp), algorithm)
         if got != checksum:
-            raise ChecksumError(f"download of {url} has {algorithm} {got}, expected {checksum}; nothing was kept")
+            raise ChecksumError(
+                f"download of {url} has {algorithm} {got}, expected {checksum}; nothing was kept"
+            )
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -130,7 +161,9 @@ def download(url: str, dest: Path, checksum: str, algorithm: str = "md5", timeou
     return dest
 
 
-def _locate(relpath: str, checksum: str, urls: list[str], root, algorithm: str = "md5") -> Path:
+def _locate(
+    relpath: str, checksum: str, urls: list[str], root, algorithm: str = "md5"
+) -> Path:
     """Find a verified file under the search roots, else download it into the cache, else raise."""
     roots = search_roots(root)
     for r in roots:
@@ -140,7 +173,8 @@ def _locate(relpath: str, checksum: str, urls: list[str], root, algorithm: str =
             if got != checksum:
                 raise ChecksumError(
                     f"{path} is corrupt or truncated ({algorithm} {got}, expected {checksum}). "
-                    f"Delete it and run again to download a fresh copy, or replace it with the original file.")
+                    f"Delete it and run again to download a fresh copy, or replace it with the original file."
+                )
             return path
     errors = []
     if not offline():
@@ -152,11 +186,16 @@ def _locate(relpath: str, checksum: str, urls: list[str], root, algorithm: str =
             except Exception as e:  # network errors: try the next mirror
                 errors.append(f"{url}: {e}")
     looked = "\n  ".join(str(r / relpath) for r in roots)
-    why = "downloads are disabled (BETAVAE_OFFLINE=1)" if offline() else "download failed:\n  " + "\n  ".join(errors)
+    why = (
+        "downloads are disabled (BETAVAE_OFFLINE=1)"
+        if offline()
+        else "download failed:\n  " + "\n  ".join(errors)
+    )
     raise DataNotFoundError(
         f"{Path(relpath).name} not found. Looked in:\n  {looked}\nand {why}\n"
         f"Put the file in one of those folders (for example set BETAVAE_DATA_DIR to a folder holding "
-        f"{Path(relpath).parent}/), or run where the internet is reachable.")
+        f"{Path(relpath).parent}/), or run where the internet is reachable."
+    )
 
 
 # ----------------------------------------------------------------------------- MNIST-like
@@ -179,14 +218,25 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, n: int | None, seed: int = 0) -> "ImageDataset":
+    def subset(self, n: int | None, seed: int = 0) -> ImageDataset:
         """The first ``n`` items of a seeded shuffle (all of them when ``n`` is None or too large)."""
         if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
-            raise ValueError(f"subset size must be a positive integer or None, got {n!r}")
+            raise ValueError(
+                f"subset size must be a positive integer or None, got {n!r}"
+            )
         if n is None or n >= len(self):
             return self
-        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return ImageDataset(self.name, self.split, self.images[idx], self.labels[idx], self.label_names, self.source)
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[
+            :n
+        ]
+        return ImageDataset(
+            self.name,
+            self.split,
+            self.images[idx],
+            self.labels[idx],
+            self.label_names,
+            self.source,
+        )
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -197,10 +247,14 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 8 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(
+        int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
+    )
     offset = 4 + 4 * ndim
     if len(data) - offset != math.prod(shape):
-        raise ValueError(f"{path}: header says {shape} but holds {len(data) - offset} bytes")
+        raise ValueError(
+            f"{path}: header says {shape} but holds {len(data) - offset} bytes"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
@@ -210,11 +264,27 @@ def _load_idx_dataset(name: str, split: str, root) -> ImageDataset:
     paths = {}
     for kind in ("images-idx3", "labels-idx1"):
         fname = f"{prefix}-{kind}-ubyte.gz"
-        paths[kind] = _locate(f"{spec['folder']}/raw/{fname}", spec["files"][fname],
-                              [m + fname for m in spec["mirrors"]], root)
-    images = torch.from_numpy(read_idx(paths["images-idx3"]).copy()).float().div_(255).unsqueeze(1)
+        paths[kind] = _locate(
+            f"{spec['folder']}/raw/{fname}",
+            spec["files"][fname],
+            [m + fname for m in spec["mirrors"]],
+            root,
+        )
+    images = (
+        torch.from_numpy(read_idx(paths["images-idx3"]).copy())
+        .float()
+        .div_(255)
+        .unsqueeze(1)
+    )
     labels = torch.from_numpy(read_idx(paths["labels-idx1"]).astype(np.int64))
-    return ImageDataset(name, split, images, labels, list(spec["classes"]), source=str(paths["images-idx3"].parent))
+    return ImageDataset(
+        name,
+        split,
+        images,
+        labels,
+        list(spec["classes"]),
+        source=str(paths["images-idx3"].parent),
+    )
 
 
 # ----------------------------------------------------------------------------- dSprites
@@ -244,23 +314,34 @@ class DSprites:
     @property
     def factor_values_grid(self) -> list[np.ndarray]:
         """The value of each class of each factor."""
-        return [np.arange(1.0, 4.0), np.linspace(0.5, 1.0, 6), np.linspace(0.0, 2 * np.pi, 40),
-                np.linspace(0.0, 1.0, 32), np.linspace(0.0, 1.0, 32)]
+        return [
+            np.arange(1.0, 4.0),
+            np.linspace(0.5, 1.0, 6),
+            np.linspace(0.0, 2 * np.pi, 40),
+            np.linspace(0.0, 1.0, 32),
+            np.linspace(0.0, 1.0, 32),
+        ]
 
     def index_to_factors(self, index) -> np.ndarray:
         """Flat indices (N,) -> factor classes (N, 5)."""
         index = np.asarray(index, dtype=np.int64)
         if index.size and (index.min() < 0 or index.max() >= len(self)):
-            raise IndexError(f"dSprites indices must be in [0, {len(self)}), got {index.min()}..{index.max()}")
+            raise IndexError(
+                f"dSprites indices must be in [0, {len(self)}), got {index.min()}..{index.max()}"
+            )
         return np.stack(np.unravel_index(index, self.factor_sizes), axis=-1)
 
     def factors_to_index(self, classes) -> np.ndarray:
         """Factor classes (N, 5) -> flat indices (N,)."""
         classes = np.asarray(classes, dtype=np.int64)
         if classes.ndim != 2 or classes.shape[1] != 5:
-            raise ValueError(f"factor classes must have shape (N, 5), got {classes.shape}")
+            raise ValueError(
+                f"factor classes must have shape (N, 5), got {classes.shape}"
+            )
         if (classes < 0).any() or (classes >= np.array(self.factor_sizes)).any():
-            raise ValueError(f"factor classes out of range; sizes are {self.factor_sizes}")
+            raise ValueError(
+                f"factor classes out of range; sizes are {self.factor_sizes}"
+            )
         return np.ravel_multi_index(classes.T, self.factor_sizes)
 
     @property
@@ -271,7 +352,9 @@ class DSprites:
     def factor_values(self, classes) -> np.ndarray:
         """Factor classes (N, 5) -> factor values (N, 5) float64."""
         classes = np.asarray(classes, dtype=np.int64)
-        return np.stack([g[classes[:, k]] for k, g in enumerate(self.factor_values_grid)], axis=-1)
+        return np.stack(
+            [g[classes[:, k]] for k, g in enumerate(self.factor_values_grid)], axis=-1
+        )
 
     def images(self, index) -> torch.Tensor:
         """Images at flat indices (N,) as (N, 1, 64, 64) float32 in {0, 1}."""
@@ -283,9 +366,13 @@ class DSprites:
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` factor-class rows drawn uniformly: (n, 5) int64."""
-        return np.stack([rng.integers(0, s, size=n) for s in self.factor_sizes], axis=-1)
+        return np.stack(
+            [rng.integers(0, s, size=n) for s in self.factor_sizes], axis=-1
+        )
 
-    def sample_observations_from_factors(self, classes, rng: np.random.Generator | None = None) -> torch.Tensor:
+    def sample_observations_from_factors(
+        self, classes, rng: np.random.Generator | None = None
+    ) -> torch.Tensor:
         """Images for factor classes (N, 5); every factor is observed, so ``rng`` is unused."""
         return self.images(self.factors_to_index(classes))
 
@@ -293,7 +380,7 @@ class DSprites:
 def _heart_mask(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Inside test of the heart curve (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0, v pointing up."""
     x, y = u * 1.25, v * 1.25 + 0.2
-    return (x * x + y * y - 1) ** 3 - x * x * y ** 3 <= 0
+    return (x * x + y * y - 1) ** 3 - x * x * y**3 <= 0
 
 
 def render_dsprites(classes, size: int = 64, chunk: int = 4096) -> torch.Tensor:
@@ -303,23 +390,37 @@ def render_dsprites(classes, size: int = 64, chunk: int = 4096) -> torch.Tensor:
     rotated by the orientation; shapes are a square, an ellipse (aspect 2:1) and a heart.
     """
     classes = torch.as_tensor(np.asarray(classes), dtype=torch.long)
-    grid = torch.linspace(0.0, 1.0, 6), torch.linspace(0.0, 2 * math.pi, 40), torch.linspace(0.0, 1.0, 32)
+    grid = (
+        torch.linspace(0.0, 1.0, 6),
+        torch.linspace(0.0, 2 * math.pi, 40),
+        torch.linspace(0.0, 1.0, 32),
+    )
     scales, angles, pos = torch.linspace(0.5, 1.0, 6), grid[1], grid[2]
     centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     out = torch.empty(len(classes), 1, size, size)
     for start in range(0, len(classes), chunk):
-        c = classes[start:start + chunk]
+        c = classes[start : start + chunk]
         r = (0.16 * scales[c[:, 1]]).view(-1, 1, 1)
         th = angles[c[:, 2]].view(-1, 1, 1)
-        cx, cy = (0.2 + 0.6 * pos[c[:, 3]]).view(-1, 1, 1), (0.2 + 0.6 * pos[c[:, 4]]).view(-1, 1, 1)
-        dx, dy = centres.view(1, 1, -1) - cx, centres.view(1, -1, 1) - cy  # x: columns, y: rows (down)
+        cx, cy = (
+            (0.2 + 0.6 * pos[c[:, 3]]).view(-1, 1, 1),
+            (0.2 + 0.6 * pos[c[:, 4]]).view(-1, 1, 1),
+        )
+        dx, dy = (
+            centres.view(1, 1, -1) - cx,
+            centres.view(1, -1, 1) - cy,
+        )  # x: columns, y: rows (down)
         u = (torch.cos(th) * dx + torch.sin(th) * dy) / r
-        v = (torch.sin(th) * dx - torch.cos(th) * dy) / r  # rows grow downwards: flip so v points up
+        v = (
+            torch.sin(th) * dx - torch.cos(th) * dy
+        ) / r  # rows grow downwards: flip so v points up
         shape = c[:, 0].view(-1, 1, 1)
         square = (u.abs() <= 0.8) & (v.abs() <= 0.8)
         ellipse = u * u + (2 * v) ** 2 <= 1
-        mask = torch.where(shape == 0, square, torch.where(shape == 1, ellipse, _heart_mask(u, v)))
-        out[start:start + len(c), 0] = mask.float()
+        mask = torch.where(
+            shape == 0, square, torch.where(shape == 1, ellipse, _heart_mask(u, v))
+        )
+        out[start : start + len(c), 0] = mask.float()
     return out
 
 
@@ -327,25 +428,41 @@ def _load_dsprites(root, source: str) -> DSprites:
     if source == "procedural":
         return DSprites(source="procedural")
     try:
-        path = _locate(f"dsprites/{DSPRITES_FILE}", DSPRITES_GIT_BLOB, [DSPRITES_URL], root, algorithm="git")
+        path = _locate(
+            f"dsprites/{DSPRITES_FILE}",
+            DSPRITES_GIT_BLOB,
+            [DSPRITES_URL],
+            root,
+            algorithm="git",
+        )
     except DataNotFoundError as e:
         if source == "npz":
             raise
-        warnings.warn(f"dSprites: DeepMind's file is unavailable, so the procedural generator is used "
-                      f"(same factor grid, not the same pixels). {str(e).splitlines()[0]}", stacklevel=3)
+        warnings.warn(
+            f"dSprites: DeepMind's file is unavailable, so the procedural generator is used "
+            f"(same factor grid, not the same pixels). {str(e).splitlines()[0]}",
+            stacklevel=3,
+        )
         return DSprites(source="procedural")
     with np.load(path) as f:
         imgs = f["imgs"]
     if imgs.shape != (DSPRITES_N, 64, 64):
-        raise ValueError(f"{path} holds images of shape {imgs.shape}, expected ({DSPRITES_N}, 64, 64)")
+        raise ValueError(
+            f"{path} holds images of shape {imgs.shape}, expected ({DSPRITES_N}, 64, 64)"
+        )
     return DSprites(source="npz", _imgs=imgs)
 
 
 # ----------------------------------------------------------------------------- entry point
 
 
-def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, *,
-                 source: str = "auto"):
+def load_dataset(
+    name: str,
+    split: str = "train",
+    root: str | os.PathLike | None = None,
+    *,
+    source: str = "auto",
+):
     """Load a dataset split.
 
     name: ``"mnist"``, ``"fashion_mnist"`` or ``"dsprites"``.
@@ -359,11 +476,17 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     """
     key = str(name).lower().replace("-", "_")
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names are {', '.join(DATASETS)}")
+        raise ValueError(
+            f"unknown dataset {name!r}; valid names are {', '.join(DATASETS)}"
+        )
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits are {', '.join(SPLITS)}")
+        raise ValueError(
+            f"unknown split {split!r}; valid splits are {', '.join(SPLITS)}"
+        )
     if key == "dsprites":
         if source not in ("auto", "npz", "procedural"):
-            raise ValueError(f"unknown dSprites source {source!r}; valid are auto, npz, procedural")
+            raise ValueError(
+                f"unknown dSprites source {source!r}; valid are auto, npz, procedural"
+            )
         return _load_dsprites(root, source)
     return _load_idx_dataset(key, split, root)

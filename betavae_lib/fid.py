@@ -15,6 +15,7 @@
 The distance itself is :func:`betavae_lib.metrics.frechet_distance` on
 :func:`betavae_lib.metrics.feature_statistics` of each set.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,15 +65,21 @@ def check_images(images, name: str = "images") -> torch.Tensor:
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor or array (N, 1, H, W), got {type(images).__name__}")
+        raise TypeError(
+            f"{name} must be a tensor or array (N, 1, H, W), got {type(images).__name__}"
+        )
     if images.dim() != 4 or images.shape[1] != 1:
-        raise ValueError(f"{name} must have shape (N, 1, H, W) (grayscale), got {tuple(images.shape)}")
+        raise ValueError(
+            f"{name} must have shape (N, 1, H, W) (grayscale), got {tuple(images.shape)}"
+        )
     if images.dtype == torch.uint8:
         images = images.float().div(255)
     elif images.dtype == torch.bool:
         images = images.float()
     elif not images.is_floating_point():
-        raise TypeError(f"{name} must be float in [0, 1] or uint8, got dtype {images.dtype}")
+        raise TypeError(
+            f"{name} must be float in [0, 1] or uint8, got dtype {images.dtype}"
+        )
     images = images.float()
     if len(images) == 0:
         raise ValueError(f"{name} is empty")
@@ -80,8 +87,10 @@ def check_images(images, name: str = "images") -> torch.Tensor:
         raise ValueError(f"{name} contains NaN or Inf")
     lo, hi = float(images.min()), float(images.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
-        raise ValueError(f"{name} must be in [0, 1] (decoder means: torch.sigmoid(logits)), got values in "
-                         f"[{lo:.3g}, {hi:.3g}]")
+        raise ValueError(
+            f"{name} must be in [0, 1] (decoder means: torch.sigmoid(logits)), got values in "
+            f"[{lo:.3g}, {hi:.3g}]"
+        )
     return images
 
 
@@ -106,12 +115,21 @@ class DomainClassifier(nn.Module):
 
     def __init__(self, num_classes: int = 10, feature_dim: int = 128, width: int = 16):
         super().__init__()
-        self.config = {"num_classes": num_classes, "feature_dim": feature_dim, "width": width}
+        self.config = {
+            "num_classes": num_classes,
+            "feature_dim": feature_dim,
+            "width": width,
+        }
         self.body = nn.Sequential(
-            nn.Conv2d(1, width, 4, stride=2, padding=1), nn.ReLU(),              # 28 -> 14
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.ReLU(),      # 14 -> 7
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),  # 7 -> 4
-            nn.Flatten(), nn.Linear(2 * width * 16, feature_dim))
+            nn.Conv2d(1, width, 4, stride=2, padding=1),
+            nn.ReLU(),  # 28 -> 14
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.ReLU(),  # 14 -> 7
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),  # 7 -> 4
+            nn.Flatten(),
+            nn.Linear(2 * width * 16, feature_dim),
+        )
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,43 +149,65 @@ def domain_checkpoint_path(dataset: str = "mnist") -> Path:
 def _domain_name(dataset: str) -> str:
     key = str(dataset).lower().replace("-", "_")
     if key not in DOMAIN_DATASETS:
-        raise ValueError(f"no domain classifier for {dataset!r}; valid are {', '.join(DOMAIN_DATASETS)} "
-                         f"(for dSprites or other images use features='inception')")
+        raise ValueError(
+            f"no domain classifier for {dataset!r}; valid are {', '.join(DOMAIN_DATASETS)} "
+            f"(for dSprites or other images use features='inception')"
+        )
     return key
 
 
-def load_domain_classifier(dataset: str = "mnist", path: str | os.PathLike | None = None):
+def load_domain_classifier(
+    dataset: str = "mnist", path: str | os.PathLike | None = None
+):
     """Load a domain classifier (read with ``weights_only=True``): returns ``(model, meta)`` in eval
     mode on the CPU. ``path`` defaults to the shipped checkpoint for ``dataset``; ``meta`` records
     the dataset, test accuracy, epochs, seed and training time."""
     path = Path(path) if path is not None else domain_checkpoint_path(dataset)
     if not path.is_file():
-        raise FileNotFoundError(f"no domain classifier checkpoint at {path}; train one with "
-                                f"betavae_lib.fid.train_domain_classifier({dataset!r}, save_to=...)")
+        raise FileNotFoundError(
+            f"no domain classifier checkpoint at {path}; train one with "
+            f"betavae_lib.fid.train_domain_classifier({dataset!r}, save_to=...)"
+        )
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != DOMAIN_FORMAT:
-        raise ValueError(f"{path} is not a domain classifier checkpoint ({DOMAIN_FORMAT})")
+        raise ValueError(
+            f"{path} is not a domain classifier checkpoint ({DOMAIN_FORMAT})"
+        )
     model = DomainClassifier(**ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), dict(ckpt["meta"])
 
 
 @torch.no_grad()
-def classifier_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+def classifier_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
+) -> float:
     """Fraction of ``images`` (N, 1, 28, 28) whose argmax logit equals ``labels`` (N,)."""
     model.eval()
     device = next(model.parameters()).device
     correct = 0
     for start in range(0, len(images), batch_size):
-        logits = model(images[start:start + batch_size].to(device))
-        correct += int((logits.argmax(1).cpu() == labels[start:start + batch_size]).sum())
+        logits = model(images[start : start + batch_size].to(device))
+        correct += int(
+            (logits.argmax(1).cpu() == labels[start : start + batch_size]).sum()
+        )
     return correct / len(images)
 
 
-def train_domain_classifier(dataset: str = "mnist", *, epochs: int = 3, batch_size: int = 128, lr: float = 2e-3,
-                            seed: int = 0, root: str | os.PathLike | None = None, device=None,
-                            train_size: int | None = None, test_size: int | None = None,
-                            save_to: str | os.PathLike | None = None, verbose: bool = True):
+def train_domain_classifier(
+    dataset: str = "mnist",
+    *,
+    epochs: int = 3,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+    device=None,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    save_to: str | os.PathLike | None = None,
+    verbose: bool = True,
+):
     """Train a :class:`DomainClassifier` on a dataset's train split; returns ``(model, meta)``.
 
     dataset: ``"mnist"`` or ``"fashion_mnist"``. Adam with a cosine-decayed learning rate, seeded
@@ -185,7 +225,9 @@ def train_domain_classifier(dataset: str = "mnist", *, epochs: int = 3, batch_si
     model = DomainClassifier(num_classes=len(train.label_names)).to(device)
     steps_per_epoch = -(-len(train) // batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=epochs * steps_per_epoch
+    )
     images, labels = train.images.to(device), train.labels.to(device)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -193,38 +235,62 @@ def train_domain_classifier(dataset: str = "mnist", *, epochs: int = 3, batch_si
         model.train()
         order = torch.randperm(len(train), generator=generator).to(device)
         for i in range(steps_per_epoch):
-            idx = order[i * batch_size:(i + 1) * batch_size]
+            idx = order[i * batch_size : (i + 1) * batch_size]
             loss = F.cross_entropy(model(images[idx]), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
         if verbose:
-            print(f"epoch {epoch + 1}/{epochs}: last batch loss {loss.item():.4f}, "
-                  f"{time.perf_counter() - start:.0f} s")
+            print(
+                f"epoch {epoch + 1}/{epochs}: last batch loss {loss.item():.4f}, "
+                f"{time.perf_counter() - start:.0f} s"
+            )
     seconds = time.perf_counter() - start
     accuracy = classifier_accuracy(model, test.images, test.labels)
     model = model.cpu().eval()
-    meta = {"dataset": name, "test_accuracy": accuracy, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-            "seed": seed, "train_size": len(train), "test_size": len(test), "train_seconds": round(seconds, 1),
-            "torch_version": str(torch.__version__)}
+    meta = {
+        "dataset": name,
+        "test_accuracy": accuracy,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "train_size": len(train),
+        "test_size": len(test),
+        "train_seconds": round(seconds, 1),
+        "torch_version": str(torch.__version__),
+    }
     if verbose:
-        print(f"{name}: test accuracy {accuracy:.4f} after {epochs} epochs ({seconds:.0f} s)")
+        print(
+            f"{name}: test accuracy {accuracy:.4f} after {epochs} epochs ({seconds:.0f} s)"
+        )
     if save_to is not None:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        atomic_torch_save({"format": DOMAIN_FORMAT, "config": model.config, "state_dict": state, "meta": meta},
-                          save_to)
+        atomic_torch_save(
+            {
+                "format": DOMAIN_FORMAT,
+                "config": model.config,
+                "state_dict": state,
+                "meta": meta,
+            },
+            save_to,
+        )
     return model, meta
 
 
 # ----------------------------------------------------------------------------- extractors
 
 
-def _batched_features(fn, images: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
+def _batched_features(
+    fn, images: torch.Tensor, batch_size: int, device: torch.device
+) -> np.ndarray:
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            out.append(fn(images[start:start + batch_size].to(device)).double().cpu().numpy())
+            out.append(
+                fn(images[start : start + batch_size].to(device)).double().cpu().numpy()
+            )
     return np.concatenate(out)
 
 
@@ -235,8 +301,13 @@ class DomainFeatures:
     (antialiased) to 28x28 first. ``path``: a checkpoint other than the shipped one.
     """
 
-    def __init__(self, dataset: str = "mnist", path: str | os.PathLike | None = None, device=None,
-                 batch_size: int = 1000):
+    def __init__(
+        self,
+        dataset: str = "mnist",
+        path: str | os.PathLike | None = None,
+        device=None,
+        batch_size: int = 1000,
+    ):
         self.dataset = _domain_name(dataset)
         self.device = _default_device(device)
         self.model, self.meta = load_domain_classifier(self.dataset, path)
@@ -247,11 +318,15 @@ class DomainFeatures:
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (28, 28):
-            x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(28, 28), mode="bilinear", align_corners=False, antialias=True
+            )
         return self.model.features(x)
 
     def __call__(self, images) -> np.ndarray:
-        return _batched_features(self._features, check_images(images), self.batch_size, self.device)
+        return _batched_features(
+            self._features, check_images(images), self.batch_size, self.device
+        )
 
 
 def inception_weights_path(weights: str | os.PathLike | None = None) -> Path | None:
@@ -274,7 +349,8 @@ def _import_pytorch_fid_inception():
         raise FIDUnavailableError(
             f"Inception FID needs the pytorch-fid and torchvision packages, which cannot be imported here "
             f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); install them (pip install pytorch-fid "
-            f"torchvision) or use features='domain'.") from None
+            f"torchvision) or use features='domain'."
+        ) from None
     return fid_inception
 
 
@@ -289,8 +365,10 @@ def inception_available(weights: str | os.PathLike | None = None) -> tuple[bool,
     except FileNotFoundError as e:
         return False, str(e)
     if path is None:
-        return False, (f"no Inception weights file in pytorch-fid's cache ({INCEPTION_CACHE_FILE}) or under "
-                       f"a data root (weights/{INCEPTION_SHARED_FILE}); pytorch-fid would download it")
+        return False, (
+            f"no Inception weights file in pytorch-fid's cache ({INCEPTION_CACHE_FILE}) or under "
+            f"a data root (weights/{INCEPTION_SHARED_FILE}); pytorch-fid would download it"
+        )
     return True, str(path)
 
 
@@ -302,22 +380,34 @@ class InceptionFeatures:
     torchvision cannot be imported, or when no weights file is found and downloading is impossible.
     """
 
-    def __init__(self, weights: str | os.PathLike | None = None, device=None, batch_size: int = 50):
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        device=None,
+        batch_size: int = 50,
+    ):
         fid_inception = _import_pytorch_fid_inception()
         path = inception_weights_path(weights)
         if path is None:
             if offline():
                 raise FIDUnavailableError(
                     f"no Inception weights file was found and downloads are disabled (BETAVAE_OFFLINE=1); put "
-                    f"{INCEPTION_CACHE_FILE} in {Path(torch.hub.get_dir()) / 'checkpoints'} or use features='domain'.")
+                    f"{INCEPTION_CACHE_FILE} in {Path(torch.hub.get_dir()) / 'checkpoints'} or use features='domain'."
+                )
             try:
-                model = fid_inception.InceptionV3([3])  # pytorch-fid downloads into the torch hub cache
+                model = fid_inception.InceptionV3(
+                    [3]
+                )  # pytorch-fid downloads into the torch hub cache
             except Exception as e:
-                raise FIDUnavailableError(f"the Inception weights could not be downloaded ({type(e).__name__}); "
-                                          f"use features='domain'.") from e
+                raise FIDUnavailableError(
+                    f"the Inception weights could not be downloaded ({type(e).__name__}); "
+                    f"use features='domain'."
+                ) from e
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            with mock.patch.object(fid_inception, "load_state_dict_from_url", lambda *args, **kwargs: state):
+            with mock.patch.object(
+                fid_inception, "load_state_dict_from_url", lambda *args, **kwargs: state
+            ):
                 model = fid_inception.InceptionV3([3])
         self.weights = path
         self.device = _default_device(device)
@@ -330,21 +420,39 @@ class InceptionFeatures:
         return self.model(x.expand(-1, 3, -1, -1))[0].flatten(1)
 
     def __call__(self, images) -> np.ndarray:
-        return _batched_features(self._features, check_images(images), self.batch_size, self.device)
+        return _batched_features(
+            self._features, check_images(images), self.batch_size, self.device
+        )
 
 
-def get_extractor(features: str = "domain", *, dataset: str = "mnist", device=None, batch_size: int | None = None):
+def get_extractor(
+    features: str = "domain",
+    *,
+    dataset: str = "mnist",
+    device=None,
+    batch_size: int | None = None,
+):
     """A feature extractor by name: ``"domain"`` (:class:`DomainFeatures` for ``dataset``) or
     ``"inception"`` (:class:`InceptionFeatures`)."""
     if features == "domain":
         return DomainFeatures(dataset, device=device, batch_size=batch_size or 1000)
     if features == "inception":
         return InceptionFeatures(device=device, batch_size=batch_size or 50)
-    raise ValueError(f"unknown features {features!r}; valid are 'domain' and 'inception'")
+    raise ValueError(
+        f"unknown features {features!r}; valid are 'domain' and 'inception'"
+    )
 
 
-def fid(real_images, fake_images, features: str = "domain", *, dataset: str = "mnist", batch_size: int | None = None,
-        device=None, extractor=None) -> FIDResult:
+def fid(
+    real_images,
+    fake_images,
+    features: str = "domain",
+    *,
+    dataset: str = "mnist",
+    batch_size: int | None = None,
+    device=None,
+    extractor=None,
+) -> FIDResult:
     """Fréchet distance between two image sets in a feature space.
 
     real_images, fake_images: (N, 1, H, W) in [0, 1] (tensors or arrays; uint8 is scaled).
@@ -352,13 +460,33 @@ def fid(real_images, fake_images, features: str = "domain", *, dataset: str = "m
     ``"inception"``. extractor: an already built extractor (e.g. from :func:`get_extractor`) to reuse.
     Fewer images than feature dimensions (128 or 2048) give a biased value, with a warning.
     """
-    real, fake = check_images(real_images, "real_images"), check_images(fake_images, "fake_images")
-    extractor = extractor or get_extractor(features, dataset=dataset, device=device, batch_size=batch_size)
+    real, fake = (
+        check_images(real_images, "real_images"),
+        check_images(fake_images, "fake_images"),
+    )
+    extractor = extractor or get_extractor(
+        features, dataset=dataset, device=device, batch_size=batch_size
+    )
     mu1, sigma1 = feature_statistics(extractor(real))
     mu2, sigma2 = feature_statistics(extractor(fake))
-    return FIDResult(frechet_distance(mu1, sigma1, mu2, sigma2), len(real), len(fake), extractor.name)
+    return FIDResult(
+        frechet_distance(mu1, sigma1, mu2, sigma2), len(real), len(fake), extractor.name
+    )
 
 
-__all__ = ["DomainClassifier", "DomainFeatures", "FIDResult", "FIDUnavailableError", "InceptionFeatures",
-           "check_images", "classifier_accuracy", "domain_checkpoint_path", "fid", "get_extractor",
-           "inception_available", "inception_weights_path", "load_domain_classifier", "train_domain_classifier"]
+__all__ = [
+    "DomainClassifier",
+    "DomainFeatures",
+    "FIDResult",
+    "FIDUnavailableError",
+    "InceptionFeatures",
+    "check_images",
+    "classifier_accuracy",
+    "domain_checkpoint_path",
+    "fid",
+    "get_extractor",
+    "inception_available",
+    "inception_weights_path",
+    "load_domain_classifier",
+    "train_domain_classifier",
+]

@@ -12,6 +12,7 @@ Variants (each a keyword of :func:`beta_vae_loss`):
 * ``tc=True``: β-TCVAE, Chen et al. (2018): the KL is split into index-code MI + total correlation +
   dimension-wise KL, estimated with minibatch-weighted sampling; β weighs the TC term only.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,22 +48,35 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """−log Bernoulli(x | sigmoid(logits)) summed over pixels: (B,) nats. x in [0, 1]."""
-    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    return (
+        F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        .flatten(1)
+        .sum(1)
+    )
 
 
-def gaussian_nll(logits: torch.Tensor, x: torch.Tensor, log_sigma: torch.Tensor | float) -> torch.Tensor:
+def gaussian_nll(
+    logits: torch.Tensor, x: torch.Tensor, log_sigma: torch.Tensor | float
+) -> torch.Tensor:
     """−log N(x | sigmoid(logits), σ²) summed over pixels: (B,) nats; σ = exp(log_sigma), fixed or learned.
 
     −log N = ½ ((x − mean) / σ)² + log σ + ½ log 2π   per pixel
     """
     log_sigma = torch.as_tensor(log_sigma, dtype=logits.dtype, device=logits.device)
     mean = torch.sigmoid(logits)
-    per_pixel = 0.5 * ((x - mean) * torch.exp(-log_sigma)).pow(2) + log_sigma + 0.5 * _LOG_2PI
+    per_pixel = (
+        0.5 * ((x - mean) * torch.exp(-log_sigma)).pow(2) + log_sigma + 0.5 * _LOG_2PI
+    )
     return per_pixel.flatten(1).sum(1)
 
 
-def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor, likelihood: str = "bernoulli",
-                       sigma: float = 0.1, log_sigma: torch.Tensor | None = None) -> torch.Tensor:
+def reconstruction_nll(
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    likelihood: str = "bernoulli",
+    sigma: float = 0.1,
+    log_sigma: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Reconstruction term −log p(x|z) per image: (B,) nats summed over pixels.
 
     likelihood: ``"bernoulli"`` (binary or [0, 1] pixels, BCE on logits), ``"gaussian"`` (fixed
@@ -72,21 +86,31 @@ def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor, likelihood: str = 
         return bernoulli_nll(logits, x)
     if likelihood == "gaussian":
         if not sigma > 0:
-            raise ValueError(f"sigma must be > 0 for the Gaussian likelihood, got {sigma!r}")
+            raise ValueError(
+                f"sigma must be > 0 for the Gaussian likelihood, got {sigma!r}"
+            )
         return gaussian_nll(logits, x, math.log(sigma))
     if likelihood == "gaussian_learned":
         if log_sigma is None:
-            raise ValueError("likelihood='gaussian_learned' needs log_sigma (for example model.log_sigma)")
+            raise ValueError(
+                "likelihood='gaussian_learned' needs log_sigma (for example model.log_sigma)"
+            )
         return gaussian_nll(logits, x, log_sigma)
-    raise ValueError(f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}")
+    raise ValueError(
+        f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
+    )
 
 
-def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+def gaussian_log_density(
+    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+) -> torch.Tensor:
     """log N(z | mu, exp(logvar)) elementwise (broadcasting), nats."""
     return -0.5 * (_LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))
 
 
-def tc_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int):
+def tc_decomposition(
+    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int
+):
     """β-TCVAE terms by minibatch-weighted sampling (Chen et al. 2018, eq. 4 and appendix C.1).
 
     z, mu, logvar: (B, D). Returns batch means (mi, tc, dwkl), whose sum estimates the KL term:
@@ -96,7 +120,9 @@ def tc_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, da
     batch = z.shape[0]
     log_qz_given_x = gaussian_log_density(z, mu, logvar).sum(1)
     log_pz = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1)
-    pairwise = gaussian_log_density(z.unsqueeze(1), mu.unsqueeze(0), logvar.unsqueeze(0))  # (B, B, D)
+    pairwise = gaussian_log_density(
+        z.unsqueeze(1), mu.unsqueeze(0), logvar.unsqueeze(0)
+    )  # (B, B, D)
     log_norm = math.log(batch * dataset_size)
     log_qz = torch.logsumexp(pairwise.sum(2), dim=1) - log_norm
     log_prod_qzd = (torch.logsumexp(pairwise, dim=1) - log_norm).sum(1)
@@ -106,11 +132,23 @@ def tc_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, da
     return mi, tc, dwkl
 
 
-def beta_vae_loss(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                  z: torch.Tensor | None = None, *, beta: float = 1.0, likelihood: str = "bernoulli",
-                  sigma: float = 0.1, log_sigma: torch.Tensor | None = None, free_bits: float = 0.0,
-                  capacity: float | None = None, gamma: float = 1000.0, tc: bool = False,
-                  dataset_size: int | None = None) -> LossTerms:
+def beta_vae_loss(
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    z: torch.Tensor | None = None,
+    *,
+    beta: float = 1.0,
+    likelihood: str = "bernoulli",
+    sigma: float = 0.1,
+    log_sigma: torch.Tensor | None = None,
+    free_bits: float = 0.0,
+    capacity: float | None = None,
+    gamma: float = 1000.0,
+    tc: bool = False,
+    dataset_size: int | None = None,
+) -> LossTerms:
     """The one loss entry point: reconstruction + β · KL, or one of its variants (module docstring).
 
     x: (B, C, H, W) targets in [0, 1]; logits: decoder output, same shape; mu, logvar: (B, D);
@@ -122,15 +160,21 @@ def beta_vae_loss(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logva
     if not free_bits >= 0:
         raise ValueError(f"free_bits must be >= 0 nats, got {free_bits!r}")
     if logits.shape != x.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and images {tuple(x.shape)} must have the same shape")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and images {tuple(x.shape)} must have the same shape"
+        )
     recon = reconstruction_nll(logits, x, likelihood, sigma, log_sigma).mean()
     kl_per_dim = gaussian_kl(mu, logvar).mean(0)
     kl = kl_per_dim.sum()
     if tc:
         if z is None or dataset_size is None:
-            raise ValueError("tc=True needs the posterior samples z and the dataset_size")
+            raise ValueError(
+                "tc=True needs the posterior samples z and the dataset_size"
+            )
         mi, tcv, dwkl = tc_decomposition(z, mu, logvar, dataset_size)
-        return LossTerms(recon + mi + beta * tcv + dwkl, recon, kl, kl_per_dim, mi, tcv, dwkl)
+        return LossTerms(
+            recon + mi + beta * tcv + dwkl, recon, kl, kl_per_dim, mi, tcv, dwkl
+        )
     if capacity is not None:
         if not capacity >= 0:
             raise ValueError(f"capacity must be >= 0 nats, got {capacity!r}")

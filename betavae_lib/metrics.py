@@ -11,12 +11,13 @@ Every metric follows a published reference implementation, named in its docstrin
 
 Information is in nats (natural logarithm) throughout.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import scipy
@@ -38,7 +39,9 @@ def _to_numpy(x, name: str) -> np.ndarray:
     try:
         return np.asarray(x)
     except Exception as e:
-        raise TypeError(f"{name} must be an array or tensor, got {type(x).__name__}") from e
+        raise TypeError(
+            f"{name} must be an array or tensor, got {type(x).__name__}"
+        ) from e
 
 
 def _check_codes(codes, name: str = "codes") -> np.ndarray:
@@ -49,16 +52,20 @@ def _check_codes(codes, name: str = "codes") -> np.ndarray:
     """
     arr = _to_numpy(codes, name)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, D): one row per sample, one column per latent "
-                         f"dimension; got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must have shape (N, D): one row per sample, one column per latent "
+            f"dimension; got shape {arr.shape}"
+        )
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{name} contains NaN or Inf (first at row {bad[0]}, column {bad[1]}); "
-                         f"metrics need finite values")
+        raise ValueError(
+            f"{name} contains NaN or Inf (first at row {bad[0]}, column {bad[1]}); "
+            f"metrics need finite values"
+        )
     return arr
 
 
@@ -66,20 +73,26 @@ def _check_factors(factors, n: int | None = None, name: str = "factors") -> np.n
     """Integer factor classes (N, K) as int64; raises ValueError naming the problem."""
     arr = _to_numpy(factors, name)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, K): one row per sample, one column per factor; "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must have shape (N, K): one row per sample, one column per factor; "
+            f"got shape {arr.shape}"
+        )
     if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
         arr = arr.astype(np.int64, copy=False)
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all() or not (arr == np.round(arr)).all():
-            raise ValueError(f"{name} must be integer classes (for dSprites: dataset.factor_classes), "
-                             f"got non-integer values of dtype {arr.dtype}")
+            raise ValueError(
+                f"{name} must be integer classes (for dSprites: dataset.factor_classes), "
+                f"got non-integer values of dtype {arr.dtype}"
+            )
         arr = arr.astype(np.int64)
     else:
         raise TypeError(f"{name} must be integer classes, got dtype {arr.dtype}")
     if n is not None and len(arr) != n:
-        raise ValueError(f"codes and {name} must have the same number of rows (one per sample): "
-                         f"got {n} codes and {len(arr)} factor rows")
+        raise ValueError(
+            f"codes and {name} must have the same number of rows (one per sample): "
+            f"got {n} codes and {len(arr)} factor rows"
+        )
     return arr
 
 
@@ -127,28 +140,41 @@ def _dense_labels(labels: np.ndarray) -> tuple[np.ndarray, int, int]:
     return inverse.reshape(-1), len(uniq), len(uniq)
 
 
-def _mutual_info_cells(counts: np.ndarray, row_totals: np.ndarray, col_totals: np.ndarray, total: int) -> float:
+def _mutual_info_cells(
+    counts: np.ndarray, row_totals: np.ndarray, col_totals: np.ndarray, total: int
+) -> float:
     """Mutual information (nats) from the non-empty cells of a contingency table: their counts and
     their row and column totals, with the same arithmetic as ``sklearn.metrics.mutual_info_score``."""
     nz = counts.astype(np.float64)
     p = nz / total
-    log_outer = -np.log(row_totals.astype(np.int64) * col_totals.astype(np.int64)) + 2 * math.log(total)
+    log_outer = -np.log(
+        row_totals.astype(np.int64) * col_totals.astype(np.int64)
+    ) + 2 * math.log(total)
     mi = p * (np.log(nz) - math.log(total)) + p * log_outer
     mi = np.where(np.abs(mi) < np.finfo(mi.dtype).eps, 0.0, mi)
     return float(max(mi.sum(), 0.0))
 
 
-def _mutual_info_pair(f: np.ndarray, nf: int, c: np.ndarray, nc: int, offset: np.ndarray) -> float:
+def _mutual_info_pair(
+    f: np.ndarray, nf: int, c: np.ndarray, nc: int, offset: np.ndarray
+) -> float:
     """MI of labels f in 0..nf-1 and c in 0..nc-1 (``offset`` = f * nc): a dense ``np.bincount``
     contingency table, or its non-empty cells from ``np.unique`` when the table would be huge."""
     total = len(c)
     if nf * nc <= 8 * total + 100_000:
         joint = np.bincount(offset + c, minlength=nf * nc).reshape(nf, nc)
         rows, cols = np.nonzero(joint)
-        return _mutual_info_cells(joint[rows, cols], joint.sum(1)[rows], joint.sum(0)[cols], total)
+        return _mutual_info_cells(
+            joint[rows, cols], joint.sum(1)[rows], joint.sum(0)[cols], total
+        )
     cells, counts = np.unique(offset + c, return_counts=True)
     rows, cols = np.divmod(cells, nc)
-    return _mutual_info_cells(counts, np.bincount(f, minlength=nf)[rows], np.bincount(c, minlength=nc)[cols], total)
+    return _mutual_info_cells(
+        counts,
+        np.bincount(f, minlength=nf)[rows],
+        np.bincount(c, minlength=nc)[cols],
+        total,
+    )
 
 
 def _mutual_info_rows(codes_rows: np.ndarray, factor_rows: np.ndarray) -> np.ndarray:
@@ -178,7 +204,9 @@ def discrete_mutual_info(codes_discrete, factors) -> np.ndarray:
     """
     codes_discrete = _check_factors(codes_discrete, name="codes_discrete")
     factors = _check_factors(factors, len(codes_discrete))
-    return _mutual_info_rows(np.ascontiguousarray(codes_discrete.T), np.ascontiguousarray(factors.T))
+    return _mutual_info_rows(
+        np.ascontiguousarray(codes_discrete.T), np.ascontiguousarray(factors.T)
+    )
 
 
 def _entropy_rows(factor_rows: np.ndarray) -> np.ndarray:
@@ -222,8 +250,10 @@ def mig(codes, factors, n_bins: int = 20) -> MIGResult:
     codes = _check_codes(codes)
     factors = _check_factors(factors, len(codes))
     if codes.shape[1] < 2:
-        raise ValueError(f"MIG compares the two most informative latents, so codes need at least 2 "
-                         f"dimensions (shape (N, D), D >= 2); got shape {codes.shape}")
+        raise ValueError(
+            f"MIG compares the two most informative latents, so codes need at least 2 "
+            f"dimensions (shape (N, D), D >= 2); got shape {codes.shape}"
+        )
     if factors.shape[1] < 1:
         raise ValueError("factors must have at least one column (shape (N, K), K >= 1)")
     n_bins = _check_bins(n_bins)
@@ -231,8 +261,10 @@ def mig(codes, factors, n_bins: int = 20) -> MIGResult:
     entropy = _entropy_rows(factor_rows)
     constant = np.flatnonzero(entropy == 0)
     if constant.size:
-        raise ValueError(f"factor column(s) {constant.tolist()} take a single value, so their entropy is 0 "
-                         f"and MIG (which divides by it) is undefined; drop those columns")
+        raise ValueError(
+            f"factor column(s) {constant.tolist()} take a single value, so their entropy is 0 "
+            f"and MIG (which divides by it) is undefined; drop those columns"
+        )
     mi = _mutual_info_rows(_bins_by_row(codes, n_bins), factor_rows)
     top2 = np.sort(mi, axis=0)[::-1][:2]
     per_factor = (top2[0] - top2[1]) / entropy
@@ -248,22 +280,33 @@ def _codes_from(output) -> np.ndarray:
         output = output[0]
     codes = _to_numpy(output, "encode_fn output")
     if codes.ndim != 2:
-        raise ValueError(f"encode_fn must return codes of shape (B, D) (or a tuple whose first item is), "
-                         f"got shape {codes.shape}")
+        raise ValueError(
+            f"encode_fn must return codes of shape (B, D) (or a tuple whose first item is), "
+            f"got shape {codes.shape}"
+        )
     return codes.astype(np.float64, copy=False)
 
 
-def _encode_factors(encode_fn: Callable, dataset, classes: np.ndarray, rng: np.random.Generator,
-                    chunk: int) -> np.ndarray:
+def _encode_factors(
+    encode_fn: Callable,
+    dataset,
+    classes: np.ndarray,
+    rng: np.random.Generator,
+    chunk: int,
+) -> np.ndarray:
     """Render factor classes (N, K) with ``dataset`` and encode them, ``chunk`` images a call: (N, D)."""
     parts = []
     with torch.no_grad():
         for start in range(0, len(classes), chunk):
-            obs = dataset.sample_observations_from_factors(classes[start:start + chunk], rng)
+            obs = dataset.sample_observations_from_factors(
+                classes[start : start + chunk], rng
+            )
             parts.append(_codes_from(encode_fn(obs)))
     codes = np.concatenate(parts)
     if len(codes) != len(classes):
-        raise ValueError(f"encode_fn returned {len(codes)} codes for {len(classes)} images")
+        raise ValueError(
+            f"encode_fn returned {len(codes)} codes for {len(classes)} images"
+        )
     if not np.isfinite(codes).all():
         raise ValueError("encode_fn returned NaN or Inf codes")
     return codes
@@ -273,9 +316,11 @@ def _check_protocol(dataset, **sizes) -> int:
     """Validate the protocol sizes and the dataset interface; returns the number of factors."""
     for name in ("factor_sizes", "sample_factors", "sample_observations_from_factors"):
         if not hasattr(dataset, name):
-            raise TypeError(f"dataset must provide factor_sizes, sample_factors(n, rng) and "
-                            f"sample_observations_from_factors(classes, rng) (like data.DSprites); "
-                            f"{type(dataset).__name__} has no {name}")
+            raise TypeError(
+                f"dataset must provide factor_sizes, sample_factors(n, rng) and "
+                f"sample_observations_from_factors(classes, rng) (like data.DSprites); "
+                f"{type(dataset).__name__} has no {name}"
+            )
     for name, value in sizes.items():
         minimum = 2 if name == "batch_size" else 1
         if int(value) != value or value < minimum:
@@ -290,7 +335,9 @@ def _votes_per_call(batch_size: int, images_per_call: int) -> int:
 def _sample_classes(dataset, num_votes: int, batch_size: int, rng) -> np.ndarray:
     """Factor classes for every vote at once, (num_votes, batch_size, K) int64, so that the draws do
     not depend on how many votes are encoded together."""
-    classes = np.asarray(dataset.sample_factors(num_votes * batch_size, rng), dtype=np.int64)
+    classes = np.asarray(
+        dataset.sample_factors(num_votes * batch_size, rng), dtype=np.int64
+    )
     return classes.reshape(num_votes, batch_size, len(dataset.factor_sizes)).copy()
 
 
@@ -316,8 +363,16 @@ class FactorVAEResult:
         return float(self.score)
 
 
-def _factor_vae_votes(encode_fn, dataset, num_votes: int, batch_size: int, rng, global_variances,
-                      active, images_per_call: int) -> np.ndarray:
+def _factor_vae_votes(
+    encode_fn,
+    dataset,
+    num_votes: int,
+    batch_size: int,
+    rng,
+    global_variances,
+    active,
+    images_per_call: int,
+) -> np.ndarray:
     """Votes (K, D): per vote, fix one random factor over a batch; vote for the latent whose
     variance, divided by its global variance, is smallest among the active ones.
     rng: (factor stream, observation stream), from :func:`_protocol_rngs`."""
@@ -331,19 +386,35 @@ def _factor_vae_votes(encode_fn, dataset, num_votes: int, batch_size: int, rng, 
     least = np.empty(num_votes, dtype=np.int64)
     per_call = _votes_per_call(batch_size, images_per_call)
     for start in range(0, num_votes, per_call):
-        block = classes[start:start + per_call]
-        codes = _encode_factors(encode_fn, dataset, block.reshape(-1, k_factors), observation_rng,
-                                chunk=block.shape[0] * batch_size).reshape(block.shape[0], batch_size, -1)
+        block = classes[start : start + per_call]
+        codes = _encode_factors(
+            encode_fn,
+            dataset,
+            block.reshape(-1, k_factors),
+            observation_rng,
+            chunk=block.shape[0] * batch_size,
+        ).reshape(block.shape[0], batch_size, -1)
         local = codes.var(axis=1, ddof=1)
-        least[start:start + per_call] = active_idx[np.argmin(local[:, active] / global_variances[active], axis=1)]
+        least[start : start + per_call] = active_idx[
+            np.argmin(local[:, active] / global_variances[active], axis=1)
+        ]
     votes = np.zeros((k_factors, len(global_variances)), dtype=np.int64)
     np.add.at(votes, (fixed, least), 1)
     return votes
 
 
-def factor_vae_score(encode_fn: Callable, dataset, *, seed: int = 0, batch_size: int = 64,
-                     num_train: int = 10000, num_eval: int = 5000, num_variance_estimate: int = 10000,
-                     prune_threshold: float = 0.05, images_per_call: int = 1024) -> FactorVAEResult:
+def factor_vae_score(
+    encode_fn: Callable,
+    dataset,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+    num_train: int = 10000,
+    num_eval: int = 5000,
+    num_variance_estimate: int = 10000,
+    prune_threshold: float = 0.05,
+    images_per_call: int = 1024,
+) -> FactorVAEResult:
     """FactorVAE disentanglement score (Kim & Mnih 2018), as disentanglement_lib's ``factor_vae.py``.
 
     encode_fn: images -> codes (B, D), NumPy or tensor (a ``(mu, logvar)`` tuple uses mu, so
@@ -358,26 +429,53 @@ def factor_vae_score(encode_fn: Callable, dataset, *, seed: int = 0, batch_size:
     ``score`` is its accuracy on ``num_eval`` fresh votes. Up to ``images_per_call`` images go
     through ``encode_fn`` at once (whole votes; the result does not depend on it).
     """
-    _check_protocol(dataset, batch_size=batch_size, num_train=num_train, num_eval=num_eval,
-                    num_variance_estimate=num_variance_estimate)
+    _check_protocol(
+        dataset,
+        batch_size=batch_size,
+        num_train=num_train,
+        num_eval=num_eval,
+        num_variance_estimate=num_variance_estimate,
+    )
     if num_variance_estimate < 2:
         raise ValueError("num_variance_estimate must be >= 2 to estimate a variance")
     rng = _protocol_rngs(seed)
     classes = np.asarray(dataset.sample_factors(num_variance_estimate, rng[0]))
-    global_variances = _encode_factors(encode_fn, dataset, classes, rng[1], images_per_call).var(axis=0, ddof=1)
+    global_variances = _encode_factors(
+        encode_fn, dataset, classes, rng[1], images_per_call
+    ).var(axis=0, ddof=1)
     active = np.sqrt(global_variances) >= prune_threshold
     if not active.any():
-        empty = np.zeros((len(dataset.factor_sizes), len(global_variances)), dtype=np.int64)
+        empty = np.zeros(
+            (len(dataset.factor_sizes), len(global_variances)), dtype=np.int64
+        )
         return FactorVAEResult(0.0, 0.0, 0, active, empty)
-    train = _factor_vae_votes(encode_fn, dataset, num_train, batch_size, rng, global_variances, active,
-                              images_per_call)
+    train = _factor_vae_votes(
+        encode_fn,
+        dataset,
+        num_train,
+        batch_size,
+        rng,
+        global_variances,
+        active,
+        images_per_call,
+    )
     classifier = np.argmax(train, axis=0)  # (D,): the factor each latent votes for most
     dims = np.arange(train.shape[1])
     train_accuracy = train[classifier, dims].sum() / train.sum()
-    evaluation = _factor_vae_votes(encode_fn, dataset, num_eval, batch_size, rng, global_variances, active,
-                                   images_per_call)
+    evaluation = _factor_vae_votes(
+        encode_fn,
+        dataset,
+        num_eval,
+        batch_size,
+        rng,
+        global_variances,
+        active,
+        images_per_call,
+    )
     eval_accuracy = evaluation[classifier, dims].sum() / evaluation.sum()
-    return FactorVAEResult(float(eval_accuracy), float(train_accuracy), int(active.sum()), active, train)
+    return FactorVAEResult(
+        float(eval_accuracy), float(train_accuracy), int(active.sum()), active, train
+    )
 
 
 @dataclass
@@ -391,8 +489,9 @@ class BetaVAEResult:
         return float(self.score)
 
 
-def _beta_vae_points(encode_fn, dataset, num_points: int, batch_size: int, rng,
-                     images_per_call: int) -> tuple[np.ndarray, np.ndarray]:
+def _beta_vae_points(
+    encode_fn, dataset, num_points: int, batch_size: int, rng, images_per_call: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Points (num_points, D) and labels (num_points,): per point, fix one random factor across
     ``batch_size`` pairs; the feature is the mean |z1 − z2| over the pairs.
     rng: (factor stream, observation stream), from :func:`_protocol_rngs`."""
@@ -406,16 +505,28 @@ def _beta_vae_points(encode_fn, dataset, num_points: int, batch_size: int, rng,
     points = []
     per_call = _votes_per_call(2 * batch_size, images_per_call)
     for start in range(0, num_points, per_call):
-        m = len(first[start:start + per_call])
-        both = np.concatenate([first[start:start + m], second[start:start + m]]).reshape(-1, k_factors)
-        codes = _encode_factors(encode_fn, dataset, both, observation_rng, chunk=len(both))
+        m = len(first[start : start + per_call])
+        both = np.concatenate(
+            [first[start : start + m], second[start : start + m]]
+        ).reshape(-1, k_factors)
+        codes = _encode_factors(
+            encode_fn, dataset, both, observation_rng, chunk=len(both)
+        )
         codes = codes.reshape(2, m, batch_size, -1)
         points.append(np.abs(codes[0] - codes[1]).mean(axis=1))
     return np.concatenate(points), fixed
 
 
-def beta_vae_score(encode_fn: Callable, dataset, *, seed: int = 0, batch_size: int = 64,
-                   num_train: int = 10000, num_eval: int = 5000, images_per_call: int = 1024) -> BetaVAEResult:
+def beta_vae_score(
+    encode_fn: Callable,
+    dataset,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+    num_train: int = 10000,
+    num_eval: int = 5000,
+    images_per_call: int = 1024,
+) -> BetaVAEResult:
     """β-VAE disentanglement score (Higgins et al. 2017), as disentanglement_lib's ``beta_vae.py``.
 
     encode_fn, dataset: as in :func:`factor_vae_score`. Each training point fixes one random factor
@@ -423,18 +534,26 @@ def beta_vae_score(encode_fn: Callable, dataset, *, seed: int = 0, batch_size: i
     label the fixed factor. A scikit-learn ``LogisticRegression`` is fitted on ``num_train`` points;
     ``score`` is its accuracy on ``num_eval`` fresh points. Needs scikit-learn.
     """
-    _check_protocol(dataset, batch_size=batch_size, num_train=num_train, num_eval=num_eval)
+    _check_protocol(
+        dataset, batch_size=batch_size, num_train=num_train, num_eval=num_eval
+    )
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError as e:
-        raise ImportError("beta_vae_score needs scikit-learn: pip install scikit-learn") from e
+        raise ImportError(
+            "beta_vae_score needs scikit-learn: pip install scikit-learn"
+        ) from e
     rng = _protocol_rngs(seed)
-    train_x, train_y = _beta_vae_points(encode_fn, dataset, num_train, batch_size, rng, images_per_call)
+    train_x, train_y = _beta_vae_points(
+        encode_fn, dataset, num_train, batch_size, rng, images_per_call
+    )
     # disentanglement_lib uses sklearn's defaults; more iterations only avoid a convergence warning.
     model = LogisticRegression(random_state=seed, max_iter=2000)
     model.fit(train_x, train_y)
     train_accuracy = float(np.mean(model.predict(train_x) == train_y))
-    eval_x, eval_y = _beta_vae_points(encode_fn, dataset, num_eval, batch_size, rng, images_per_call)
+    eval_x, eval_y = _beta_vae_points(
+        encode_fn, dataset, num_eval, batch_size, rng, images_per_call
+    )
     return BetaVAEResult(float(model.score(eval_x, eval_y)), train_accuracy)
 
 
@@ -450,11 +569,16 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     features = _check_codes(features, "features").astype(np.float64, copy=False)
     n, dim = features.shape
     if n < 2:
-        raise ValueError(f"need at least 2 feature vectors to estimate a covariance, got {n}")
+        raise ValueError(
+            f"need at least 2 feature vectors to estimate a covariance, got {n}"
+        )
     if n < dim:
-        warnings.warn(f"only {n} samples for {dim}-dimensional features: the covariance is singular "
-                      f"(rank <= {n - 1}) and the Fréchet distance is biased; use at least {dim} samples "
-                      f"(10,000 or more is the usual choice for FID)", stacklevel=2)
+        warnings.warn(
+            f"only {n} samples for {dim}-dimensional features: the covariance is singular "
+            f"(rank <= {n - 1}) and the Fréchet distance is biased; use at least {dim} samples "
+            f"(10,000 or more is the usual choice for FID)",
+            stacklevel=2,
+        )
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -483,26 +607,36 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     sigma1 = np.atleast_2d(_to_numpy(sigma1, "sigma1")).astype(np.float64)
     sigma2 = np.atleast_2d(_to_numpy(sigma2, "sigma2")).astype(np.float64)
     if mu1.ndim != 1 or mu1.shape != mu2.shape:
-        raise ValueError(f"mu1 and mu2 must be vectors of the same length, got {mu1.shape} and {mu2.shape}")
+        raise ValueError(
+            f"mu1 and mu2 must be vectors of the same length, got {mu1.shape} and {mu2.shape}"
+        )
     if sigma1.shape != (len(mu1), len(mu1)) or sigma2.shape != sigma1.shape:
-        raise ValueError(f"sigma1 and sigma2 must both be ({len(mu1)}, {len(mu1)}), "
-                         f"got {sigma1.shape} and {sigma2.shape}")
+        raise ValueError(
+            f"sigma1 and sigma2 must both be ({len(mu1)}, {len(mu1)}), "
+            f"got {sigma1.shape} and {sigma2.shape}"
+        )
     for name, a in (("mu1", mu1), ("mu2", mu2), ("sigma1", sigma1), ("sigma2", sigma2)):
         if not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or Inf")
     diff = mu1 - mu2
     covmean = _sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
-        warnings.warn(f"Fréchet distance: singular covariance product; adding {eps} to the diagonals",
-                      stacklevel=2)
+        warnings.warn(
+            f"Fréchet distance: singular covariance product; adding {eps} to the diagonals",
+            stacklevel=2,
+        )
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"Fréchet distance: the matrix square root has an imaginary component "
-                             f"of {np.max(np.abs(covmean.imag)):.3g}")
+            raise ValueError(
+                f"Fréchet distance: the matrix square root has an imaginary component "
+                f"of {np.max(np.abs(covmean.imag)):.3g}"
+            )
         covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float(
+        diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
+    )
 
 
 # ----------------------------------------------------------------------------- active units, KL
@@ -527,7 +661,9 @@ def active_units(mu, threshold: float = 0.01) -> ActiveUnits:
     """
     mu = _check_codes(mu, "mu").astype(np.float64, copy=False)
     if len(mu) < 2:
-        raise ValueError(f"need at least 2 rows of posterior means to estimate a variance, got {len(mu)}")
+        raise ValueError(
+            f"need at least 2 rows of posterior means to estimate a variance, got {len(mu)}"
+        )
     if not threshold >= 0:
         raise ValueError(f"threshold must be >= 0, got {threshold!r}")
     variance = mu.var(axis=0)
@@ -558,11 +694,15 @@ def kl_summary(kl_per_dim) -> KLSummary:
     if kl.ndim == 2:
         kl = kl.mean(axis=0)
     if kl.ndim != 1 or kl.size == 0:
-        raise ValueError(f"kl_per_dim must have shape (D,) or (B, D), got {np.shape(kl_per_dim)}")
+        raise ValueError(
+            f"kl_per_dim must have shape (D,) or (B, D), got {np.shape(kl_per_dim)}"
+        )
     if not np.isfinite(kl).all():
         raise ValueError("kl_per_dim contains NaN or Inf")
     if (kl < -1e-6).any():
-        raise ValueError(f"KL is never negative; got {kl.min():.3g} (is this the KL per dimension?)")
+        raise ValueError(
+            f"KL is never negative; got {kl.min():.3g} (is this the KL per dimension?)"
+        )
     order = np.argsort(-kl, kind="stable")
     total = float(kl.sum())
     ranked = kl[order]
@@ -576,9 +716,17 @@ _IWAE_IMAGES_PER_DECODE = 2048
 
 
 @torch.no_grad()
-def iwae_bound(model, x: torch.Tensor, k: int, *, chunk_size: int | None = None,
-               likelihood: str | Callable = "bernoulli", sigma: float = 0.1, seed: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def iwae_bound(
+    model,
+    x: torch.Tensor,
+    k: int,
+    *,
+    chunk_size: int | None = None,
+    likelihood: str | Callable = "bernoulli",
+    sigma: float = 0.1,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Importance-weighted lower bound on log p(x) (Burda et al. 2016, eq. 8): (B,) nats.
 
         log p(x) ≥ log (1/k) Σ_i p(x | z_i) p(z_i) / q(z_i | x),   z_i ~ q(z | x)
@@ -593,40 +741,55 @@ def iwae_bound(model, x: torch.Tensor, k: int, *, chunk_size: int | None = None,
     The model is put in eval mode for the call and restored after.
     """
     if int(k) != k or k < 1:
-        raise ValueError(f"k must be a positive integer number of importance samples, got {k!r}")
+        raise ValueError(
+            f"k must be a positive integer number of importance samples, got {k!r}"
+        )
     k = int(k)
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        raise ValueError(f"x must be a batch tensor (B, ...), got {type(x).__name__} "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}")
+        raise ValueError(
+            f"x must be a batch tensor (B, ...), got {type(x).__name__} "
+            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}"
+        )
     if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if callable(likelihood):
         nll_fn = likelihood
     else:
         log_sigma = getattr(model, "log_sigma", None)
+
         def nll_fn(out, target):  # noqa: E306
             return reconstruction_nll(out, target, likelihood, sigma, log_sigma)
+
     was_training = model.training
     model.eval()
     try:
         mu, logvar = model.encode(x)
         batch, dim = mu.shape
         if batch != x.shape[0]:
-            raise ValueError(f"encode returned {batch} rows for a batch of {x.shape[0]}")
+            raise ValueError(
+                f"encode returned {batch} rows for a batch of {x.shape[0]}"
+            )
         if seed is not None and generator is None:
             generator = torch.Generator(device=mu.device).manual_seed(int(seed))
-        chunk = min(k, int(chunk_size) if chunk_size else max(1, _IWAE_IMAGES_PER_DECODE // batch))
+        chunk = min(
+            k,
+            int(chunk_size) if chunk_size else max(1, _IWAE_IMAGES_PER_DECODE // batch),
+        )
         std = torch.exp(0.5 * logvar)
         chunk_lse = []
         done = 0
         while done < k:
             c = min(chunk, k - done)
-            eps = torch.randn((c, batch, dim), generator=generator, device=mu.device, dtype=mu.dtype)
+            eps = torch.randn(
+                (c, batch, dim), generator=generator, device=mu.device, dtype=mu.dtype
+            )
             z = mu + std * eps  # (c, B, D)
             out = model.decode(z.reshape(c * batch, dim))
             target = x.unsqueeze(0).expand(c, *x.shape).reshape(c * batch, *x.shape[1:])
             log_px_z = -nll_fn(out, target).reshape(c, batch)
-            log_pz = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(-1)
+            log_pz = gaussian_log_density(
+                z, torch.zeros_like(z), torch.zeros_like(z)
+            ).sum(-1)
             log_qz = gaussian_log_density(z, mu, logvar).sum(-1)
             log_w = (log_px_z + log_pz - log_qz).double()
             chunk_lse.append(torch.logsumexp(log_w, dim=0))
@@ -637,6 +800,21 @@ def iwae_bound(model, x: torch.Tensor, k: int, *, chunk_size: int | None = None,
         model.train(was_training)
 
 
-__all__ = ["ActiveUnits", "BetaVAEResult", "FactorVAEResult", "KLSummary", "MIGResult", "active_units",
-           "beta_vae_score", "discrete_entropy", "discrete_mutual_info", "factor_vae_score",
-           "feature_statistics", "frechet_distance", "histogram_discretize", "iwae_bound", "kl_summary", "mig"]
+__all__ = [
+    "ActiveUnits",
+    "BetaVAEResult",
+    "FactorVAEResult",
+    "KLSummary",
+    "MIGResult",
+    "active_units",
+    "beta_vae_score",
+    "discrete_entropy",
+    "discrete_mutual_info",
+    "factor_vae_score",
+    "feature_statistics",
+    "frechet_distance",
+    "histogram_discretize",
+    "iwae_bound",
+    "kl_summary",
+    "mig",
+]

@@ -5,6 +5,7 @@ each (B, D), and latents z (B, D) to decoder logits (B, C, H, W). ``torch.sigmoi
 mean image for every likelihood. ``model.config`` holds the constructor arguments, so a checkpoint
 can rebuild the model.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,9 @@ class VAE(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int):
         super().__init__()
         if int(latent_dim) < 1:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+            raise ValueError(
+                f"latent_dim must be a positive integer, got {latent_dim!r}"
+            )
         self.image_shape = tuple(int(s) for s in image_shape)
         self.latent_dim = int(latent_dim)
         # log sigma of the Gaussian likelihood with learned sigma; unused (no gradient) by the others.
@@ -45,21 +48,33 @@ class VAE(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
-            raise TypeError(f"images must be floating point in [0, 1], got dtype {x.dtype}; "
-                            f"convert uint8 images with x.float() / 255")
+            raise TypeError(
+                f"images must be floating point in [0, 1], got dtype {x.dtype}; "
+                f"convert uint8 images with x.float() / 255"
+            )
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"{type(self).__name__} expects images of shape (B, {', '.join(map(str, self.image_shape))}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"{type(self).__name__} expects images of shape (B, {', '.join(map(str, self.image_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
         if x.dtype != self.log_sigma.dtype:
-            raise TypeError(f"images are {x.dtype} but the model's weights are {self.log_sigma.dtype}; "
-                            f"convert them with x.to({self.log_sigma.dtype})")
+            raise TypeError(
+                f"images are {x.dtype} but the model's weights are {self.log_sigma.dtype}; "
+                f"convert them with x.to({self.log_sigma.dtype})"
+            )
         # The value check makes an accelerator report back to the host, so it is skipped there in
         # training mode (fit checks the whole dataset once instead); it always runs on the CPU and in eval mode.
-        if x.numel() and (x.device.type == "cpu" or not self.training) and not torch.compiler.is_compiling():
+        if (
+            x.numel()
+            and (x.device.type == "cpu" or not self.training)
+            and not torch.compiler.is_compiling()
+        ):
             lo, hi = (v.item() for v in torch.aminmax(x.detach()))
             if not (lo >= 0 and hi <= 1):
-                raise ValueError(f"images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]"
-                                 + ("; divide uint8 pixel values by 255" if hi > 1 else ""))
+                raise ValueError(
+                    f"images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]"
+                    + ("; divide uint8 pixel values by 255" if hi > 1 else "")
+                )
         return x
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +86,9 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (B, D) -> decoder logits (B, C, H, W)."""
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"latents must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
+            raise ValueError(
+                f"latents must have shape (B, {self.latent_dim}), got {tuple(z.shape)}"
+            )
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> VAEOutput:
@@ -80,7 +97,9 @@ class VAE(nn.Module):
         return VAEOutput(self.decode(z), mu, logvar, z)
 
     @torch.no_grad()
-    def sample(self, n: int, std: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, std: float = 1.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Decode ``n`` draws z ~ N(0, std^2 I): mean images (n, C, H, W) in [0, 1]."""
         device = self.log_sigma.device
         z = torch.randn(n, self.latent_dim, generator=generator, device=device) * std
@@ -99,10 +118,18 @@ class MLPVAE(VAE):
     image_shape: (C, H, W); hidden: sizes of the hidden layers (mirrored in the decoder).
     """
 
-    def __init__(self, latent_dim: int = 20, hidden: tuple[int, ...] = (400, 400),
-                 image_shape: tuple[int, int, int] = (1, 28, 28)):
+    def __init__(
+        self,
+        latent_dim: int = 20,
+        hidden: tuple[int, ...] = (400, 400),
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+    ):
         super().__init__(image_shape, latent_dim)
-        self.config = {"latent_dim": self.latent_dim, "hidden": list(hidden), "image_shape": list(self.image_shape)}
+        self.config = {
+            "latent_dim": self.latent_dim,
+            "hidden": list(hidden),
+            "image_shape": list(self.image_shape),
+        }
         n = math.prod(self.image_shape)
         sizes = [n, *hidden]
         enc = [nn.Flatten()]
@@ -112,7 +139,9 @@ class MLPVAE(VAE):
         dec, rev = [], [self.latent_dim, *reversed(hidden)]
         for a, b in zip(rev[:-1], rev[1:]):
             dec += [nn.Linear(a, b), nn.ReLU()]
-        self.decoder = nn.Sequential(*dec, nn.Linear(rev[-1], n), nn.Unflatten(1, self.image_shape))
+        self.decoder = nn.Sequential(
+            *dec, nn.Linear(rev[-1], n), nn.Unflatten(1, self.image_shape)
+        )
 
 
 class ConvVAE(VAE):
@@ -123,27 +152,57 @@ class ConvVAE(VAE):
     (28 -> 7), otherwise the same. image_size: 28 or 64; channels: image channels.
     """
 
-    def __init__(self, latent_dim: int = 10, image_size: int = 64, channels: int = 1, width: int = 32,
-                 hidden: int = 256):
+    def __init__(
+        self,
+        latent_dim: int = 10,
+        image_size: int = 64,
+        channels: int = 1,
+        width: int = 32,
+        hidden: int = 256,
+    ):
         if image_size not in (28, 64):
-            raise ValueError(f"ConvVAE supports image_size 28 or 64, got {image_size!r}")
+            raise ValueError(
+                f"ConvVAE supports image_size 28 or 64, got {image_size!r}"
+            )
         super().__init__((channels, image_size, image_size), latent_dim)
-        self.config = {"latent_dim": self.latent_dim, "image_size": image_size, "channels": channels,
-                       "width": width, "hidden": hidden}
+        self.config = {
+            "latent_dim": self.latent_dim,
+            "image_size": image_size,
+            "channels": channels,
+            "width": width,
+            "hidden": hidden,
+        }
         n_down = 4 if image_size == 64 else 2
-        side = image_size // 2 ** n_down
+        side = image_size // 2**n_down
         enc, ch = [], channels
         for _ in range(n_down):
             enc += [nn.Conv2d(ch, width, 4, stride=2, padding=1), nn.ReLU()]
             ch = width
         self.encoder = nn.Sequential(
-            *enc, nn.Flatten(), nn.Linear(width * side * side, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2 * self.latent_dim))
-        dec = [nn.Linear(self.latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-               nn.Linear(hidden, width * side * side), nn.ReLU(), nn.Unflatten(1, (width, side, side))]
+            *enc,
+            nn.Flatten(),
+            nn.Linear(width * side * side, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 2 * self.latent_dim),
+        )
+        dec = [
+            nn.Linear(self.latent_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, width * side * side),
+            nn.ReLU(),
+            nn.Unflatten(1, (width, side, side)),
+        ]
         for i in range(n_down):
             last = i == n_down - 1
-            dec.append(nn.ConvTranspose2d(width, channels if last else width, 4, stride=2, padding=1))
+            dec.append(
+                nn.ConvTranspose2d(
+                    width, channels if last else width, 4, stride=2, padding=1
+                )
+            )
             if not last:
                 dec.append(nn.ReLU())
         self.decoder = nn.Sequential(*dec)

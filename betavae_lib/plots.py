@@ -1,4 +1,5 @@
 """Figures used across the chapters. Every function returns the matplotlib Figure it drew."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -10,7 +11,9 @@ def _np(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def image_grid(images, nrow: int = 8, title: str | None = None, ax=None, row_labels=None):
+def image_grid(
+    images, nrow: int = 8, title: str | None = None, ax=None, row_labels=None
+):
     """Show images (N, 1, H, W) in [0, 1] as one grid, ``nrow`` per row; returns the Figure."""
     imgs = _np(images)[:, 0]
     n, h, w = imgs.shape
@@ -18,13 +21,15 @@ def image_grid(images, nrow: int = 8, title: str | None = None, ax=None, row_lab
     canvas = np.ones((rows * (h + 2) - 2, nrow * (w + 2) - 2))
     for i, im in enumerate(imgs):
         r, c = divmod(i, nrow)
-        canvas[r * (h + 2): r * (h + 2) + h, c * (w + 2): c * (w + 2) + w] = im
+        canvas[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = im
     if ax is None:
         fig, ax = plt.subplots(figsize=(nrow * 0.6 + 0.6, rows * 0.6 + 0.4))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     if row_labels is not None:
-        ax.set_yticks([r * (h + 2) + h / 2 for r in range(rows)], list(row_labels)[:rows])
+        ax.set_yticks(
+            [r * (h + 2) + h / 2 for r in range(rows)], list(row_labels)[:rows]
+        )
     else:
         ax.set_yticks([])
     if title:
@@ -35,7 +40,9 @@ def image_grid(images, nrow: int = 8, title: str | None = None, ax=None, row_lab
 def plot_history(history, title: str = "Training curves"):
     """Reconstruction and KL per epoch (train and, when present, test), in nats per image."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, key, label in zip(axes, ("recon", "kl"), ("reconstruction −log p(x|z)", "KL(q(z|x) ‖ p(z))")):
+    for ax, key, label in zip(
+        axes, ("recon", "kl"), ("reconstruction −log p(x|z)", "KL(q(z|x) ‖ p(z))")
+    ):
         ax.plot(history.epoch, getattr(history, f"train_{key}"), "o-", label="train")
         if getattr(history, f"test_{key}"):
             ax.plot(history.epoch, getattr(history, f"test_{key}"), "s--", label="test")
@@ -48,7 +55,12 @@ def plot_history(history, title: str = "Training curves"):
     return fig
 
 
-def plot_kl_per_dim(kl_per_dim, title: str = "KL per latent dimension", ax=None, threshold: float | None = None):
+def plot_kl_per_dim(
+    kl_per_dim,
+    title: str = "KL per latent dimension",
+    ax=None,
+    threshold: float | None = None,
+):
     """Bar chart of the KL (nats) carried by each latent dimension, largest first in colour order."""
     kl = _np(kl_per_dim).ravel()
     if ax is None:
@@ -64,14 +76,23 @@ def plot_kl_per_dim(kl_per_dim, title: str = "KL per latent dimension", ax=None,
     return ax.figure
 
 
-def plot_latent_scatter(z, labels, label_names=None, title: str = "Posterior means", ax=None, max_points: int = 5000):
+def plot_latent_scatter(
+    z,
+    labels,
+    label_names=None,
+    title: str = "Posterior means",
+    ax=None,
+    max_points: int = 5000,
+):
     """Scatter of 2-D latent codes (N, 2) coloured by class label."""
     z, labels = _np(z)[:max_points], _np(labels)[:max_points]
     if z.shape[1] != 2:
         raise ValueError(f"plot_latent_scatter needs 2-D codes, got shape {z.shape}")
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 5))
-    sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7, vmin=-0.5, vmax=9.5)
+    sc = ax.scatter(
+        z[:, 0], z[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7, vmin=-0.5, vmax=9.5
+    )
     cbar = ax.figure.colorbar(sc, ax=ax, ticks=range(10))
     if label_names is not None:
         cbar.ax.set_yticklabels(label_names)
@@ -81,12 +102,18 @@ def plot_latent_scatter(z, labels, label_names=None, title: str = "Posterior mea
     return ax.figure
 
 
-def latent_manifold(model, n: int = 15, span: float = 2.5, title: str = "Decoded latent grid", ax=None):
+def latent_manifold(
+    model, n: int = 15, span: float = 2.5, title: str = "Decoded latent grid", ax=None
+):
     """Decode an n×n grid of z ∈ [−span, span]² for a 2-latent model and show it as one image."""
     if model.latent_dim != 2:
-        raise ValueError(f"latent_manifold needs a 2-latent model, got latent_dim={model.latent_dim}")
+        raise ValueError(
+            f"latent_manifold needs a 2-latent model, got latent_dim={model.latent_dim}"
+        )
     grid = torch.linspace(-span, span, n)
-    zz = torch.stack(torch.meshgrid(grid, grid.flip(0), indexing="xy"), -1).reshape(-1, 2)
+    zz = torch.stack(torch.meshgrid(grid, grid.flip(0), indexing="xy"), -1).reshape(
+        -1, 2
+    )
     with torch.no_grad():
         imgs = torch.sigmoid(model.decode(zz.to(model.log_sigma.device))).cpu()
     if ax is None:
@@ -96,11 +123,21 @@ def latent_manifold(model, n: int = 15, span: float = 2.5, title: str = "Decoded
 
 def book_style(dpi: int = 80) -> None:
     """Matplotlib settings the chapters share: modest dpi (small notebooks), light grid, readable fonts."""
-    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "axes.grid": False, "font.size": 10,
-                         "axes.titlesize": 11, "figure.max_open_warning": 50})
+    plt.rcParams.update(
+        {
+            "figure.dpi": dpi,
+            "savefig.dpi": dpi,
+            "axes.grid": False,
+            "font.size": 10,
+            "axes.titlesize": 11,
+            "figure.max_open_warning": 50,
+        }
+    )
 
 
-def animate(frames, titles=None, interval: int = 200, figsize=(4, 4), cmap: str = "gray"):
+def animate(
+    frames, titles=None, interval: int = 200, figsize=(4, 4), cmap: str = "gray"
+):
     """Animate a list of 2-D arrays (e.g. image grids or rendered plots) as self-contained HTML.
 
     Returns an ``IPython.display.HTML`` built with matplotlib's ``to_jshtml``: it plays in the static
@@ -113,7 +150,13 @@ def animate(frames, titles=None, interval: int = 200, figsize=(4, 4), cmap: str 
     if not frames:
         raise ValueError("animate needs at least one frame")
     fig, ax = plt.subplots(figsize=figsize)
-    im = ax.imshow(frames[0], cmap=cmap, vmin=0, vmax=1 if frames[0].ndim == 2 else None, interpolation="nearest")
+    im = ax.imshow(
+        frames[0],
+        cmap=cmap,
+        vmin=0,
+        vmax=1 if frames[0].ndim == 2 else None,
+        interpolation="nearest",
+    )
     ax.axis("off")
     title = ax.set_title(titles[0] if titles else "")
 
@@ -123,7 +166,9 @@ def animate(frames, titles=None, interval: int = 200, figsize=(4, 4), cmap: str 
             title.set_text(titles[i])
         return im, title
 
-    anim = animation.FuncAnimation(fig, draw, frames=len(frames), interval=interval, blit=False)
+    anim = animation.FuncAnimation(
+        fig, draw, frames=len(frames), interval=interval, blit=False
+    )
     html = HTML(anim.to_jshtml(default_mode="loop"))
     plt.close(fig)
     return html
@@ -136,7 +181,9 @@ def figure_to_array(fig) -> np.ndarray:
     return rgba[..., :3].astype(np.float32) / 255.0
 
 
-def plot_kl_and_mi(kl_per_dim, mi, factor_names, entropy=None, threshold: float = 0.01, title: str = ""):
+def plot_kl_and_mi(
+    kl_per_dim, mi, factor_names, entropy=None, threshold: float = 0.01, title: str = ""
+):
     """KL per latent (bars) beside the mutual information of each alive latent with each factor (heatmap).
 
     kl_per_dim: (D,) nats; mi: (D, K) nats, e.g. ``metrics.mig(...).mi``; factor_names: K names;
@@ -145,27 +192,51 @@ def plot_kl_and_mi(kl_per_dim, mi, factor_names, entropy=None, threshold: float 
     """
     kl, mi = _np(kl_per_dim).ravel(), _np(mi)
     if mi.shape != (len(kl), len(factor_names)):
-        raise ValueError(f"mi must have shape (D, K) = ({len(kl)}, {len(factor_names)}), got {mi.shape}")
+        raise ValueError(
+            f"mi must have shape (D, K) = ({len(kl)}, {len(factor_names)}), got {mi.shape}"
+        )
     alive = [d for d in np.argsort(-kl, kind="stable") if kl[d] > threshold]
     if not alive:
         alive = [int(np.argmax(kl))]
     shown = mi[alive] / _np(entropy)[None, :] if entropy is not None else mi[alive]
-    fig, (ax_kl, ax_mi) = plt.subplots(1, 2, figsize=(9, 0.42 * len(alive) + 1.6), sharey=True,
-                                       gridspec_kw={"width_ratios": [1, 1.6]})
+    fig, (ax_kl, ax_mi) = plt.subplots(
+        1,
+        2,
+        figsize=(9, 0.42 * len(alive) + 1.6),
+        sharey=True,
+        gridspec_kw={"width_ratios": [1, 1.6]},
+    )
     rows = np.arange(len(alive))
     ax_kl.barh(rows, kl[alive], color="tab:blue")
     ax_kl.invert_xaxis()
     ax_kl.set_yticks(rows, [f"z{d}" for d in alive])
     ax_kl.set_xlabel("KL(q(z_d|x) ‖ N(0,1)) [nats]")
     ax_kl.set_ylabel("latent (alive, by KL)")
-    im = ax_mi.imshow(shown, cmap="viridis", aspect="auto", vmin=0, vmax=1 if entropy is not None else None)
+    im = ax_mi.imshow(
+        shown,
+        cmap="viridis",
+        aspect="auto",
+        vmin=0,
+        vmax=1 if entropy is not None else None,
+    )
     ax_mi.set_xticks(np.arange(len(factor_names)), list(factor_names))
     ax_mi.set_xlabel("factor")
     for r in rows:
         for c in range(len(factor_names)):
-            ax_mi.text(c, r, f"{shown[r, c]:.2f}", ha="center", va="center", fontsize=8,
-                       color="white" if shown[r, c] < 0.6 * (np.nanmax(shown) or 1) else "black")
-    fig.colorbar(im, ax=ax_mi, label="MI / H(factor)" if entropy is not None else "MI [nats]")
+            ax_mi.text(
+                c,
+                r,
+                f"{shown[r, c]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white"
+                if shown[r, c] < 0.6 * (np.nanmax(shown) or 1)
+                else "black",
+            )
+    fig.colorbar(
+        im, ax=ax_mi, label="MI / H(factor)" if entropy is not None else "MI [nats]"
+    )
     ax_mi.set_title("mutual information with each factor")
     ax_kl.set_title("KL per latent")
     if title:

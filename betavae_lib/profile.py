@@ -6,6 +6,7 @@
 
 The code path is the same in all profiles; only sizes change.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,10 +43,16 @@ class Profile:
 
 def get_profile(name: str | None = None) -> Profile:
     """The active profile: ``name``, else ``$BETAVAE_PROFILE``, else full on CUDA and reduced otherwise."""
-    name = name or os.environ.get("BETAVAE_PROFILE") or ("full" if torch.cuda.is_available() else "reduced")
+    name = (
+        name
+        or os.environ.get("BETAVAE_PROFILE")
+        or ("full" if torch.cuda.is_available() else "reduced")
+    )
     name = name.strip().lower()
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; BETAVAE_PROFILE must be one of {', '.join(PROFILES)}")
+        raise ValueError(
+            f"unknown profile {name!r}; BETAVAE_PROFILE must be one of {', '.join(PROFILES)}"
+        )
     return Profile(name)
 
 

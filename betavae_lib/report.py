@@ -1,4 +1,5 @@
 """Headline metrics: the numbers a chapter reports, printed so the book's executor can record them."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,9 @@ def _clean(value):
         return None if not math.isfinite(value) else round(value, 6)
     if isinstance(value, (int, str, bool)) or value is None:
         return value
-    raise TypeError(f"headline metrics must be numbers or strings, got {type(value).__name__}")
+    raise TypeError(
+        f"headline metrics must be numbers or strings, got {type(value).__name__}"
+    )
 
 
 def headline(**metrics) -> dict:
@@ -32,5 +35,5 @@ def parse_headlines(text: str) -> dict:
     found = {}
     for line in text.splitlines():
         if line.startswith(MARKER):
-            found.update(json.loads(line[len(MARKER):]))
+            found.update(json.loads(line[len(MARKER) :]))
     return found

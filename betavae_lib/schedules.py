@@ -2,6 +2,7 @@
 
 A schedule is any callable ``step -> float``; ``fit`` calls it once per optimiser step (step 0 first).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ def _check_nonneg(name: str, value: float) -> float:
 
 def _check_steps(name: str, steps: int) -> int:
     if int(steps) != steps or steps < 1:
-        raise ValueError(f"{name} must be a positive integer number of steps, got {steps!r}")
+        raise ValueError(
+            f"{name} must be a positive integer number of steps, got {steps!r}"
+        )
     return int(steps)
 
 
@@ -45,7 +48,11 @@ class Linear:
     start: float = 0.0
 
     def __post_init__(self):
-        _check_nonneg("end", self.end), _check_nonneg("start", self.start), _check_steps("steps", self.steps)
+        (
+            _check_nonneg("end", self.end),
+            _check_nonneg("start", self.start),
+            _check_steps("steps", self.steps),
+        )
 
     def __call__(self, step: int) -> float:
         return self.start + (self.end - self.start) * min(step / self.steps, 1.0)
@@ -83,10 +90,14 @@ def as_schedule(value, name: str = "beta"):
     if callable(value):
         return value
     if isinstance(value, str):
-        raise ValueError(f"{name} must be a number or a schedule ({', '.join(SCHEDULES)}), got the string {value!r}")
+        raise ValueError(
+            f"{name} must be a number or a schedule ({', '.join(SCHEDULES)}), got the string {value!r}"
+        )
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or a schedule (a callable step -> value, e.g. "
-                        f"{', '.join(SCHEDULES)}), got {type(value).__name__}") from None
+        raise TypeError(
+            f"{name} must be a number or a schedule (a callable step -> value, e.g. "
+            f"{', '.join(SCHEDULES)}), got {type(value).__name__}"
+        ) from None
     return Constant(_check_nonneg(name, number))

@@ -13,6 +13,7 @@ With ``checkpoint_path`` the full training state (weights, optimiser, RNG states
 atomically every ``checkpoint_every`` epochs; ``resume=True`` continues from it and gives the same
 numbers, bit for bit on the same device, as a run that was never interrupted.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,12 +52,17 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) != "auto":
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {str(device)!r} was asked for but CUDA is not available here; "
-                               f"use device='auto' or 'cpu'")
+            raise RuntimeError(
+                f"device {str(device)!r} was asked for but CUDA is not available here; "
+                f"use device='auto' or 'cpu'"
+            )
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if (
+        getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available()
+    ):
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -95,15 +101,21 @@ class History:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "History":
+    def from_dict(cls, values: dict) -> History:
         """The inverse of :meth:`as_dict` (unknown keys are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
 @torch.no_grad()
-def evaluate(model, images: torch.Tensor, *, batch_size: int = 1000, likelihood: str = "bernoulli",
-             sigma: float = 0.1) -> dict:
+def evaluate(
+    model,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 1000,
+    likelihood: str = "bernoulli",
+    sigma: float = 0.1,
+) -> dict:
     """Negative-ELBO terms on ``images`` with one posterior sample per image.
 
     Returns ``{"recon": float, "kl": float, "kl_per_dim": (D,) list, "neg_elbo": float}`` in nats
@@ -113,12 +125,18 @@ def evaluate(model, images: torch.Tensor, *, batch_size: int = 1000, likelihood:
     _check_images(model, images, "images")
     _positive_int("batch_size", batch_size)
     if likelihood not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}")
-    return _evaluate(model, images, batch_size=batch_size, likelihood=likelihood, sigma=sigma)
+        raise ValueError(
+            f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
+        )
+    return _evaluate(
+        model, images, batch_size=batch_size, likelihood=likelihood, sigma=sigma
+    )
 
 
 @torch.no_grad()
-def _evaluate(model, images: torch.Tensor, *, batch_size: int, likelihood: str, sigma: float) -> dict:
+def _evaluate(
+    model, images: torch.Tensor, *, batch_size: int, likelihood: str, sigma: float
+) -> dict:
     """:func:`evaluate` without the argument checks (``fit`` checks once, before the first epoch)."""
     was_training = model.training
     model.eval()
@@ -126,67 +144,127 @@ def _evaluate(model, images: torch.Tensor, *, batch_size: int, likelihood: str, 
     sums = torch.zeros(2, device=device)
     kl_dims = torch.zeros(model.latent_dim, device=device)
     for start in range(0, len(images), batch_size):
-        x = as_float_images(images[start:start + batch_size].to(device, non_blocking=True)).float()
+        x = as_float_images(
+            images[start : start + batch_size].to(device, non_blocking=True)
+        ).float()
         out = model(x)
-        t = beta_vae_loss(x, out.logits, out.mu, out.logvar, likelihood=likelihood, sigma=sigma,
-                          log_sigma=model.log_sigma)
+        t = beta_vae_loss(
+            x,
+            out.logits,
+            out.mu,
+            out.logvar,
+            likelihood=likelihood,
+            sigma=sigma,
+            log_sigma=model.log_sigma,
+        )
         sums += torch.stack([t.recon, t.kl]) * len(x)
         kl_dims += t.kl_per_dim * len(x)
     model.train(was_training)
     recon, kl = (sums / len(images)).tolist()
-    return {"recon": recon, "kl": kl, "kl_per_dim": (kl_dims / len(images)).tolist(), "neg_elbo": recon + kl}
+    return {
+        "recon": recon,
+        "kl": kl,
+        "kl_per_dim": (kl_dims / len(images)).tolist(),
+        "neg_elbo": recon + kl,
+    }
 
 
 # ----------------------------------------------------------------------------- argument checks
 
 
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < 1:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or int(value) != value
+        or value < 1
+    ):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def _check_model(model) -> None:
-    if not isinstance(model, nn.Module) or not hasattr(model, "image_shape") or not hasattr(model, "latent_dim"):
-        raise TypeError(f"model must be a betavae_lib VAE (MLPVAE, ConvVAE or a subclass of models.VAE), "
-                        f"got {type(model).__name__}")
+    if (
+        not isinstance(model, nn.Module)
+        or not hasattr(model, "image_shape")
+        or not hasattr(model, "latent_dim")
+    ):
+        raise TypeError(
+            f"model must be a betavae_lib VAE (MLPVAE, ConvVAE or a subclass of models.VAE), "
+            f"got {type(model).__name__}"
+        )
 
 
 def _check_images(model, images, name: str) -> None:
     """Raise unless ``images`` is a non-empty (N, C, H, W) tensor of the model's shape with valid values."""
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor (N, C, H, W), got {type(images).__name__}"
+        )
     if images.dim() != 4 or tuple(images.shape[1:]) != model.image_shape:
-        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, model.image_shape))}) for this model, "
-                         f"got {tuple(images.shape)}")
+        raise ValueError(
+            f"{name} must have shape (N, {', '.join(map(str, model.image_shape))}) for this model, "
+            f"got {tuple(images.shape)}"
+        )
     if len(images) == 0:
         raise ValueError(f"{name} is empty")
     if images.dtype not in (torch.uint8, torch.bool) and not images.is_floating_point():
-        raise TypeError(f"{name} must be float in [0, 1], uint8 (0..255) or bool, got dtype {images.dtype}")
+        raise TypeError(
+            f"{name} must be float in [0, 1], uint8 (0..255) or bool, got dtype {images.dtype}"
+        )
     if images.is_floating_point():
-        lo, hi = (v.item() for v in torch.aminmax(images))  # one pass; NaN anywhere makes both NaN
+        lo, hi = (
+            v.item() for v in torch.aminmax(images)
+        )  # one pass; NaN anywhere makes both NaN
         if math.isnan(lo) or math.isnan(hi):
             raise ValueError(f"{name} contain NaN values")
         if not (lo >= 0 and hi <= 1):
-            raise ValueError(f"float {name} must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]"
-                             + ("; divide uint8 pixel values by 255" if hi > 1 else ""))
+            raise ValueError(
+                f"float {name} must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]"
+                + ("; divide uint8 pixel values by 255" if hi > 1 else "")
+            )
 
 
-def _check_fit_args(model, images, test_images, *, epochs, batch_size, lr, likelihood, sigma, free_bits,
-                    gamma, log_every, checkpoint_path, checkpoint_every, resume, amp, device) -> None:
+def _check_fit_args(
+    model,
+    images,
+    test_images,
+    *,
+    epochs,
+    batch_size,
+    lr,
+    likelihood,
+    sigma,
+    free_bits,
+    gamma,
+    log_every,
+    checkpoint_path,
+    checkpoint_every,
+    resume,
+    amp,
+    device,
+) -> None:
     _check_model(model)
     _check_images(model, images, "images")
     if test_images is not None:
         _check_images(model, test_images, "test_images")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("log_every", log_every),
-                        ("checkpoint_every", checkpoint_every)):
+    for name, value in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("log_every", log_every),
+        ("checkpoint_every", checkpoint_every),
+    ):
         _positive_int(name, value)
     if not (isinstance(lr, numbers.Real) and lr > 0):
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if likelihood not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}")
+        raise ValueError(
+            f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
+        )
     if likelihood == "gaussian" and not sigma > 0:
-        raise ValueError(f"sigma must be > 0 for the Gaussian likelihood, got {sigma!r}")
+        raise ValueError(
+            f"sigma must be > 0 for the Gaussian likelihood, got {sigma!r}"
+        )
     if not free_bits >= 0:
         raise ValueError(f"free_bits must be >= 0 nats, got {free_bits!r}")
     if not gamma >= 0:
@@ -194,7 +272,9 @@ def _check_fit_args(model, images, test_images, *, epochs, batch_size, lr, likel
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
     if amp and device.type not in ("cuda", "cpu"):
-        raise ValueError(f"amp=True (bfloat16 autocast) is supported on cuda and cpu, not {device.type}")
+        raise ValueError(
+            f"amp=True (bfloat16 autocast) is supported on cuda and cpu, not {device.type}"
+        )
 
 
 # ----------------------------------------------------------------------------- device settings
@@ -203,6 +283,7 @@ def _check_fit_args(model, images, test_images, *, epochs, batch_size, lr, likel
 def _fused_adam_devices() -> list[str]:
     try:  # the list PyTorch itself checks; CPU joined it in 2.4
         from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
         return list(_get_fused_kernels_supported_devices())
     except ImportError:
         return ["cuda"]
@@ -239,11 +320,21 @@ def _rng_states(device: torch.device, order: torch.Generator) -> dict:
     """Every random state ``fit`` depends on, as tensors and numbers (``weights_only``-loadable)."""
     version, internal, gauss_next = random.getstate()
     _, keys, pos, has_gauss, cached = np.random.get_state()
-    states = {"torch": torch.get_rng_state(), "order": order.get_state(),
-              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-              "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
-                         "gauss_next": gauss_next}}
+    states = {
+        "torch": torch.get_rng_state(),
+        "order": order.get_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {
+            "version": version,
+            "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+    }
     if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(device)
     return states
@@ -253,8 +344,15 @@ def _set_rng_states(states: dict, device: torch.device, order: torch.Generator) 
     torch.set_rng_state(states["torch"])
     order.set_state(states["order"])
     npy = states["numpy"]
-    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-                         npy["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            npy["keys"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
     py = states["python"]
     random.setstate((py["version"], tuple(py["internal"].tolist()), py["gauss_next"]))
     if device.type == "cuda" and "cuda" in states:
@@ -279,13 +377,35 @@ def _fingerprint(images: torch.Tensor, samples: int = 100_000) -> float:
     return float(sample.sum(dtype=torch.float64))
 
 
-def _run_settings(images, *, batch_size, beta, lr, likelihood, sigma, free_bits, capacity, gamma, tc,
-                  seed) -> dict:
+def _run_settings(
+    images,
+    *,
+    batch_size,
+    beta,
+    lr,
+    likelihood,
+    sigma,
+    free_bits,
+    capacity,
+    gamma,
+    tc,
+    seed,
+) -> dict:
     """What defines the run: a checkpoint made with other settings cannot be resumed."""
-    return {"n_images": len(images), "images_fingerprint": _fingerprint(images),
-            "batch_size": int(batch_size), "beta": _describe(beta), "lr": float(lr), "likelihood": likelihood,
-            "sigma": float(sigma), "free_bits": float(free_bits), "capacity": _describe(capacity),
-            "gamma": float(gamma), "tc": bool(tc), "seed": int(seed)}
+    return {
+        "n_images": len(images),
+        "images_fingerprint": _fingerprint(images),
+        "batch_size": int(batch_size),
+        "beta": _describe(beta),
+        "lr": float(lr),
+        "likelihood": likelihood,
+        "sigma": float(sigma),
+        "free_bits": float(free_bits),
+        "capacity": _describe(capacity),
+        "gamma": float(gamma),
+        "tc": bool(tc),
+        "seed": int(seed),
+    }
 
 
 def _settings_differences(saved: dict, now: dict) -> list[str]:
@@ -293,7 +413,9 @@ def _settings_differences(saved: dict, now: dict) -> list[str]:
     for key, value in now.items():
         old = saved.get(key)
         if key == "images_fingerprint":
-            same = old is not None and math.isclose(old, value, rel_tol=1e-6, abs_tol=1e-6)
+            same = old is not None and math.isclose(
+                old, value, rel_tol=1e-6, abs_tol=1e-6
+            )
         else:
             same = old == value
         if not same:
@@ -301,19 +423,36 @@ def _settings_differences(saved: dict, now: dict) -> list[str]:
     return diffs
 
 
-def _save_training_state(path, model, opt, *, epoch, step, order, device, history, settings) -> None:
-    state_dict = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    checkpoints.save_training_state({
-        "model": type(model).__name__, "config": model.config, "state_dict": state_dict,
-        "optimizer": opt.state_dict(), "epoch": epoch, "step": step, "rng": _rng_states(device, order),
-        "history": history.as_dict(), "settings": settings, "meta": {"epoch": epoch, "step": step}}, path)
+def _save_training_state(
+    path, model, opt, *, epoch, step, order, device, history, settings
+) -> None:
+    state_dict = {
+        k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+    }
+    checkpoints.save_training_state(
+        {
+            "model": type(model).__name__,
+            "config": model.config,
+            "state_dict": state_dict,
+            "optimizer": opt.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "rng": _rng_states(device, order),
+            "history": history.as_dict(),
+            "settings": settings,
+            "meta": {"epoch": epoch, "step": step},
+        },
+        path,
+    )
 
 
 def _restore_training_state(path, model, opt, *, order, device, settings):
     """Load ``path`` into ``model``, ``opt`` and the RNGs; returns ``(epoch, step, history)`` or None."""
     if not Path(path).is_file():
-        warnings.warn(f"resume=True but there is no checkpoint at {path} yet; training starts from epoch 1",
-                      stacklevel=3)
+        warnings.warn(
+            f"resume=True but there is no checkpoint at {path} yet; training starts from epoch 1",
+            stacklevel=3,
+        )
         return None
     state = checkpoints.read_training_state(path)
     checkpoints.check_model_matches(state, model, path)
@@ -321,14 +460,25 @@ def _restore_training_state(path, model, opt, *, order, device, settings):
     if diffs:
         raise checkpoints.CheckpointError(
             f"{path} was written by a run with other settings ({'; '.join(diffs)}). Resume with the same "
-            f"data and settings, or pass resume=False or a new checkpoint_path to start a new run.")
+            f"data and settings, or pass resume=False or a new checkpoint_path to start a new run."
+        )
     model.load_state_dict(state["state_dict"])
-    fresh = {k: opt.param_groups[0][k] for k in ("fused", "foreach", "capturable") if k in opt.param_groups[0]}
+    fresh = {
+        k: opt.param_groups[0][k]
+        for k in ("fused", "foreach", "capturable")
+        if k in opt.param_groups[0]
+    }
     opt.load_state_dict(state["optimizer"])
-    for group in opt.param_groups:  # keep the kernels chosen for this device, not the saving one's
+    for group in (
+        opt.param_groups
+    ):  # keep the kernels chosen for this device, not the saving one's
         group.update(fresh)
-        step_device = "cpu" if not (group.get("fused") or group.get("capturable")) else None
-        for p in group["params"]:  # the step count where these kernels want it, moments in the params' layout
+        step_device = (
+            "cpu" if not (group.get("fused") or group.get("capturable")) else None
+        )
+        for p in group[
+            "params"
+        ]:  # the step count where these kernels want it, moments in the params' layout
             for k, v in opt.state[p].items():
                 if k == "step" and isinstance(v, torch.Tensor):
                     opt.state[p][k] = v.to(step_device or p.device)
@@ -371,16 +521,27 @@ def _train_step(run: _Run, x: torch.Tensor, step: int):
     if run.amp:
         out = VAEOutput(*(t.float() for t in out))
     beta_now = run.beta_at(step)
-    terms = beta_vae_loss(x, out.logits, out.mu, out.logvar, out.z, beta=beta_now,
-                          log_sigma=run.model.log_sigma, dataset_size=len(run.data),
-                          capacity=None if run.capacity_at is None else run.capacity_at(step), **run.loss_kwargs)
+    terms = beta_vae_loss(
+        x,
+        out.logits,
+        out.mu,
+        out.logvar,
+        out.z,
+        beta=beta_now,
+        log_sigma=run.model.log_sigma,
+        dataset_size=len(run.data),
+        capacity=None if run.capacity_at is None else run.capacity_at(step),
+        **run.loss_kwargs,
+    )
     run.opt.zero_grad(set_to_none=True)
     terms.total.backward()
     run.opt.step()
     return terms, beta_now
 
 
-def _train_epoch(run: _Run, perm: torch.Tensor, epoch: int, step: int, log_every: int, bar):
+def _train_epoch(
+    run: _Run, perm: torch.Tensor, epoch: int, step: int, log_every: int, bar
+):
     """One pass over the data in the order ``perm``; returns (objective, recon, kl sums, kl per dim sums,
     last β, step), the sums weighted by batch size."""
     n, batch_size = len(run.data), run.batch_size
@@ -389,11 +550,13 @@ def _train_epoch(run: _Run, perm: torch.Tensor, epoch: int, step: int, log_every
     kl_dims = torch.zeros(run.model.latent_dim, device=run.device)
     first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
     for i in range(steps_per_epoch):
-        x = _batch(run, perm[i * batch_size:(i + 1) * batch_size])
+        x = _batch(run, perm[i * batch_size : (i + 1) * batch_size])
         terms, beta_now = _train_step(run, x, step)
         with torch.no_grad():
             bad = ~torch.isfinite(terms.total)
-            first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
+            first_bad = torch.where(
+                bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad
+            )
             sums += torch.stack([terms.total, terms.recon, terms.kl]).detach() * len(x)
             kl_dims += terms.kl_per_dim.detach() * len(x)
         step += 1
@@ -401,13 +564,20 @@ def _train_epoch(run: _Run, perm: torch.Tensor, epoch: int, step: int, log_every
             _raise_if_bad(first_bad, epoch)
             if not bar.disable:
                 loss, recon, kl = (sums / min((i + 1) * batch_size, n)).tolist()
-                bar.set_postfix(epoch=epoch, loss=f"{loss:.1f}", recon=f"{recon:.1f}", kl=f"{kl:.2f}",
-                                beta=f"{beta_now:.3g}")
+                bar.set_postfix(
+                    epoch=epoch,
+                    loss=f"{loss:.1f}",
+                    recon=f"{recon:.1f}",
+                    kl=f"{kl:.2f}",
+                    beta=f"{beta_now:.3g}",
+                )
                 bar.update(step - bar.n)
     return sums, kl_dims, beta_now, step
 
 
-def _record_epoch(history: History, epoch: int, sums, kl_dims, n: int, beta_now) -> None:
+def _record_epoch(
+    history: History, epoch: int, sums, kl_dims, n: int, beta_now
+) -> None:
     loss, recon, kl = (sums / n).tolist()
     history.epoch.append(epoch)
     history.train_loss.append(loss)
@@ -417,27 +587,56 @@ def _record_epoch(history: History, epoch: int, sums, kl_dims, n: int, beta_now)
     history.beta.append(float(beta_now))
 
 
-def _record_test(history: History, model, test_images, likelihood: str, sigma: float) -> None:
-    ev = _evaluate(model, test_images, batch_size=1000, likelihood=likelihood, sigma=sigma)
+def _record_test(
+    history: History, model, test_images, likelihood: str, sigma: float
+) -> None:
+    ev = _evaluate(
+        model, test_images, batch_size=1000, likelihood=likelihood, sigma=sigma
+    )
     history.test_recon.append(ev["recon"])
     history.test_kl.append(ev["kl"])
     history.test_kl_per_dim.append(ev["kl_per_dim"])
 
 
-def _run_callback(callback, epoch: int, model, history: History, device: torch.device) -> None:
+def _run_callback(
+    callback, epoch: int, model, history: History, device: torch.device
+) -> None:
     """Call ``callback`` with torch's RNG forked, so what it draws never changes the training."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()]
+        if device.type == "cuda"
+        else []
+    )
     with torch.random.fork_rng(devices=devices):
         callback(epoch, model, history)
 
 
-def fit(model, images: torch.Tensor, *, epochs: int, batch_size: int = 128, beta=1.0, lr: float = 1e-3,
-        device: str | torch.device = "auto", test_images: torch.Tensor | None = None,
-        likelihood: str = "bernoulli", sigma: float = 0.1, free_bits: float = 0.0, capacity=None,
-        gamma: float = 1000.0, tc: bool = False, seed: int = 0, log_every: int = 50,
-        progress: bool = True, callback=None, checkpoint_path=None, checkpoint_every: int = 1,
-        resume: bool = False, amp: bool = False, compile: bool = False) -> History:
+def fit(
+    model,
+    images: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    beta=1.0,
+    lr: float = 1e-3,
+    device: str | torch.device = "auto",
+    test_images: torch.Tensor | None = None,
+    likelihood: str = "bernoulli",
+    sigma: float = 0.1,
+    free_bits: float = 0.0,
+    capacity=None,
+    gamma: float = 1000.0,
+    tc: bool = False,
+    seed: int = 0,
+    log_every: int = 50,
+    progress: bool = True,
+    callback=None,
+    checkpoint_path=None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    amp: bool = False,
+    compile: bool = False,
+) -> History:
     """Train ``model`` on ``images`` with Adam; returns a :class:`History`.
 
     images: (N, C, H, W), float in [0, 1], uint8 (0..255) or bool; test_images likewise (optional).
@@ -457,46 +656,113 @@ def fit(model, images: torch.Tensor, *, epochs: int, batch_size: int = 128, beta
     from tqdm.auto import tqdm
 
     device = pick_device(device)
-    _check_fit_args(model, images, test_images, epochs=epochs, batch_size=batch_size, lr=lr,
-                    likelihood=likelihood, sigma=sigma, free_bits=free_bits, gamma=gamma, log_every=log_every,
-                    checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, resume=resume, amp=amp,
-                    device=device)
+    _check_fit_args(
+        model,
+        images,
+        test_images,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        likelihood=likelihood,
+        sigma=sigma,
+        free_bits=free_bits,
+        gamma=gamma,
+        log_every=log_every,
+        checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        amp=amp,
+        device=device,
+    )
     beta_at = as_schedule(beta, "beta")
     capacity_at = None if capacity is None else as_schedule(capacity, "capacity")
-    settings = None if checkpoint_path is None else _run_settings(
-        images, batch_size=batch_size, beta=beta, lr=lr, likelihood=likelihood, sigma=sigma,
-        free_bits=free_bits, capacity=capacity, gamma=gamma, tc=tc, seed=seed)
+    settings = (
+        None
+        if checkpoint_path is None
+        else _run_settings(
+            images,
+            batch_size=batch_size,
+            beta=beta,
+            lr=lr,
+            likelihood=likelihood,
+            sigma=sigma,
+            free_bits=free_bits,
+            capacity=capacity,
+            gamma=gamma,
+            tc=tc,
+            seed=seed,
+        )
+    )
 
     seed_everything(seed)
-    run = _prepare_run(model, images, device, lr=lr, batch_size=batch_size, beta_at=beta_at,
-                       capacity_at=capacity_at, amp=amp, compile=compile,
-                       loss_kwargs={"likelihood": likelihood, "sigma": sigma, "free_bits": free_bits,
-                                    "gamma": gamma, "tc": tc})
+    run = _prepare_run(
+        model,
+        images,
+        device,
+        lr=lr,
+        batch_size=batch_size,
+        beta_at=beta_at,
+        capacity_at=capacity_at,
+        amp=amp,
+        compile=compile,
+        loss_kwargs={
+            "likelihood": likelihood,
+            "sigma": sigma,
+            "free_bits": free_bits,
+            "gamma": gamma,
+            "tc": tc,
+        },
+    )
     order = torch.Generator().manual_seed(seed)  # the batch order
     start_epoch, step, history = 0, 0, History()
     if resume:
-        restored = _restore_training_state(checkpoint_path, model, run.opt, order=order, device=device,
-                                           settings=settings)
+        restored = _restore_training_state(
+            checkpoint_path,
+            model,
+            run.opt,
+            order=order,
+            device=device,
+            settings=settings,
+        )
         if restored is not None:
             start_epoch, step, history = restored
 
     total_steps = epochs * math.ceil(len(images) / batch_size)
-    bar = tqdm(total=total_steps, initial=min(step, total_steps), disable=not progress, desc="fit", unit="step",
-               leave=False)
+    bar = tqdm(
+        total=total_steps,
+        initial=min(step, total_steps),
+        disable=not progress,
+        desc="fit",
+        unit="step",
+        leave=False,
+    )
     try:
         with _backend_settings(device):
             for epoch in range(start_epoch + 1, epochs + 1):
                 t0 = time.perf_counter()
                 perm = torch.randperm(len(images), generator=order).to(device)
-                sums, kl_dims, beta_now, step = _train_epoch(run, perm, epoch, step, log_every, bar)
+                sums, kl_dims, beta_now, step = _train_epoch(
+                    run, perm, epoch, step, log_every, bar
+                )
                 _record_epoch(history, epoch, sums, kl_dims, len(images), beta_now)
                 if test_images is not None:
                     _record_test(history, model, test_images, likelihood, sigma)
                 history.seconds.append(time.perf_counter() - t0)
                 history.steps = step
-                if checkpoint_path is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
-                    _save_training_state(checkpoint_path, model, run.opt, epoch=epoch, step=step, order=order,
-                                         device=device, history=history, settings=settings)
+                if checkpoint_path is not None and (
+                    epoch % checkpoint_every == 0 or epoch == epochs
+                ):
+                    _save_training_state(
+                        checkpoint_path,
+                        model,
+                        run.opt,
+                        epoch=epoch,
+                        step=step,
+                        order=order,
+                        device=device,
+                        history=history,
+                        settings=settings,
+                    )
                 if callback is not None:
                     _run_callback(callback, epoch, model, history, device)
     finally:
@@ -507,15 +773,37 @@ def fit(model, images: torch.Tensor, *, epochs: int, batch_size: int = 128, beta
     return history
 
 
-def _prepare_run(model, images, device, *, lr, batch_size, beta_at, capacity_at, amp, compile, loss_kwargs) -> _Run:
+def _prepare_run(
+    model,
+    images,
+    device,
+    *,
+    lr,
+    batch_size,
+    beta_at,
+    capacity_at,
+    amp,
+    compile,
+    loss_kwargs,
+) -> _Run:
     """Move the model and the data to ``device``, choose the fast settings, and build the optimiser."""
     channels_last = _has_convolutions(model) and device.type in ("cuda", "cpu")
     model.to(device).train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    return _Run(model=model, forward=torch.compile(model) if compile else model, opt=_adam(model, lr, device),
-                data=images.to(device), batch_size=int(batch_size), beta_at=beta_at, capacity_at=capacity_at,
-                loss_kwargs=loss_kwargs, amp=amp, channels_last=channels_last, device=device)
+    return _Run(
+        model=model,
+        forward=torch.compile(model) if compile else model,
+        opt=_adam(model, lr, device),
+        data=images.to(device),
+        batch_size=int(batch_size),
+        beta_at=beta_at,
+        capacity_at=capacity_at,
+        loss_kwargs=loss_kwargs,
+        amp=amp,
+        channels_last=channels_last,
+        device=device,
+    )
 
 
 def _raise_if_bad(first_bad: torch.Tensor, epoch: int) -> None:
@@ -523,4 +811,5 @@ def _raise_if_bad(first_bad: torch.Tensor, epoch: int) -> None:
     if bad_step >= 0:
         raise NonFiniteLossError(
             f"the loss became NaN or infinite at optimiser step {bad_step} (epoch {epoch}); "
-            f"lower the learning rate, check the inputs for NaN, or use the Bernoulli likelihood")
+            f"lower the learning rate, check the inputs for NaN, or use the Bernoulli likelihood"
+        )

@@ -9,6 +9,7 @@
 Every function takes a model with ``latent_dim`` and ``decode(z) -> logits`` (B, C, H, W), like
 :class:`betavae_lib.models.VAE`; decoded images are ``sigmoid(logits)`` in [0, 1].
 """
+
 from __future__ import annotations
 
 import io
@@ -31,8 +32,10 @@ def _model_device(model) -> torch.device:
 @torch.no_grad()
 def decode_images(model, z) -> torch.Tensor:
     """Decode latents z (B, D) to mean images (B, C, H, W) in [0, 1], on the CPU."""
-    z = torch.as_tensor(np.asarray(z, dtype=np.float32) if not isinstance(z, torch.Tensor) else z,
-                        dtype=torch.float32)
+    z = torch.as_tensor(
+        np.asarray(z, dtype=np.float32) if not isinstance(z, torch.Tensor) else z,
+        dtype=torch.float32,
+    )
     if z.dim() == 1:
         z = z.unsqueeze(0)
     return torch.sigmoid(model.decode(z.to(_model_device(model)))).cpu()
@@ -44,7 +47,9 @@ def _check_z0(model, z0) -> torch.Tensor:
         return torch.zeros(model.latent_dim)
     z0 = torch.as_tensor(z0, dtype=torch.float32).detach().cpu().reshape(-1)
     if z0.numel() != model.latent_dim:
-        raise ValueError(f"z0 must hold one value per latent ({model.latent_dim}), got {z0.numel()}")
+        raise ValueError(
+            f"z0 must hold one value per latent ({model.latent_dim}), got {z0.numel()}"
+        )
     return z0
 
 
@@ -52,7 +57,9 @@ def _check_dims(model, dims) -> list[int]:
     dims = list(range(model.latent_dim)) if dims is None else [int(d) for d in dims]
     bad = [d for d in dims if not 0 <= d < model.latent_dim]
     if bad or not dims:
-        raise ValueError(f"dims must be latent indices in [0, {model.latent_dim}), got {dims}")
+        raise ValueError(
+            f"dims must be latent indices in [0, {model.latent_dim}), got {dims}"
+        )
     return dims
 
 
@@ -91,8 +98,16 @@ class TraversalGrid:
     values: np.ndarray
 
 
-def traversal_grid(model, z0=None, values=DEFAULT_VALUES, dims=None, *, row_labels=None,
-                   title: str | None = None, ax=None) -> TraversalGrid:
+def traversal_grid(
+    model,
+    z0=None,
+    values=DEFAULT_VALUES,
+    dims=None,
+    *,
+    row_labels=None,
+    title: str | None = None,
+    ax=None,
+) -> TraversalGrid:
     """Static traversal grid: row i decodes z0 with latent ``dims[i]`` swept over ``values``.
 
     row_labels: one label per row (default ``z3`` or, with extra text, e.g. ``z3 (KL 2.1)``).
@@ -108,36 +123,57 @@ def traversal_grid(model, z0=None, values=DEFAULT_VALUES, dims=None, *, row_labe
     rows, cols = images.shape[:2]
     if ax is None:
         _, ax = plt.subplots(figsize=(0.75 * cols + 1.4, 0.75 * rows + 0.9))
-    labels = list(row_labels) if row_labels is not None else [f"$z_{{{d}}}$" for d in dims]
-    fig = image_grid(images.reshape(rows * cols, *images.shape[2:]), nrow=cols, ax=ax, row_labels=labels,
-                     title=title or "Latent traversals")
+    labels = (
+        list(row_labels) if row_labels is not None else [f"$z_{{{d}}}$" for d in dims]
+    )
+    fig = image_grid(
+        images.reshape(rows * cols, *images.shape[2:]),
+        nrow=cols,
+        ax=ax,
+        row_labels=labels,
+        title=title or "Latent traversals",
+    )
     h, w = images.shape[-2:]
-    ax.set_xticks([c * (w + 2) + w / 2 for c in range(cols)], [f"{v:+.1f}" for v in values])
+    ax.set_xticks(
+        [c * (w + 2) + w / 2 for c in range(cols)], [f"{v:+.1f}" for v in values]
+    )
     ax.set_xlabel("value of the traversed latent (others fixed at $z_0$)")
     return TraversalGrid(images, fig, dims, values)
 
 
-def traversal_frames(model, z0=None, values=DEFAULT_VALUES, dims=None, pad: int = 2) -> list[np.ndarray]:
+def traversal_frames(
+    model, z0=None, values=DEFAULT_VALUES, dims=None, pad: int = 2
+) -> list[np.ndarray]:
     """Animation frames: frame t shows, side by side, one image per latent in ``dims`` with that latent
     set to ``values[t]``; the sweep goes there and back so it loops smoothly.
 
     Returns a list of 2·len(values) − 2 arrays (H, len(dims)·(W + pad) − pad) in [0, 1]
     (len(values) frames when there is only one value).
     """
-    images = traversal_images(model, z0, values, dims)[:, :, 0].numpy()  # (rows, T, H, W)
+    images = traversal_images(model, z0, values, dims)[
+        :, :, 0
+    ].numpy()  # (rows, T, H, W)
     rows, steps, h, w = images.shape
     order = list(range(steps)) + list(range(steps - 2, 0, -1))
     frames = []
     for t in order:
         canvas = np.ones((h, rows * (w + pad) - pad), dtype=np.float32)
         for i in range(rows):
-            canvas[:, i * (w + pad): i * (w + pad) + w] = images[i, t]
+            canvas[:, i * (w + pad) : i * (w + pad) + w] = images[i, t]
         frames.append(canvas)
     return frames
 
 
-def traversal_animation(model, z0=None, values=DEFAULT_VALUES, dims=None, *, title: str = "",
-                        interval: int = 150, height: float = 1.2):
+def traversal_animation(
+    model,
+    z0=None,
+    values=DEFAULT_VALUES,
+    dims=None,
+    *,
+    title: str = "",
+    interval: int = 150,
+    height: float = 1.2,
+):
     """Traversal as a looping HTML animation (``IPython.display.HTML`` from ``to_jshtml``).
 
     Each frame shows every latent in ``dims`` (left to right) set to the same value, the others at z0;
@@ -151,9 +187,13 @@ def traversal_animation(model, z0=None, values=DEFAULT_VALUES, dims=None, *, tit
     steps = len(values)
     order = list(range(steps)) + list(range(steps - 2, 0, -1))
     label = " · ".join(f"z{d}" for d in dims)
-    titles = [f"{title + ': ' if title else ''}{label}  =  {values[t]:+.1f}" for t in order]
+    titles = [
+        f"{title + ': ' if title else ''}{label}  =  {values[t]:+.1f}" for t in order
+    ]
     width = height * frames[0].shape[1] / frames[0].shape[0]
-    return animate(frames, titles, interval=interval, figsize=(max(width, 3.0), height + 0.5))
+    return animate(
+        frames, titles, interval=interval, figsize=(max(width, 3.0), height + 0.5)
+    )
 
 
 # ----------------------------------------------------------------------------- the widget
@@ -163,7 +203,11 @@ def image_png(image, size: int = 128) -> bytes:
     """One image (C, H, W) or (H, W) in [0, 1] as PNG bytes, scaled to ``size`` pixels (nearest)."""
     from PIL import Image
 
-    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    arr = (
+        image.detach().cpu().numpy()
+        if isinstance(image, torch.Tensor)
+        else np.asarray(image)
+    )
     if arr.ndim == 3:
         arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
     pil = Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype(np.uint8))
@@ -173,7 +217,9 @@ def image_png(image, size: int = 128) -> bytes:
     return buf.getvalue()
 
 
-def latent_playground(models, z0=None, *, span: float = 3.0, step: float = 0.1, size: int = 128):
+def latent_playground(
+    models, z0=None, *, span: float = 3.0, step: float = 0.1, size: int = 128
+):
     """An ipywidgets panel to drive a decoder by hand.
 
     models: one model or a dict ``name -> model`` (a Dropdown chooses among them).
@@ -191,13 +237,25 @@ def latent_playground(models, z0=None, *, span: float = 3.0, step: float = 0.1, 
         models = {type(models).__name__: models}
     if not models:
         raise ValueError("latent_playground needs at least one model")
-    starts = {name: _check_z0(m, z0.get(name) if isinstance(z0, dict) else z0) for name, m in models.items()}
+    starts = {
+        name: _check_z0(m, z0.get(name) if isinstance(z0, dict) else z0)
+        for name, m in models.items()
+    }
 
-    dropdown = widgets.Dropdown(options=list(models), value=next(iter(models)), description="model")
+    dropdown = widgets.Dropdown(
+        options=list(models), value=next(iter(models)), description="model"
+    )
     image = widgets.Image(format="png", width=size, height=size)
-    slider_box = widgets.GridBox(layout=widgets.Layout(grid_template_columns="repeat(2, 250px)"))
+    slider_box = widgets.GridBox(
+        layout=widgets.Layout(grid_template_columns="repeat(2, 250px)")
+    )
     panel = widgets.VBox([dropdown, widgets.HBox([image, slider_box])])
-    panel.models, panel.dropdown, panel.image, panel.sliders = models, dropdown, image, []
+    panel.models, panel.dropdown, panel.image, panel.sliders = (
+        models,
+        dropdown,
+        image,
+        [],
+    )
     state = {"busy": False}
 
     def redraw(*_):
@@ -209,10 +267,20 @@ def latent_playground(models, z0=None, *, span: float = 3.0, step: float = 0.1, 
 
     def build_sliders(name):
         state["busy"] = True
-        sliders = [widgets.FloatSlider(value=float(v), min=-span, max=span, step=step, description=f"z{d}",
-                                       continuous_update=True, readout_format="+.1f", style={"description_width": "28px"},
-                                       layout=widgets.Layout(width="245px"))
-                   for d, v in enumerate(starts[name].tolist())]
+        sliders = [
+            widgets.FloatSlider(
+                value=float(v),
+                min=-span,
+                max=span,
+                step=step,
+                description=f"z{d}",
+                continuous_update=True,
+                readout_format="+.1f",
+                style={"description_width": "28px"},
+                layout=widgets.Layout(width="245px"),
+            )
+            for d, v in enumerate(starts[name].tolist())
+        ]
         for s in sliders:
             s.observe(redraw, names="value")
         panel.sliders = sliders
@@ -225,5 +293,14 @@ def latent_playground(models, z0=None, *, span: float = 3.0, step: float = 0.1, 
     return panel
 
 
-__all__ = ["TraversalGrid", "decode_images", "image_png", "latent_playground", "traversal_animation",
-           "traversal_codes", "traversal_frames", "traversal_grid", "traversal_images"]
+__all__ = [
+    "TraversalGrid",
+    "decode_images",
+    "image_png",
+    "latent_playground",
+    "traversal_animation",
+    "traversal_codes",
+    "traversal_frames",
+    "traversal_grid",
+    "traversal_images",
+]

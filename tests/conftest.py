@@ -1,4 +1,5 @@
 """Shared fixtures: real datasets from $BETAVAE_DATA_DIR (skipped with a reason when absent)."""
+
 import os
 from pathlib import Path
 
@@ -12,9 +13,13 @@ def _has(folder: str) -> bool:
     return bool(DATA_DIR) and (Path(DATA_DIR) / folder / "raw").is_dir()
 
 
-needs_mnist = pytest.mark.skipif(not _has("MNIST"), reason="MNIST raw files not found under $BETAVAE_DATA_DIR")
-needs_fashion = pytest.mark.skipif(not _has("FashionMNIST"),
-                                   reason="Fashion-MNIST raw files not found under $BETAVAE_DATA_DIR")
+needs_mnist = pytest.mark.skipif(
+    not _has("MNIST"), reason="MNIST raw files not found under $BETAVAE_DATA_DIR"
+)
+needs_fashion = pytest.mark.skipif(
+    not _has("FashionMNIST"),
+    reason="Fashion-MNIST raw files not found under $BETAVAE_DATA_DIR",
+)
 
 
 def binary_images(n: int = 32, side: int = 28, seed: int = 0) -> torch.Tensor:

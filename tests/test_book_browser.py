@@ -4,6 +4,7 @@ JavaScript errors. Screenshots of two pages are saved to `_build/screenshots/`.
 
 Runs after `jupyter-book build .` (CI builds the book first); skipped when the build or Chromium is absent.
 """
+
 from __future__ import annotations
 
 import html
@@ -22,22 +23,38 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+CHROMIUM = next(
+    (
+        shutil.which(n)
+        for n in ("chromium", "chromium-browser", "google-chrome")
+        if shutil.which(n)
+    ),
+    None,
+)
 CDN_HOSTS = ("cdn.jsdelivr.net", "cdnjs.cloudflare.com", "unpkg.com")
 # sphinx-thebe (pulled in by the theme) writes its config script into every page twice; the second copy
 # fails to redeclare a const while the first works, so nothing on the page depends on it.
 KNOWN_HARMLESS = ("Identifier 'THEBE_JS_URL' has already been declared",)
-VIRTUAL_TIME_MS = 20_000  # virtual time: timers fast-forward, so this is not a wall-clock wait
+VIRTUAL_TIME_MS = (
+    20_000  # virtual time: timers fast-forward, so this is not a wall-clock wait
+)
 
 pytestmark = [
-    pytest.mark.skipif(not (HTML / "index.html").is_file(),
-                       reason="the book is not built: run `jupyter-book build .` first (CI does)"),
-    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (CI: apt-get install chromium)"),
+    pytest.mark.skipif(
+        not (HTML / "index.html").is_file(),
+        reason="the book is not built: run `jupyter-book build .` first (CI does)",
+    ),
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="Chromium is not installed (CI: apt-get install chromium)",
+    ),
 ]
 
 
 def _load_executor():
-    spec = importlib.util.spec_from_file_location("execute_book", ROOT / "tools" / "execute_book.py")
+    spec = importlib.util.spec_from_file_location(
+        "execute_book", ROOT / "tools" / "execute_book.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -71,9 +88,20 @@ PAGES = [p for p in toc_files() if (HTML / f"{p}.html").is_file()]
 
 # --------------------------------------------------------------------------------------------- chromium
 def chromium_args(user_dir: Path) -> list[str]:
-    return [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--no-first-run", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-            "--disable-extensions", f"--user-data-dir={user_dir}", f"--virtual-time-budget={VIRTUAL_TIME_MS}"]
+    return [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--disable-extensions",
+        f"--user-data-dir={user_dir}",
+        f"--virtual-time-budget={VIRTUAL_TIME_MS}",
+    ]
 
 
 @dataclass
@@ -114,12 +142,21 @@ def load(page: str, tmp_path_factory) -> PageLoad:
         netlog = work / "netlog.json"
         url = (HTML / f"{page}.html").as_uri()
         cmd = chromium_args(work / "profile") + [
-            "--enable-logging=stderr", "--v=0", "--vmodule=file_url_loader_factory=1",
-            f"--log-net-log={netlog}", "--dump-dom", url]
+            "--enable-logging=stderr",
+            "--v=0",
+            "--vmodule=file_url_loader_factory=1",
+            f"--log-net-log={netlog}",
+            "--dump-dom",
+            url,
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"chromium failed on {page}: {done.stderr[-2000:]}"
-        _loads[page] = PageLoad(dom=done.stdout, console=console_messages(done.stderr),
-                                files=loaded_files(done.stderr), remote=remote_urls(netlog))
+        _loads[page] = PageLoad(
+            dom=done.stdout,
+            console=console_messages(done.stderr),
+            files=loaded_files(done.stderr),
+            remote=remote_urls(netlog),
+        )
     return _loads[page]
 
 
@@ -139,14 +176,24 @@ def outputs(nb):
 
 def has_animation(nb) -> bool:
     """Whether ``nb`` stores a matplotlib ``to_jshtml`` animation."""
-    return any("Animation(" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs(nb))
+    return any(
+        "Animation(" in "".join(o.get("data", {}).get("text/html", ""))
+        for o in outputs(nb)
+    )
 
 
 def widget_views(nb) -> int:
     """Widget outputs ``nb`` displays whose state it stores (so the built page can render them)."""
-    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
-    views = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for o in outputs(nb)
-             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    state = (
+        nb.metadata.get("widgets", {})
+        .get("application/vnd.jupyter.widget-state+json", {})
+        .get("state", {})
+    )
+    views = [
+        o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+        for o in outputs(nb)
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
     return sum(1 for model_id in views if model_id in state)
 
 
@@ -154,7 +201,9 @@ def widget_views(nb) -> int:
 def test_the_book_has_pages():
     assert CHAPTERS, "no notebook chapters in _toc.yml"
     missing = [p for p in toc_files() if not (HTML / f"{p}.html").is_file()]
-    assert not missing, f"pages in _toc.yml missing from the build (rebuild the book): {missing}"
+    assert not missing, (
+        f"pages in _toc.yml missing from the build (rebuild the book): {missing}"
+    )
 
 
 def test_no_cdn_for_math_requirejs_or_widgets():
@@ -168,50 +217,78 @@ def test_no_cdn_for_math_requirejs_or_widgets():
             offenders[str(page.relative_to(HTML))] = bad
     assert not offenders, f"scripts loaded from the network: {offenders}"
     static = HTML / "_static" / "vendored"
-    for name in ("mathjax/tex-mml-chtml.js", "requirejs/require.js", "jupyter-widgets/embed-amd.js"):
-        assert (static / name).is_file(), f"{name} is not in the built book's _static/vendored"
+    for name in (
+        "mathjax/tex-mml-chtml.js",
+        "requirejs/require.js",
+        "jupyter-widgets/embed-amd.js",
+    ):
+        assert (static / name).is_file(), (
+            f"{name} is not in the built book's _static/vendored"
+        )
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_loads_everything_it_asks_for(page, tmp_path_factory):
     """Every file the page loads exists, no request goes to a CDN, and no script error is uncaught."""
     seen = load(page, tmp_path_factory)
-    assert any(u.split("?")[0].endswith(f"{page}.html") for u in seen.files), \
+    assert any(u.split("?")[0].endswith(f"{page}.html") for u in seen.files), (
         "Chromium did not log its file loads (--vmodule=file_url_loader_factory=1); cannot check this page"
-    missing = sorted({u for u in seen.files
-                      if not Path(urllib.parse.unquote(urllib.parse.urlsplit(u).path)).exists()})
+    )
+    missing = sorted(
+        {
+            u
+            for u in seen.files
+            if not Path(urllib.parse.unquote(urllib.parse.urlsplit(u).path)).exists()
+        }
+    )
     assert not missing, f"{page} asks for files the build lacks: {missing}"
     cdn = [u for u in seen.remote if urllib.parse.urlsplit(u).hostname in CDN_HOSTS]
     assert not cdn, f"{page} requested CDN URLs: {cdn}"
-    errors = [m for m in seen.console if m.startswith("Uncaught") and not any(k in m for k in KNOWN_HARMLESS)]
+    errors = [
+        m
+        for m in seen.console
+        if m.startswith("Uncaught") and not any(k in m for k in KNOWN_HARMLESS)
+    ]
     assert not errors, f"JavaScript errors on {page}: {errors}"
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_math_is_typeset(page, tmp_path_factory):
-    n_math = len(re.findall(r'<(?:span|div) class="math notranslate nohighlight"', source(page)))
+    n_math = len(
+        re.findall(r'<(?:span|div) class="math notranslate nohighlight"', source(page))
+    )
     if n_math == 0:
         pytest.skip(f"{page} has no math")
     dom = load(page, tmp_path_factory).dom
     typeset = len(re.findall(r"<mjx-container\b", dom))
-    assert typeset >= n_math, f"{page}: {n_math} math elements, only {typeset} typeset by MathJax"
-    assert "<mjx-merror" not in dom, f"{page}: MathJax reports a TeX error: " + \
-        re.search(r"<mjx-merror[^>]*>", dom).group(0)
+    assert typeset >= n_math, (
+        f"{page}: {n_math} math elements, only {typeset} typeset by MathJax"
+    )
+    assert "<mjx-merror" not in dom, (
+        f"{page}: MathJax reports a TeX error: "
+        + re.search(r"<mjx-merror[^>]*>", dom).group(0)
+    )
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_figures_are_shown(chapter, tmp_path_factory):
-    n_images = sum(1 for o in outputs(notebook(chapter)) if "image/png" in o.get("data", {}))
+    n_images = sum(
+        1 for o in outputs(notebook(chapter)) if "image/png" in o.get("data", {})
+    )
     if n_images == 0:
         pytest.skip(f"{chapter} stores no figures")
     dom = load(chapter, tmp_path_factory).dom
     srcs = [html.unescape(s) for s in re.findall(r'<img[^>]*\ssrc="([^"]+)"', dom)]
     figures = [s for s in srcs if "_images/" in s or s.startswith("data:image/")]
-    assert len(figures) >= n_images, f"{chapter}: {n_images} figures stored, {len(figures)} shown"
+    assert len(figures) >= n_images, (
+        f"{chapter}: {n_images} figures stored, {len(figures)} shown"
+    )
     for src in figures:
         if not src.startswith("data:"):
             path = (HTML / chapter).parent / src
-            assert path.is_file() and path.stat().st_size > 1000, f"{chapter}: empty or missing figure {src}"
+            assert path.is_file() and path.stat().st_size > 1000, (
+                f"{chapter}: empty or missing figure {src}"
+            )
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
@@ -220,9 +297,15 @@ def test_animations_play(chapter, tmp_path_factory):
         pytest.skip(f"{chapter} has no animation")
     dom = load(chapter, tmp_path_factory).dom
     assert 'class="animation"' in dom, f"{chapter}: no animation block in the page"
-    frames = re.findall(r'<img id="_anim_img\w+"[^>]*\ssrc="(data:image/[^"]{100,})"', dom)
-    assert frames, f"{chapter}: the animation did not show a frame (its script did not run)"
-    assert re.search(r'<input id="_anim_slider\w+"', dom), f"{chapter}: no animation slider"
+    frames = re.findall(
+        r'<img id="_anim_img\w+"[^>]*\ssrc="(data:image/[^"]{100,})"', dom
+    )
+    assert frames, (
+        f"{chapter}: the animation did not show a frame (its script did not run)"
+    )
+    assert re.search(r'<input id="_anim_slider\w+"', dom), (
+        f"{chapter}: no animation slider"
+    )
     assert "anim-buttons" in dom, f"{chapter}: no animation controls"
 
 
@@ -233,13 +316,20 @@ def test_widgets_render(chapter, tmp_path_factory):
         pytest.skip(f"{chapter} stores no widget state")
     dom = load(chapter, tmp_path_factory).dom
     rendered = len(re.findall(r'<div class="widget-subarea"', dom))
-    assert rendered >= n_views, f"{chapter}: {n_views} widgets stored, {rendered} rendered"
-    assert re.search(r'class="[^"]*\bjupyter-widgets\b', dom), f"{chapter}: no widget DOM"
+    assert rendered >= n_views, (
+        f"{chapter}: {n_views} widgets stored, {rendered} rendered"
+    )
+    assert re.search(r'class="[^"]*\bjupyter-widgets\b', dom), (
+        f"{chapter}: no widget DOM"
+    )
 
 
 def screenshot(page: str, out: Path, tmp_path: Path) -> Path:
-    cmd = chromium_args(tmp_path / "profile") + ["--window-size=1280,2000", f"--screenshot={out}",
-                                                 (HTML / f"{page}.html").as_uri()]
+    cmd = chromium_args(tmp_path / "profile") + [
+        "--window-size=1280,2000",
+        f"--screenshot={out}",
+        (HTML / f"{page}.html").as_uri(),
+    ]
     subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
     return out
 
@@ -250,7 +340,9 @@ def test_screenshots(tmp_path):
 
     if not CHAPTERS:
         pytest.skip("no chapters")
-    rich = [c for c in CHAPTERS if widget_views(notebook(c))] or [c for c in CHAPTERS if has_animation(notebook(c))]
+    rich = [c for c in CHAPTERS if widget_views(notebook(c))] or [
+        c for c in CHAPTERS if has_animation(notebook(c))
+    ]
     pages = list(dict.fromkeys([CHAPTERS[0], (rich or CHAPTERS)[-1]]))
     if len(pages) == 1 and "book/execution" in PAGES:
         pages.append("book/execution")
@@ -258,6 +350,8 @@ def test_screenshots(tmp_path):
     for page in pages:
         out = screenshot(page, SCREENSHOTS / f"{page.replace('/', '_')}.png", tmp_path)
         pixels = matplotlib.image.imread(out)
-        assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000, f"{out}: {pixels.shape}"
+        assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000, (
+            f"{out}: {pixels.shape}"
+        )
         assert pixels[..., :3].std() > 0.05, f"{out} is blank"
     (SCREENSHOTS / "pages.json").write_text(json.dumps(pages) + "\n", encoding="utf-8")

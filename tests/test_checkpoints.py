@@ -1,12 +1,16 @@
 """Checkpoint round trips rebuild the same model from the file alone."""
+
 import pytest
 import torch
 
-from betavae_lib import ConvVAE, MLPVAE, load, save
+from betavae_lib import MLPVAE, ConvVAE, load, save
 from betavae_lib.checkpoints import CheckpointError
 
 
-@pytest.mark.parametrize("model", [MLPVAE(latent_dim=5, hidden=(32, 16)), ConvVAE(latent_dim=4, image_size=28)])
+@pytest.mark.parametrize(
+    "model",
+    [MLPVAE(latent_dim=5, hidden=(32, 16)), ConvVAE(latent_dim=4, image_size=28)],
+)
 def test_round_trip_gives_identical_outputs(tmp_path, model):
     model.eval()
     path = save(model, tmp_path / "m.pt", beta=4.0, dataset="mnist", epochs=3)

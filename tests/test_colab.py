@@ -1,5 +1,6 @@
 """Every chapter runs in Colab as it is: its first cell installs the library when missing, its Colab links
 open the right notebook of this repository, and it reads data only through ``betavae_lib.data``."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -9,11 +10,11 @@ import re
 import subprocess
 import sys
 import tokenize
-import tomllib
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +22,9 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
 REPO_URL = CONFIG["repository"]["url"].rstrip("/")
 HTML = ROOT / "_build" / "html"
 
-_spec = importlib.util.spec_from_file_location("execute_book", ROOT / "tools" / "execute_book.py")
+_spec = importlib.util.spec_from_file_location(
+    "execute_book", ROOT / "tools" / "execute_book.py"
+)
 _eb = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_eb)
 CHAPTERS = _eb.toc_notebooks(ROOT)
@@ -32,8 +35,10 @@ def colab_link(path: str) -> str:
     owner_repo = REPO_URL.removeprefix("https://github.com/")
     book = CONFIG["repository"].get("path_to_book", "").strip("/")
     colab = CONFIG["launch_buttons"]["colab_url"].rstrip("/")
-    return f"{colab}/github/{owner_repo}/blob/{CONFIG['repository'].get('branch', 'main')}/" + \
-        (f"{book}/{path}" if book else path)
+    return (
+        f"{colab}/github/{owner_repo}/blob/{CONFIG['repository'].get('branch', 'main')}/"
+        + (f"{book}/{path}" if book else path)
+    )
 
 
 def code_cells(path: str) -> list[str]:
@@ -84,8 +89,13 @@ print(json.dumps(results))
 
 def run_fallback(cell: str) -> dict:
     """``{"installed": {"calls": [...], "imported": ...}, "missing": {...}}`` for the cell's fallback."""
-    done = subprocess.run([sys.executable, "-c", FALLBACK_PROBE, python_of(cell)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", FALLBACK_PROBE, python_of(cell)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -110,7 +120,11 @@ def without_comments(code: str) -> str:
     """``code`` (a cell, magics allowed) as Python with its comments removed."""
     code = python_of(code)
     try:
-        tokens = [t for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type != tokenize.COMMENT]
+        tokens = [
+            t
+            for t in tokenize.generate_tokens(io.StringIO(code).readline)
+            if t.type != tokenize.COMMENT
+        ]
         return tokenize.untokenize(tokens)
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return code
@@ -125,9 +139,13 @@ def local_reads(code: str) -> list[str]:
 # ------------------------------------------------------------------------------------------------ tests
 def test_launch_buttons_and_repository_are_configured():
     assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", REPO_URL), REPO_URL
-    assert CONFIG["launch_buttons"]["colab_url"].startswith("https://colab.research.google.com")
-    assert colab_link("notebooks/01_first_vae.ipynb") == \
-        f"https://colab.research.google.com/github/{REPO_URL[19:]}/blob/main/notebooks/01_first_vae.ipynb"
+    assert CONFIG["launch_buttons"]["colab_url"].startswith(
+        "https://colab.research.google.com"
+    )
+    assert (
+        colab_link("notebooks/01_first_vae.ipynb")
+        == f"https://colab.research.google.com/github/{REPO_URL[19:]}/blob/main/notebooks/01_first_vae.ipynb"
+    )
 
 
 def test_local_read_scanner_flags_what_it_should():
@@ -140,35 +158,60 @@ def test_local_read_scanner_flags_what_it_should():
     }
     for code, name in flagged.items():
         assert name in local_reads(code), code
-    for code in ("train = load_dataset('mnist', 'train')", "webbrowser.open(url)", "fig.savefig('fig.png')",
-                 "# np.load('x') in a comment", "model = checkpoints.load(saved_path)"):
+    for code in (
+        "train = load_dataset('mnist', 'train')",
+        "webbrowser.open(url)",
+        "fig.savefig('fig.png')",
+        "# np.load('x') in a comment",
+        "model = checkpoints.load(saved_path)",
+    ):
         assert local_reads(code) == [], code
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: Path(p).stem)
 def test_first_cell_installs_the_library_when_missing(path):
     first = code_cells(path)[0]
-    assert re.search(r"^try:\s*\n\s+import betavae_lib\s*$", first, flags=re.M), "no `try: import betavae_lib`"
-    assert re.search(r"^except ImportError:\s*\n\s+%pip install .*\n\s+import betavae_lib", first, flags=re.M), \
-        "no `except ImportError:` with `%pip install` and the import again"
+    assert re.search(r"^try:\s*\n\s+import betavae_lib\s*$", first, flags=re.M), (
+        "no `try: import betavae_lib`"
+    )
+    assert re.search(
+        r"^except ImportError:\s*\n\s+%pip install .*\n\s+import betavae_lib",
+        first,
+        flags=re.M,
+    ), "no `except ImportError:` with `%pip install` and the import again"
     pip_line = next(line for line in first.splitlines() if "%pip install" in line)
-    name = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
-    assert f"{name} @ git+{REPO_URL}" in pip_line, f"installs something other than this repository: {pip_line}"
+    name = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))[
+        "project"
+    ]["name"]
+    assert f"{name} @ git+{REPO_URL}" in pip_line, (
+        f"installs something other than this repository: {pip_line}"
+    )
 
     assert run_fallback(first) == {
         "installed": {"calls": [], "imported": "betavae_lib"},
-        "missing": {"calls": [["pip", pip_line.split("%pip ", 1)[1].strip()]], "imported": "betavae_lib"}}
+        "missing": {
+            "calls": [["pip", pip_line.split("%pip ", 1)[1].strip()]],
+            "imported": "betavae_lib",
+        },
+    }
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: Path(p).stem)
 def test_colab_badge_opens_this_notebook(path):
     nb = nbformat.read(ROOT / path, as_version=4)
     first_md = next(c.source for c in nb.cells if c.cell_type == "markdown")
-    links = re.findall(r"\]\((https://colab\.research\.google\.com/github/[^)\s]+)\)", first_md)
-    assert links == [colab_link(path)], f"Colab badge links {links}, expected {colab_link(path)}"
+    links = re.findall(
+        r"\]\((https://colab\.research\.google\.com/github/[^)\s]+)\)", first_md
+    )
+    assert links == [colab_link(path)], (
+        f"Colab badge links {links}, expected {colab_link(path)}"
+    )
 
 
-@pytest.mark.skipif(not (HTML / "index.html").is_file(), reason="the book is not built (`jupyter-book build .`)")
+@pytest.mark.skipif(
+    not (HTML / "index.html").is_file(),
+    reason="the book is not built (`jupyter-book build .`)",
+)
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: Path(p).stem)
 def test_built_page_launch_button_opens_this_notebook(path):
     page = HTML / f"{path[:-6]}.html"
@@ -181,5 +224,9 @@ def test_built_page_launch_button_opens_this_notebook(path):
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: Path(p).stem)
 def test_no_local_file_reads(path):
-    found = {i: hits for i, code in enumerate(code_cells(path)) if (hits := local_reads(code))}
+    found = {
+        i: hits
+        for i, code in enumerate(code_cells(path))
+        if (hits := local_reads(code))
+    }
     assert not found, f"code cells reading local files (use betavae_lib.data): {found}"

@@ -1,14 +1,20 @@
 """Loaders on the real files, the procedural dSprites grid, and the errors for bad requests."""
+
 import gzip
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_DIR, needs_fashion, needs_mnist
 
 from betavae_lib import data
-from betavae_lib.data import DataNotFoundError, ChecksumError, load_dataset, render_dsprites
-from conftest import DATA_DIR, needs_fashion, needs_mnist
+from betavae_lib.data import (
+    ChecksumError,
+    DataNotFoundError,
+    load_dataset,
+    render_dsprites,
+)
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -35,14 +41,22 @@ def test_fashion_mnist_6000_per_class(split, per_class):
     ds = load_dataset("fashion-mnist", split)
     assert ds.labels.bincount().tolist() == [per_class] * 10
     assert ds.label_names[9] == "Ankle boot"
-    assert ds.images.mean().item() == pytest.approx(0.286, abs=5e-4) if split == "train" else True
+    assert (
+        ds.images.mean().item() == pytest.approx(0.286, abs=5e-4)
+        if split == "train"
+        else True
+    )
 
 
 @needs_mnist
 def test_subset_is_seeded_and_sized():
     ds = load_dataset("mnist", "test")
     a, b = ds.subset(100, seed=3), ds.subset(100, seed=3)
-    assert len(a) == 100 and torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert (
+        len(a) == 100
+        and torch.equal(a.images, b.images)
+        and torch.equal(a.labels, b.labels)
+    )
     assert not torch.equal(a.labels, ds.subset(100, seed=4).labels)
     assert ds.subset(None) is ds
 
@@ -51,7 +65,11 @@ def test_read_idx_matches_hand_built_file(tmp_path):
     arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     path = tmp_path / "x-idx3-ubyte.gz"
     with gzip.open(path, "wb") as f:
-        f.write(bytes([0, 0, 8, 3]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape) + arr.tobytes())
+        f.write(
+            bytes([0, 0, 8, 3])
+            + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
+            + arr.tobytes()
+        )
     assert np.array_equal(data.read_idx(path), arr)
 
 
@@ -77,7 +95,10 @@ def test_offline_without_files_says_where_to_put_them(offline):
     with pytest.raises(DataNotFoundError) as err:
         load_dataset("mnist", root=offline / "nowhere")
     msg = str(err.value)
-    assert "nowhere/MNIST/raw/train-images-idx3-ubyte.gz" in msg and "BETAVAE_DATA_DIR" in msg
+    assert (
+        "nowhere/MNIST/raw/train-images-idx3-ubyte.gz" in msg
+        and "BETAVAE_DATA_DIR" in msg
+    )
 
 
 @needs_mnist
@@ -86,7 +107,9 @@ def test_corrupt_file_is_reported_with_its_path(offline):
     shutil.copytree(f"{DATA_DIR}/MNIST/raw", raw)
     path = raw / "t10k-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-10])  # truncated
-    with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte.gz is corrupt or truncated"):
+    with pytest.raises(
+        ChecksumError, match="t10k-labels-idx1-ubyte.gz is corrupt or truncated"
+    ):
         load_dataset("mnist", "test", root=offline / "root")
 
 
@@ -106,7 +129,9 @@ def test_dsprites_grid_size_and_factor_values(sprites):
     values = sprites.factor_values(classes[[0, -1]])
     np.testing.assert_allclose(values[0], [1, 0.5, 0, 0, 0])
     np.testing.assert_allclose(values[1], [3, 1, 2 * np.pi, 1, 1])
-    np.testing.assert_allclose(np.diff(sprites.factor_values_grid[1]), 0.1)  # scale 0.5, 0.6, …, 1.0
+    np.testing.assert_allclose(
+        np.diff(sprites.factor_values_grid[1]), 0.1
+    )  # scale 0.5, 0.6, …, 1.0
 
 
 def test_dsprites_index_order_is_row_major(sprites):
@@ -122,10 +147,14 @@ def test_dsprites_rendering_is_deterministic_binary_and_factor_driven(sprites):
     assert a.shape == (4, 1, 64, 64) and torch.equal(a, b)
     assert set(a.unique().tolist()) <= {0.0, 1.0} and (a.flatten(1).sum(1) > 0).all()
     # area grows with scale (square: area ∝ scale²)
-    small, big = render_dsprites([[0, 0, 0, 16, 16], [0, 5, 0, 16, 16]]).flatten(1).sum(1)
+    small, big = (
+        render_dsprites([[0, 0, 0, 16, 16], [0, 5, 0, 16, 16]]).flatten(1).sum(1)
+    )
     assert big / small == pytest.approx((1.0 / 0.5) ** 2, rel=0.15)
     # moving posX moves the centre of mass to the right, posY downwards
-    left, right, low = render_dsprites([[1, 3, 0, 0, 16], [1, 3, 0, 31, 16], [1, 3, 0, 16, 31]])[:, 0]
+    left, right, low = render_dsprites(
+        [[1, 3, 0, 0, 16], [1, 3, 0, 31, 16], [1, 3, 0, 16, 31]]
+    )[:, 0]
     cols = torch.arange(64.0)
     com_x = lambda im: (im.sum(0) * cols).sum() / im.sum()
     com_y = lambda im: (im.sum(1) * cols).sum() / im.sum()
@@ -177,7 +206,11 @@ def test_dsprites_real_file_is_used_when_present(offline, monkeypatch):
         load_dataset("dsprites", root=offline / "root")
     monkeypatch.setattr(data, "DSPRITES_N", n)
     ds = load_dataset("dsprites", root=offline / "root")
-    assert ds.source == "npz" and ds.images([123])[0, 0, 10, 20] == 1 and ds.images([124]).sum() == 0
+    assert (
+        ds.source == "npz"
+        and ds.images([123])[0, 0, 10, 20] == 1
+        and ds.images([124]).sum() == 0
+    )
     monkeypatch.setattr(data, "DSPRITES_GIT_BLOB", real_blob)
     with pytest.raises(ChecksumError):  # the real checksum does not match this stand-in
         load_dataset("dsprites", root=offline / "root")
@@ -186,4 +219,6 @@ def test_dsprites_real_file_is_used_when_present(offline, monkeypatch):
 def test_git_blob_digest_matches_git(tmp_path):
     path = tmp_path / "f.txt"
     path.write_bytes(b"hello\n")
-    assert data.file_digest(path, "git") == "ce013625030ba8dba906f756967f9e9ca394464a"  # git hash-object
+    assert (
+        data.file_digest(path, "git") == "ce013625030ba8dba906f756967f9e9ca394464a"
+    )  # git hash-object

@@ -1,5 +1,6 @@
 """tools/execute_book.py: which notebooks it runs, what it records, and that the committed manifest,
 page and notebooks agree with each other."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,17 +15,24 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from betavae_lib import report
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("execute_book", ROOT / "tools" / "execute_book.py")
+_spec = importlib.util.spec_from_file_location(
+    "execute_book", ROOT / "tools" / "execute_book.py"
+)
 eb = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(eb)
 
-KERNELSPEC = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+KERNELSPEC = {
+    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+}
 
 
 def write_toc(root: Path, files: list[str]) -> None:
     chapters = "\n".join(f"      - file: {f}" for f in files)
-    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nparts:\n  - caption: Chapters\n"
-                                   f"    chapters:\n{chapters}\n", encoding="utf-8")
+    (root / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nparts:\n  - caption: Chapters\n"
+        f"    chapters:\n{chapters}\n",
+        encoding="utf-8",
+    )
 
 
 def write_nb(path: Path, *sources: str, title: str = "# 1. A chapter") -> Path:
@@ -51,14 +59,27 @@ def test_toc_notebooks_in_order_and_only_existing(tmp_path):
         "  - caption: Chapters\n    chapters:\n      - file: notebooks/02_b\n"
         "        sections:\n          - file: appendix/03_c.ipynb\n      - file: notebooks/01_a\n"
         "      - file: notebooks/99_not_written_yet\n      - file: notebooks/02_b\n"
-        "  - caption: About\n    chapters:\n      - file: book/intro\n", encoding="utf-8")
-    assert eb.toc_notebooks(tmp_path) == ["notebooks/02_b.ipynb", "appendix/03_c.ipynb", "notebooks/01_a.ipynb"]
+        "  - caption: About\n    chapters:\n      - file: book/intro\n",
+        encoding="utf-8",
+    )
+    assert eb.toc_notebooks(tmp_path) == [
+        "notebooks/02_b.ipynb",
+        "appendix/03_c.ipynb",
+        "notebooks/01_a.ipynb",
+    ]
 
 
 def test_select_by_stem_prefix_or_path():
-    nbs = ["notebooks/01_first_vae.ipynb", "notebooks/02_elbo.ipynb", "notebooks/10_extra.ipynb"]
+    nbs = [
+        "notebooks/01_first_vae.ipynb",
+        "notebooks/02_elbo.ipynb",
+        "notebooks/10_extra.ipynb",
+    ]
     assert eb.select(nbs, ["02"]) == ["notebooks/02_elbo.ipynb"]
-    assert eb.select(nbs, ["01_first_vae", "notebooks/10_extra.ipynb"]) == [nbs[0], nbs[2]]
+    assert eb.select(nbs, ["01_first_vae", "notebooks/10_extra.ipynb"]) == [
+        nbs[0],
+        nbs[2],
+    ]
     with pytest.raises(SystemExit, match="matches 2"):
         eb.select(nbs, ["0"])
     with pytest.raises(SystemExit, match="matches 0"):
@@ -71,12 +92,23 @@ def test_headlines_read_from_stdout_match_what_the_library_printed(capsys):
     first = report.headline(elbo=-101.25, active_units=np.int64(12))
     second = report.headline(elbo=-99.5, fid=np.float32(31.25))
     printed = capsys.readouterr().out
-    nb = stdout_nb("profile: reduced | device: cpu | torch 2\n", printed[: len(printed) // 3],
-                   printed[len(printed) // 3:])
-    nb.cells[0].outputs.append(new_output("stream", name="stderr", text='headline metrics: {"elbo": 0}\n'))
+    nb = stdout_nb(
+        "profile: reduced | device: cpu | torch 2\n",
+        printed[: len(printed) // 3],
+        printed[len(printed) // 3 :],
+    )
+    nb.cells[0].outputs.append(
+        new_output("stream", name="stderr", text='headline metrics: {"elbo": 0}\n')
+    )
     expected = {**first, **second}
-    assert eb.parse_headlines(eb.stream_text(nb)) == expected == {"elbo": -99.5, "active_units": 12, "fid": 31.25}
-    assert eb.parse_headlines(eb.stream_text(nb)) == report.parse_headlines(eb.stream_text(nb))
+    assert (
+        eb.parse_headlines(eb.stream_text(nb))
+        == expected
+        == {"elbo": -99.5, "active_units": 12, "fid": 31.25}
+    )
+    assert eb.parse_headlines(eb.stream_text(nb)) == report.parse_headlines(
+        eb.stream_text(nb)
+    )
 
 
 def test_printed_setting_and_seeds():
@@ -84,8 +116,12 @@ def test_printed_setting_and_seeds():
     assert eb.printed_setting(text, "profile") == "reduced"
     assert eb.printed_setting(text, "device") == "cuda:0"
     assert eb.printed_setting("nothing here", "device") is None
-    nb = new_notebook(cells=[new_code_cell("seed_everything(0)"), new_code_cell("seed_everything(seed=7)\n"
-                                                                                 "seed_everything(0)")])
+    nb = new_notebook(
+        cells=[
+            new_code_cell("seed_everything(0)"),
+            new_code_cell("seed_everything(seed=7)\nseed_everything(0)"),
+        ]
+    )
     assert eb.seeds_in(nb) == [0, 7]
 
 
@@ -100,7 +136,11 @@ def test_cpu_is_never_labelled_as_a_gpu(monkeypatch):
     vers = {"cuda": None}
     # whatever the notebook printed, a machine without CUDA gets the CPU label
     for printed in ("cuda", "cuda:0", "cpu", None):
-        assert eb.device_used(printed, cpu, vers) == {"device_kind": "cpu", "device": cpu["name"], "cuda": None}
+        assert eb.device_used(printed, cpu, vers) == {
+            "device_kind": "cpu",
+            "device": cpu["name"],
+            "cuda": None,
+        }
 
 
 def test_gpu_named_only_where_the_notebook_used_it(monkeypatch):
@@ -110,37 +150,80 @@ def test_gpu_named_only_where_the_notebook_used_it(monkeypatch):
         total_memory = 80 * 2**30
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(
+        torch.cuda, "get_device_name", lambda i=0: "NVIDIA H100 80GB HBM3"
+    )
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i=0: Props())
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     gpu = eb.describe_device()
-    assert gpu["kind"] == "cuda" and gpu["name"] == "NVIDIA H100 80GB HBM3" and gpu["gpu_memory_gib"] == 80.0
+    assert (
+        gpu["kind"] == "cuda"
+        and gpu["name"] == "NVIDIA H100 80GB HBM3"
+        and gpu["gpu_memory_gib"] == 80.0
+    )
     assert gpu["cpu"].endswith("cores)")
     vers = {"cuda": "12.8"}
-    assert eb.device_used("cuda", gpu, vers) == {"device_kind": "cuda", "device": "NVIDIA H100 80GB HBM3",
-                                                 "cuda": "12.8"}
-    assert eb.device_used("cpu", gpu, vers) == {"device_kind": "cpu", "device": gpu["cpu"], "cuda": None}
+    assert eb.device_used("cuda", gpu, vers) == {
+        "device_kind": "cuda",
+        "device": "NVIDIA H100 80GB HBM3",
+        "cuda": "12.8",
+    }
+    assert eb.device_used("cpu", gpu, vers) == {
+        "device_kind": "cpu",
+        "device": gpu["cpu"],
+        "cuda": None,
+    }
 
 
 def test_merge_keeps_others_replaces_updated_and_follows_the_toc():
-    old = {"notebooks": [{"path": "a.ipynb", "v": 1}, {"path": "b.ipynb", "v": 1}, {"path": "gone.ipynb"}]}
-    merged = eb.merge_entries(old, [{"path": "b.ipynb", "v": 2}, {"path": "c.ipynb", "v": 2}],
-                              ["c.ipynb", "b.ipynb", "a.ipynb"])
-    assert merged == [{"path": "c.ipynb", "v": 2}, {"path": "b.ipynb", "v": 2}, {"path": "a.ipynb", "v": 1}]
+    old = {
+        "notebooks": [
+            {"path": "a.ipynb", "v": 1},
+            {"path": "b.ipynb", "v": 1},
+            {"path": "gone.ipynb"},
+        ]
+    }
+    merged = eb.merge_entries(
+        old,
+        [{"path": "b.ipynb", "v": 2}, {"path": "c.ipynb", "v": 2}],
+        ["c.ipynb", "b.ipynb", "a.ipynb"],
+    )
+    assert merged == [
+        {"path": "c.ipynb", "v": 2},
+        {"path": "b.ipynb", "v": 2},
+        {"path": "a.ipynb", "v": 1},
+    ]
 
 
 def fake_manifest(kind: str) -> dict:
     cpu = "AMD EPYC 7763 (2 cores)"
     name = cpu if kind == "cpu" else "NVIDIA H100 80GB HBM3"
-    entry = {"path": "notebooks/01_a.ipynb", "title": "1. A", "status": "ok", "error": None, "wall_s": 300.0,
-             "profile": "reduced" if kind == "cpu" else "full", "device_kind": kind, "device": name,
-             "metrics": {"test_elbo": -98.765432, "active_units": 14}}
-    return eb.build_manifest(run={"started_utc": "2026-01-01T00:00:00Z", "profile": entry["profile"],
-                                  "device": {"kind": kind, "name": name, "cpu": cpu, "cpu_cores": 2},
-                                  "versions": {"python": "3.11.7", "torch": "2.13.0", "cuda": None if kind == "cpu"
-                                               else "12.8"},
-                                  "git": {"commit": "0123456789abcdef", "dirty": False}, "command": "x"},
-                             entries=[entry])
+    entry = {
+        "path": "notebooks/01_a.ipynb",
+        "title": "1. A",
+        "status": "ok",
+        "error": None,
+        "wall_s": 300.0,
+        "profile": "reduced" if kind == "cpu" else "full",
+        "device_kind": kind,
+        "device": name,
+        "metrics": {"test_elbo": -98.765432, "active_units": 14},
+    }
+    return eb.build_manifest(
+        run={
+            "started_utc": "2026-01-01T00:00:00Z",
+            "profile": entry["profile"],
+            "device": {"kind": kind, "name": name, "cpu": cpu, "cpu_cores": 2},
+            "versions": {
+                "python": "3.11.7",
+                "torch": "2.13.0",
+                "cuda": None if kind == "cpu" else "12.8",
+            },
+            "git": {"commit": "0123456789abcdef", "dirty": False},
+            "command": "x",
+        },
+        entries=[entry],
+    )
 
 
 def test_page_says_plainly_what_ran_where():
@@ -148,45 +231,83 @@ def test_page_says_plainly_what_ran_where():
     assert "**AMD EPYC 7763 (2 cores)** (CPU only, no GPU)" in page
     assert "**reduced** profile" in page and "This run had no GPU" in page
     assert "| `test_elbo` | -98.77 |" in page and "| `active_units` | 14 |" in page
-    assert "| {doc}`../notebooks/01_a` | ok | 5.0 min | `reduced` | AMD EPYC 7763 (2 cores), CPU |" in page
+    assert (
+        "| {doc}`../notebooks/01_a` | ok | 5.0 min | `reduced` | AMD EPYC 7763 (2 cores), CPU |"
+        in page
+    )
     gpu = eb.render_page(fake_manifest("cuda"))
-    assert "**NVIDIA H100 80GB HBM3** (a CUDA GPU)" in gpu and "no GPU" not in gpu and "| CUDA | 12.8 |" in gpu
+    assert (
+        "**NVIDIA H100 80GB HBM3** (a CUDA GPU)" in gpu
+        and "no GPU" not in gpu
+        and "| CUDA | 12.8 |" in gpu
+    )
 
 
 # --------------------------------------------------------------------------------------- end to end
 def test_executes_stores_outputs_and_records_the_run(tmp_path, monkeypatch):
-    monkeypatch.setenv("MPLBACKEND", "Agg")  # as in CI: the kernel must still keep its figures inline
+    monkeypatch.setenv(
+        "MPLBACKEND", "Agg"
+    )  # as in CI: the kernel must still keep its figures inline
     monkeypatch.delenv("BETAVAE_PROFILE", raising=False)
-    write_toc(tmp_path, ["notebooks/01_ok", "notebooks/02_fails", "notebooks/03_edited"])
-    write_nb(tmp_path / "notebooks/01_ok.ipynb",
-             "import os\nfrom betavae_lib import seed_everything\nseed_everything(3)\n"
-             "print(f\"profile: {os.environ['BETAVAE_PROFILE']} | device: cpu | cwd {os.path.basename(os.getcwd())}\")",
-             "import matplotlib.pyplot as plt\nplt.plot([0, 1]);",
-             "import ipywidgets\nipywidgets.IntSlider(value=3, description='k')",
-             "from betavae_lib.report import headline\nheadline(loss=1.25, n=3);")
-    failing = write_nb(tmp_path / "notebooks/02_fails.ipynb",
-                       "print('headline metrics: {\"partial\": 1}')\nraise ValueError('broken on purpose\\nmore')",
-                       title="# 2. Fails")
+    write_toc(
+        tmp_path, ["notebooks/01_ok", "notebooks/02_fails", "notebooks/03_edited"]
+    )
+    write_nb(
+        tmp_path / "notebooks/01_ok.ipynb",
+        "import os\nfrom betavae_lib import seed_everything\nseed_everything(3)\n"
+        "print(f\"profile: {os.environ['BETAVAE_PROFILE']} | device: cpu | cwd {os.path.basename(os.getcwd())}\")",
+        "import matplotlib.pyplot as plt\nplt.plot([0, 1]);",
+        "import ipywidgets\nipywidgets.IntSlider(value=3, description='k')",
+        "from betavae_lib.report import headline\nheadline(loss=1.25, n=3);",
+    )
+    failing = write_nb(
+        tmp_path / "notebooks/02_fails.ipynb",
+        "print('headline metrics: {\"partial\": 1}')\nraise ValueError('broken on purpose\\nmore')",
+        title="# 2. Fails",
+    )
     before = failing.read_bytes()
-    write_nb(tmp_path / "notebooks/03_edited.ipynb",  # as if its author saved it while it ran
-             "from pathlib import Path\np = Path('03_edited.ipynb')\np.write_text(p.read_text() + '\\n')")
+    write_nb(
+        tmp_path
+        / "notebooks/03_edited.ipynb",  # as if its author saved it while it ran
+        "from pathlib import Path\np = Path('03_edited.ipynb')\np.write_text(p.read_text() + '\\n')",
+    )
 
-    assert eb.main(["--root", str(tmp_path), "--profile", "smoke", "--timeout", "120"]) == 1
+    assert (
+        eb.main(["--root", str(tmp_path), "--profile", "smoke", "--timeout", "120"])
+        == 1
+    )
     manifest = json.loads((tmp_path / "book/execution.json").read_text())
     ok, bad, edited = manifest["notebooks"]
-    assert (ok["path"], ok["status"], ok["error"], ok["metrics"]) == ("notebooks/01_ok.ipynb", "ok", None,
-                                                                        {"loss": 1.25, "n": 3})
+    assert (ok["path"], ok["status"], ok["error"], ok["metrics"]) == (
+        "notebooks/01_ok.ipynb",
+        "ok",
+        None,
+        {"loss": 1.25, "n": 3},
+    )
     assert (bad["status"], bad["error"]) == ("error", "ValueError: broken on purpose")
-    assert (edited["status"], edited["error"]) == ("error", "the notebook was edited while it ran; execute it again")
-    assert manifest["profile"] == ok["profile"] == "smoke" and manifest["seed"] == 3 and ok["seeds"] == [3]
-    assert manifest["device"]["kind"] == ok["device_kind"] == "cpu"  # this test machine runs torch on the CPU
-    assert ok["wall_s"] > 0 and manifest["versions"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert (edited["status"], edited["error"]) == (
+        "error",
+        "the notebook was edited while it ran; execute it again",
+    )
+    assert (
+        manifest["profile"] == ok["profile"] == "smoke"
+        and manifest["seed"] == 3
+        and ok["seeds"] == [3]
+    )
+    assert (
+        manifest["device"]["kind"] == ok["device_kind"] == "cpu"
+    )  # this test machine runs torch on the CPU
+    assert ok["wall_s"] > 0 and manifest["versions"]["python"] == ".".join(
+        map(str, sys.version_info[:3])
+    )
     assert failing.read_bytes() == before  # a failed run leaves the notebook as it was
     assert (tmp_path / "_build/execution/failed/02_fails.ipynb").is_file()
 
     nb = nbformat.read(tmp_path / "notebooks/01_ok.ipynb", as_version=4)
     assert "profile: smoke | device: cpu | cwd notebooks" in eb.stream_text(nb)
-    assert any("image/png" in o.get("data", {}) for o in nb.cells[2].outputs), "figure lost"
+    assert any("image/png" in o.get("data", {}) for o in nb.cells[2].outputs), (
+        "figure lost"
+    )
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     view = nb.cells[3].outputs[0]["data"]["application/vnd.jupyter.widget-view+json"]
     assert state[view["model_id"]]["state"]["value"] == 3
@@ -194,12 +315,19 @@ def test_executes_stores_outputs_and_records_the_run(tmp_path, monkeypatch):
     assert page == eb.render_page(manifest)
 
     # --only reruns one notebook and keeps the other's entry as it was
-    write_nb(failing, "print('profile: smoke | device: cpu')\nfrom betavae_lib.report import headline\n"
-                      "headline(fixed=True);", title="# 2. Fixed")
+    write_nb(
+        failing,
+        "print('profile: smoke | device: cpu')\nfrom betavae_lib.report import headline\n"
+        "headline(fixed=True);",
+        title="# 2. Fixed",
+    )
     assert eb.main(["--root", str(tmp_path), "--profile", "smoke", "--only", "02"]) == 0
     again = json.loads((tmp_path / "book/execution.json").read_text())
     assert again["notebooks"][0] == ok and again["notebooks"][2] == edited
-    assert (again["notebooks"][1]["status"], again["notebooks"][1]["metrics"]) == ("ok", {"fixed": True})
+    assert (again["notebooks"][1]["status"], again["notebooks"][1]["metrics"]) == (
+        "ok",
+        {"fixed": True},
+    )
     assert again["command"].endswith("--only 02")
 
 
@@ -209,8 +337,9 @@ MANIFEST = eb.load_manifest(ROOT)
 
 @pytest.mark.skipif(MANIFEST is None, reason="book/execution.json not written yet")
 def test_committed_page_is_rendered_from_the_committed_manifest():
-    assert (ROOT / eb.PAGE).read_text(encoding="utf-8") == eb.render_page(MANIFEST), \
+    assert (ROOT / eb.PAGE).read_text(encoding="utf-8") == eb.render_page(MANIFEST), (
         "book/execution.md is stale: run `python tools/execute_book.py --page-only`"
+    )
 
 
 @pytest.mark.skipif(MANIFEST is None, reason="book/execution.json not written yet")
@@ -221,10 +350,14 @@ def test_every_chapter_has_a_recorded_run():
 
 
 @pytest.mark.skipif(MANIFEST is None, reason="book/execution.json not written yet")
-@pytest.mark.parametrize("entry", (MANIFEST or {}).get("notebooks", []), ids=lambda e: Path(e["path"]).stem)
+@pytest.mark.parametrize(
+    "entry", (MANIFEST or {}).get("notebooks", []), ids=lambda e: Path(e["path"]).stem
+)
 def test_recorded_metrics_are_those_stored_in_the_notebook(entry):
     """The manifest describes the outputs the book shows (re-executing outside the executor breaks this)."""
-    assert entry["status"] == "ok", f"{entry['path']} failed in the recorded run: {entry['error']}"
+    assert entry["status"] == "ok", (
+        f"{entry['path']} failed in the recorded run: {entry['error']}"
+    )
     nb = nbformat.read(ROOT / entry["path"], as_version=4)
     text = eb.stream_text(nb)
     assert eb.parse_headlines(text) == entry["metrics"]

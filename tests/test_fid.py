@@ -1,5 +1,6 @@
 """FID: the shipped domain classifiers, the domain FID against a hand-written reference, and (where
 pytorch-fid and its weights are available) Inception features against pytorch-fid's own pipeline."""
+
 import sys
 
 import numpy as np
@@ -11,7 +12,9 @@ from betavae_lib import metrics
 from betavae_lib.data import DataNotFoundError, load_dataset
 
 INCEPTION_OK, INCEPTION_WHY = fidlib.inception_available()
-needs_inception = pytest.mark.skipif(not INCEPTION_OK, reason=f"Inception FID unavailable: {INCEPTION_WHY}")
+needs_inception = pytest.mark.skipif(
+    not INCEPTION_OK, reason=f"Inception FID unavailable: {INCEPTION_WHY}"
+)
 
 
 def load_split(name):
@@ -19,7 +22,6 @@ def load_split(name):
         return load_dataset(name, "test")
     except DataNotFoundError as e:
         pytest.skip(f"{name} test split not available: {str(e).splitlines()[0]}")
-
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,9 @@ def reference_fid(a, b):
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     eig = np.clip(np.linalg.eigvals(s1 @ s2).real, 0, None)
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(eig).sum())
+    return float(
+        np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(eig).sum()
+    )
 
 
 # ----------------------------------------------------------------------------- shipped classifiers
@@ -52,7 +56,9 @@ def test_shipped_classifier_loads_safely_and_is_accurate(name, minimum):
     assert meta["dataset"] == name and meta["test_accuracy"] >= minimum
     data = load_split(name).subset(2000, seed=0)
     accuracy = fidlib.classifier_accuracy(model, data.images, data.labels)
-    assert accuracy >= minimum - 0.01  # a 2,000-image sample of the recorded test accuracy
+    assert (
+        accuracy >= minimum - 0.01
+    )  # a 2,000-image sample of the recorded test accuracy
 
 
 def test_domain_features_shape_and_determinism(mnist, mnist_features):
@@ -60,14 +66,19 @@ def test_domain_features_shape_and_determinism(mnist, mnist_features):
     f1, f2 = mnist_features(x), mnist_features(x.numpy())
     assert f1.shape == (50, 128) and f1.dtype == np.float64
     np.testing.assert_array_equal(f1, f2)
-    assert np.linalg.matrix_rank(np.cov(mnist_features(mnist.images[:1000]), rowvar=False)) == 128
+    assert (
+        np.linalg.matrix_rank(np.cov(mnist_features(mnist.images[:1000]), rowvar=False))
+        == 128
+    )
     uint8 = mnist_features((x * 255).round().to(torch.uint8))
     np.testing.assert_allclose(uint8, f1, atol=1e-4)
 
 
 def test_domain_features_resize_other_sizes(mnist, mnist_features):
     x = mnist.images[:20]
-    big = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
+    big = torch.nn.functional.interpolate(
+        x, size=(64, 64), mode="bilinear", align_corners=False
+    )
     f_big, f = mnist_features(big), mnist_features(x)
     assert f_big.shape == (20, 128)
     assert np.corrcoef(f_big.ravel(), f.ravel())[0, 1] > 0.9
@@ -81,7 +92,9 @@ def test_fid_matches_reference_without_datasets(mnist_features):
     real = torch.rand(200, 1, 28, 28, generator=g)
     fake = (torch.rand(200, 1, 28, 28, generator=g) * 0.7).clamp(0, 1)
     result = fidlib.fid(real, fake, "domain", dataset="mnist", device="cpu")
-    assert result.value == pytest.approx(reference_fid(mnist_features(real), mnist_features(fake)), rel=1e-6)
+    assert result.value == pytest.approx(
+        reference_fid(mnist_features(real), mnist_features(fake)), rel=1e-6
+    )
     assert result.value > 0 and result.features == "domain:mnist"
 
 
@@ -103,7 +116,10 @@ def test_fid_grows_with_corruption(mnist, mnist_features):
     real, other = mnist.images[:300], mnist.images[300:600]
     g = torch.Generator().manual_seed(0)
     noise = torch.rand(other.shape, generator=g)
-    values = [fidlib.fid(real, (1 - a) * other + a * noise, extractor=mnist_features).value for a in (0, 0.2, 0.5, 1)]
+    values = [
+        fidlib.fid(real, (1 - a) * other + a * noise, extractor=mnist_features).value
+        for a in (0, 0.2, 0.5, 1)
+    ]
     assert values[0] < values[1] < values[2] < values[3]
     assert values[3] > 10 * values[0]
 
@@ -120,11 +136,14 @@ def test_fid_warns_with_fewer_samples_than_feature_dims(mnist, mnist_features):
         fidlib.fid(mnist.images[:50], mnist.images[50:100], extractor=mnist_features)
 
 
-@pytest.mark.parametrize("images, match", [
-    (torch.rand(10, 1, 28, 28) * 2, r"in \[0, 1\]"),
-    (torch.rand(10, 28, 28), r"\(N, 1, H, W\)"),
-    (torch.full((10, 1, 28, 28), float("nan")), "NaN"),
-])
+@pytest.mark.parametrize(
+    "images, match",
+    [
+        (torch.rand(10, 1, 28, 28) * 2, r"in \[0, 1\]"),
+        (torch.rand(10, 28, 28), r"\(N, 1, H, W\)"),
+        (torch.full((10, 1, 28, 28), float("nan")), "NaN"),
+    ],
+)
 def test_fid_rejects_bad_images(images, match):
     with pytest.raises(ValueError, match=match):
         fidlib.fid(images, torch.rand(10, 1, 28, 28))
@@ -142,14 +161,24 @@ def test_unknown_names_raise():
 
 def test_train_domain_classifier_small_run_saves_and_reloads(tmp_path, mnist):
     path = tmp_path / "clf.pt"
-    model, meta = fidlib.train_domain_classifier("mnist", epochs=2, train_size=2048, test_size=1000, seed=0,
-                                                 device="cpu", save_to=path, verbose=False)
+    model, meta = fidlib.train_domain_classifier(
+        "mnist",
+        epochs=2,
+        train_size=2048,
+        test_size=1000,
+        seed=0,
+        device="cpu",
+        save_to=path,
+        verbose=False,
+    )
     assert meta["train_size"] == 2048 and meta["test_accuracy"] > 0.6  # chance is 0.1
     loaded, loaded_meta = fidlib.load_domain_classifier(path=path)
     assert loaded_meta == meta
     x = mnist.images[:16]
     with torch.no_grad():
-        torch.testing.assert_close(loaded.features(x), model.features(x), rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded.features(x), model.features(x), rtol=0, atol=0
+        )
 
 
 def test_load_domain_classifier_rejects_other_files(tmp_path):
@@ -165,7 +194,9 @@ def test_load_domain_classifier_rejects_other_files(tmp_path):
 
 
 def test_inception_unavailable_raises_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pytorch_fid.inception", None)  # makes the import fail
+    monkeypatch.setitem(
+        sys.modules, "pytorch_fid.inception", None
+    )  # makes the import fail
     with pytest.raises(fidlib.FIDUnavailableError, match="features='domain'"):
         fidlib.InceptionFeatures()
     assert fidlib.inception_available()[0] is False
@@ -183,7 +214,10 @@ def test_inception_weights_search_order(tmp_path, monkeypatch):
     assert fidlib.inception_weights_path() == data / fidlib.INCEPTION_SHARED_FILE
     (hub / fidlib.INCEPTION_CACHE_FILE).write_bytes(b"x")
     assert fidlib.inception_weights_path() == hub / fidlib.INCEPTION_CACHE_FILE
-    assert fidlib.inception_weights_path(data / fidlib.INCEPTION_SHARED_FILE) == data / fidlib.INCEPTION_SHARED_FILE
+    assert (
+        fidlib.inception_weights_path(data / fidlib.INCEPTION_SHARED_FILE)
+        == data / fidlib.INCEPTION_SHARED_FILE
+    )
     with pytest.raises(FileNotFoundError):
         fidlib.inception_weights_path(tmp_path / "nope.pth")
 
@@ -209,7 +243,14 @@ def test_inception_features_match_pytorch_fid_pipeline(tmp_path, monkeypatch):
     for i, img in enumerate(pixels):
         files.append(tmp_path / f"{i}.png")
         Image.fromarray(img[0].numpy(), mode="L").save(files[-1])
-    want = get_activations(files, InceptionV3([3]).eval(), batch_size=4, dims=2048, device="cpu", num_workers=0)
+    want = get_activations(
+        files,
+        InceptionV3([3]).eval(),
+        batch_size=4,
+        dims=2048,
+        device="cpu",
+        num_workers=0,
+    )
 
     extractor = fidlib.InceptionFeatures(weights=weights, device="cpu")
     got = extractor(pixels)
@@ -219,7 +260,9 @@ def test_inception_features_match_pytorch_fid_pipeline(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(300, 20)), rng.normal(size=(300, 20)) + 0.3
     s = [np.mean(a, 0), np.cov(a, rowvar=False), np.mean(b, 0), np.cov(b, rowvar=False)]
-    assert metrics.frechet_distance(*s) == pytest.approx(calculate_frechet_distance(*s), rel=1e-12)
+    assert metrics.frechet_distance(*s) == pytest.approx(
+        calculate_frechet_distance(*s), rel=1e-12
+    )
 
 
 @needs_inception
@@ -227,4 +270,8 @@ def test_inception_fid_end_to_end(mnist):
     extractor = fidlib.get_extractor("inception", device="cpu", batch_size=8)
     with pytest.warns(UserWarning, match="singular"):
         result = fidlib.fid(mnist.images[:8], mnist.images[8:16], extractor=extractor)
-    assert result.features == "inception" and np.isfinite(result.value) and result.value > 0
+    assert (
+        result.features == "inception"
+        and np.isfinite(result.value)
+        and result.value > 0
+    )

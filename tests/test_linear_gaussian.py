@@ -1,4 +1,5 @@
 """The exact linear-Gaussian model: its densities against torch.distributions, and the ELBO identities."""
+
 import math
 
 import pytest
@@ -27,7 +28,9 @@ def random_q(batch, dim, seed):
 
 
 def test_log_marginal_matches_multivariate_normal(model, x):
-    cov = model.W @ model.W.T + model.sigma**2 * torch.eye(model.data_dim, dtype=torch.float64)
+    cov = model.W @ model.W.T + model.sigma**2 * torch.eye(
+        model.data_dim, dtype=torch.float64
+    )
     expected = MultivariateNormal(model.b, covariance_matrix=cov).log_prob(x)
     torch.testing.assert_close(model.log_marginal(x), expected, rtol=0, atol=1e-10)
 
@@ -39,21 +42,34 @@ def test_posterior_is_the_gaussian_conditional_of_the_joint(model, x):
     gain = W.T @ torch.linalg.inv(cxx)
     mean, cov = model.posterior(x)
     torch.testing.assert_close(mean, (x - model.b) @ gain.T, rtol=0, atol=1e-10)
-    torch.testing.assert_close(cov, torch.eye(model.latent_dim, dtype=torch.float64) - gain @ W, rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        cov,
+        torch.eye(model.latent_dim, dtype=torch.float64) - gain @ W,
+        rtol=0,
+        atol=1e-10,
+    )
 
 
 def test_bayes_rule_holds_pointwise(model, x):
     # log p(x, z) − log p(z | x) = log p(x) at any z
     mean, cov = model.posterior(x)
-    z = torch.randn(4, *mean.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    z = torch.randn(
+        4, *mean.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
     log_post = MultivariateNormal(mean, covariance_matrix=cov).log_prob(z)
-    torch.testing.assert_close(model.log_joint(x, z) - log_post, model.log_marginal(x).expand(4, -1),
-                               rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        model.log_joint(x, z) - log_post,
+        model.log_marginal(x).expand(4, -1),
+        rtol=0,
+        atol=1e-9,
+    )
 
 
 def test_elbo_equals_log_marginal_at_the_true_posterior(model, x):
     mean, cov = model.posterior(x)
-    torch.testing.assert_close(model.elbo(x, mean, cov), model.log_marginal(x), rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        model.elbo(x, mean, cov), model.log_marginal(x), rtol=0, atol=1e-9
+    )
     assert model.kl_to_posterior(x, mean, cov).abs().max() < 1e-9
 
 
@@ -67,15 +83,21 @@ def test_elbo_plus_kl_is_log_marginal_for_any_q(model, x):
 def test_kl_to_posterior_matches_torch_distributions(model, x):
     mean, cov = random_q(len(x), model.latent_dim, seed=5)
     post_mean, post_cov = model.posterior(x)
-    expected = kl_divergence(MultivariateNormal(mean, covariance_matrix=cov),
-                             MultivariateNormal(post_mean, covariance_matrix=post_cov))
-    torch.testing.assert_close(model.kl_to_posterior(x, mean, cov), expected, rtol=0, atol=1e-9)
+    expected = kl_divergence(
+        MultivariateNormal(mean, covariance_matrix=cov),
+        MultivariateNormal(post_mean, covariance_matrix=post_cov),
+    )
+    torch.testing.assert_close(
+        model.kl_to_posterior(x, mean, cov), expected, rtol=0, atol=1e-9
+    )
 
 
 def test_elbo_matches_a_monte_carlo_estimate(model, x):
     mean, var = model.mean_field_posterior(x)
     g = torch.Generator().manual_seed(6)
-    z = mean + var.sqrt() * torch.randn(200_000, *mean.shape, generator=g, dtype=torch.float64)
+    z = mean + var.sqrt() * torch.randn(
+        200_000, *mean.shape, generator=g, dtype=torch.float64
+    )
     log_q = (-0.5 * (math.log(2 * math.pi) + var.log() + (z - mean) ** 2 / var)).sum(-1)
     mc = (model.log_joint(x, z) - log_q).mean(0)
     torch.testing.assert_close(mc, model.elbo(x, mean, var), rtol=0, atol=0.05)
@@ -87,19 +109,34 @@ def test_mean_field_q_is_the_best_diagonal_gaussian(model, x):
     for scale in (0.8, 1.25):
         assert (model.elbo(x, mean, var * scale) < best).all()
     assert (model.elbo(x, mean + 0.1, var) < best).all()
-    assert (best < model.log_marginal(x) - 1e-6).all()   # W has non-orthogonal columns: a real gap
+    assert (
+        best < model.log_marginal(x) - 1e-6
+    ).all()  # W has non-orthogonal columns: a real gap
 
 
 def test_iwae_is_exact_with_the_true_posterior_and_tightens_with_k(model, x):
     mean, cov = model.posterior(x)
     g = torch.Generator().manual_seed(7)
-    torch.testing.assert_close(model.iwae(x, mean, cov, k=3, generator=g), model.log_marginal(x), rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        model.iwae(x, mean, cov, k=3, generator=g),
+        model.log_marginal(x),
+        rtol=0,
+        atol=1e-9,
+    )
     mf_mean, mf_var = model.mean_field_posterior(x)
-    k1 = torch.stack([model.iwae(x, mf_mean, mf_var, k=1, generator=g) for _ in range(400)])
-    k50 = torch.stack([model.iwae(x, mf_mean, mf_var, k=50, generator=g) for _ in range(400)])
-    torch.testing.assert_close(k1.mean(0), model.elbo(x, mf_mean, mf_var), rtol=0, atol=0.05)
+    k1 = torch.stack(
+        [model.iwae(x, mf_mean, mf_var, k=1, generator=g) for _ in range(400)]
+    )
+    k50 = torch.stack(
+        [model.iwae(x, mf_mean, mf_var, k=50, generator=g) for _ in range(400)]
+    )
+    torch.testing.assert_close(
+        k1.mean(0), model.elbo(x, mf_mean, mf_var), rtol=0, atol=0.05
+    )
     assert (k1.mean(0) < k50.mean(0)).all()
     # E[IWAE_k] <= log p(x): the average of 400 estimates lies below it up to 3 standard errors
     stderr = k50.std(0) / math.sqrt(len(k50))
     assert (k50.mean(0) <= model.log_marginal(x) + 3 * stderr).all()
-    assert (model.log_marginal(x) - k50.mean(0)).mean() < (model.log_marginal(x) - k1.mean(0)).mean() / 3
+    assert (model.log_marginal(x) - k50.mean(0)).mean() < (
+        model.log_marginal(x) - k1.mean(0)
+    ).mean() / 3

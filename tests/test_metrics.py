@@ -1,6 +1,7 @@
 """Metrics checked against independent references: scikit-learn's mutual_info_score, SciPy's sqrtm,
 closed forms (diagonal Fréchet distance, linear-Gaussian log-likelihood), torch.distributions,
 and disentanglement_lib's own sanity cases."""
+
 import math
 import warnings
 
@@ -15,7 +16,9 @@ from betavae_lib.data import DSprites
 from betavae_lib.losses import gaussian_kl
 from betavae_lib.models import MLPVAE
 
-sklearn_metrics = pytest.importorskip("sklearn.metrics", reason="the MIG reference needs scikit-learn")
+sklearn_metrics = pytest.importorskip(
+    "sklearn.metrics", reason="the MIG reference needs scikit-learn"
+)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -26,7 +29,9 @@ def reference_mig(codes, factors, n_bins=20):
     mus, ys = np.asarray(codes).T, np.asarray(factors).T
     discretized = np.zeros_like(mus)
     for i in range(mus.shape[0]):
-        discretized[i, :] = np.digitize(mus[i, :], np.histogram(mus[i, :], n_bins)[1][:-1])
+        discretized[i, :] = np.digitize(
+            mus[i, :], np.histogram(mus[i, :], n_bins)[1][:-1]
+        )
     m = np.zeros([mus.shape[0], ys.shape[0]])
     for i in range(mus.shape[0]):
         for j in range(ys.shape[0]):
@@ -44,7 +49,9 @@ class FactorsAsObservations:
         self.factor_sizes = tuple(factor_sizes)
 
     def sample_factors(self, n, rng):
-        return np.stack([rng.integers(0, s, size=n) for s in self.factor_sizes], axis=-1)
+        return np.stack(
+            [rng.integers(0, s, size=n) for s in self.factor_sizes], axis=-1
+        )
 
     def sample_observations_from_factors(self, classes, rng):
         return np.asarray(classes, dtype=np.float64)
@@ -106,15 +113,25 @@ def test_discrete_mutual_info_and_entropy_match_sklearn():
     mi = metrics.discrete_mutual_info(a, b)
     for i in range(2):
         for j in range(2):
-            assert mi[i, j] == pytest.approx(sklearn_metrics.mutual_info_score(b[:, j], a[:, i]), abs=1e-12)
+            assert mi[i, j] == pytest.approx(
+                sklearn_metrics.mutual_info_score(b[:, j], a[:, i]), abs=1e-12
+            )
     h = metrics.discrete_entropy(b)
-    assert h == pytest.approx([sklearn_metrics.mutual_info_score(y, y) for y in b.T], abs=1e-12)
+    assert h == pytest.approx(
+        [sklearn_metrics.mutual_info_score(y, y) for y in b.T], abs=1e-12
+    )
 
 
 def test_discrete_mutual_info_with_wide_label_ranges_matches_sklearn():
     rng = np.random.default_rng(4)
     factor = rng.integers(0, 50, size=3000)
-    codes = np.stack([rng.integers(0, 10**9, size=3000), factor * 10**6 + rng.integers(0, 3, size=3000)], -1)
+    codes = np.stack(
+        [
+            rng.integers(0, 10**9, size=3000),
+            factor * 10**6 + rng.integers(0, 3, size=3000),
+        ],
+        -1,
+    )
     mi = metrics.discrete_mutual_info(codes, factor[:, None])
     want = [sklearn_metrics.mutual_info_score(factor, c) for c in codes.T]
     np.testing.assert_allclose(mi[:, 0], want, rtol=0, atol=1e-12)
@@ -140,15 +157,22 @@ def test_mig_duplicated_codes_score_low():
     assert 0.0 <= metrics.mig(codes, factors).score <= 0.1
 
 
-@pytest.mark.parametrize("codes, factors, match", [
-    (np.zeros((10, 3)), np.zeros((9, 2), dtype=int), "same number of rows"),
-    (np.full((10, 3), np.nan), np.tile(np.arange(10), (2, 1)).T, "NaN or Inf"),
-    (np.zeros((10, 3)), np.full((10, 2), 0.5), "integer classes"),
-    (np.zeros(10), np.zeros((10, 2), dtype=int), r"shape \(N, D\)"),
-    (np.zeros((10, 3)), np.zeros(10, dtype=int), r"shape \(N, K\)"),
-    (np.zeros((10, 1)), np.tile(np.arange(10), (2, 1)).T, "at least 2"),
-    (np.zeros((10, 3)), np.stack([np.arange(10), np.zeros(10, int)], -1), "single value"),
-])
+@pytest.mark.parametrize(
+    "codes, factors, match",
+    [
+        (np.zeros((10, 3)), np.zeros((9, 2), dtype=int), "same number of rows"),
+        (np.full((10, 3), np.nan), np.tile(np.arange(10), (2, 1)).T, "NaN or Inf"),
+        (np.zeros((10, 3)), np.full((10, 2), 0.5), "integer classes"),
+        (np.zeros(10), np.zeros((10, 2), dtype=int), r"shape \(N, D\)"),
+        (np.zeros((10, 3)), np.zeros(10, dtype=int), r"shape \(N, K\)"),
+        (np.zeros((10, 1)), np.tile(np.arange(10), (2, 1)).T, "at least 2"),
+        (
+            np.zeros((10, 3)),
+            np.stack([np.arange(10), np.zeros(10, int)], -1),
+            "single value",
+        ),
+    ],
+)
 def test_mig_rejects_bad_inputs(codes, factors, match):
     with pytest.raises(ValueError, match=match):
         metrics.mig(codes, factors)
@@ -156,7 +180,10 @@ def test_mig_rejects_bad_inputs(codes, factors, match):
 
 def test_mig_accepts_float_factors_with_whole_values():
     factors = identity_observations(500)
-    assert metrics.mig(factors, factors.astype(np.float32)).score == metrics.mig(factors, factors).score
+    assert (
+        metrics.mig(factors, factors.astype(np.float32)).score
+        == metrics.mig(factors, factors).score
+    )
 
 
 # ----------------------------------------------------------------------------- FactorVAE and β-VAE scores
@@ -165,27 +192,35 @@ SMALL = dict(batch_size=32, num_train=400, num_eval=200)
 
 
 def test_factor_vae_score_ground_truth_is_perfect():
-    result = metrics.factor_vae_score(identity, FactorsAsObservations(), num_variance_estimate=1000, **SMALL)
+    result = metrics.factor_vae_score(
+        identity, FactorsAsObservations(), num_variance_estimate=1000, **SMALL
+    )
     assert result.score == 1.0 and result.train_accuracy == 1.0
     assert result.num_active_dims == 10 and result.active.all()
     assert result.train_votes.sum() == SMALL["num_train"]
 
 
 def test_factor_vae_score_random_codes_near_chance():
-    result = metrics.factor_vae_score(random_encoder(10), FactorsAsObservations(), num_variance_estimate=1000,
-                                      **SMALL)
+    result = metrics.factor_vae_score(
+        random_encoder(10), FactorsAsObservations(), num_variance_estimate=1000, **SMALL
+    )
     assert result.score < 0.25  # chance is 0.1
 
 
 def test_factor_vae_score_constant_codes_have_no_active_dims():
-    result = metrics.factor_vae_score(np.zeros_like, FactorsAsObservations(), num_variance_estimate=100, **SMALL)
+    result = metrics.factor_vae_score(
+        np.zeros_like, FactorsAsObservations(), num_variance_estimate=100, **SMALL
+    )
     assert result.score == 0.0 and result.num_active_dims == 0
 
 
 def test_factor_vae_score_prunes_collapsed_latents():
     def encode(x):  # the ten factors plus two collapsed latents (std 0.01 < 0.05)
         return np.hstack([x, 0.01 * np.random.default_rng(0).normal(size=(len(x), 2))])
-    result = metrics.factor_vae_score(encode, FactorsAsObservations(), num_variance_estimate=1000, **SMALL)
+
+    result = metrics.factor_vae_score(
+        encode, FactorsAsObservations(), num_variance_estimate=1000, **SMALL
+    )
     assert result.num_active_dims == 10 and not result.active[10:].any()
     assert result.score == 1.0
 
@@ -193,8 +228,12 @@ def test_factor_vae_score_prunes_collapsed_latents():
 def test_factor_vae_score_is_seeded_and_independent_of_call_size():
     encode = lambda x: x + np.sin(x.sum(1, keepdims=True))  # deterministic, imperfect  # noqa: E731
     data = FactorsAsObservations((3, 4, 5))
-    a = metrics.factor_vae_score(encode, data, seed=3, num_variance_estimate=500, **SMALL)
-    b = metrics.factor_vae_score(encode, data, seed=3, num_variance_estimate=500, images_per_call=32, **SMALL)
+    a = metrics.factor_vae_score(
+        encode, data, seed=3, num_variance_estimate=500, **SMALL
+    )
+    b = metrics.factor_vae_score(
+        encode, data, seed=3, num_variance_estimate=500, images_per_call=32, **SMALL
+    )
     assert a.score == b.score and a.train_accuracy == b.train_accuracy
     np.testing.assert_array_equal(a.train_votes, b.train_votes)
 
@@ -205,7 +244,9 @@ def test_beta_vae_score_ground_truth_is_perfect():
 
 
 def test_beta_vae_score_random_codes_near_chance():
-    result = metrics.beta_vae_score(random_encoder(10), FactorsAsObservations(), **SMALL)
+    result = metrics.beta_vae_score(
+        random_encoder(10), FactorsAsObservations(), **SMALL
+    )
     assert result.score < 0.3  # chance is 0.1
 
 
@@ -213,6 +254,7 @@ def test_scores_accept_model_style_encoders_returning_tensor_tuples():
     def encode(x):  # like model.encode: (mu, logvar) tensors
         t = torch.as_tensor(x, dtype=torch.float32)
         return t, torch.zeros_like(t)
+
     assert metrics.beta_vae_score(encode, FactorsAsObservations(), **SMALL).score == 1.0
 
 
@@ -229,11 +271,22 @@ def test_scores_on_procedural_dsprites_with_a_factor_reading_encoder():
         y = (img.sum(2) * grid).sum(1) / mass
         return torch.stack([x, y, mass / 100], 1)
 
-    result = metrics.factor_vae_score(centroid, data, batch_size=16, num_train=60, num_eval=60,
-                                      num_variance_estimate=200)
+    result = metrics.factor_vae_score(
+        centroid,
+        data,
+        batch_size=16,
+        num_train=60,
+        num_eval=60,
+        num_variance_estimate=200,
+    )
     assert result.num_active_dims == 3
-    assert np.argmax(result.train_votes[:, 0]) == 3 and np.argmax(result.train_votes[:, 1]) == 4
-    assert 0.3 < result.score < 0.9  # posX and posY (2 of 5 factors) plus scale, not the rest
+    assert (
+        np.argmax(result.train_votes[:, 0]) == 3
+        and np.argmax(result.train_votes[:, 1]) == 4
+    )
+    assert (
+        0.3 < result.score < 0.9
+    )  # posX and posY (2 of 5 factors) plus scale, not the rest
 
 
 def test_scores_reject_bad_arguments():
@@ -257,7 +310,9 @@ def reference_frechet(mu1, s1, mu2, s2):
     """‖Δμ‖² + tr S1 + tr S2 − 2 tr (S1^½ S2 S1^½)^½: the symmetric form, through SciPy's sqrtm."""
     r1 = np.real(scipy.linalg.sqrtm(s1))
     cross = np.real(scipy.linalg.sqrtm(r1 @ s2 @ r1))
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(cross))
+    return float(
+        np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(cross)
+    )
 
 
 def test_frechet_distance_matches_scipy_reference_on_random_covariances():
@@ -266,7 +321,9 @@ def test_frechet_distance_matches_scipy_reference_on_random_covariances():
         mu1, mu2 = rng.normal(size=dim), rng.normal(size=dim)
         s1, s2 = random_covariance(rng, dim), random_covariance(rng, dim)
         got = metrics.frechet_distance(mu1, s1, mu2, s2)
-        assert got == pytest.approx(reference_frechet(mu1, s1, mu2, s2), rel=1e-8, abs=1e-8)
+        assert got == pytest.approx(
+            reference_frechet(mu1, s1, mu2, s2), rel=1e-8, abs=1e-8
+        )
 
 
 def test_frechet_distance_diagonal_closed_form():
@@ -274,14 +331,18 @@ def test_frechet_distance_diagonal_closed_form():
     a, b = rng.uniform(0.1, 3, size=6), rng.uniform(0.1, 3, size=6)
     mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
     want = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
-    assert metrics.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(want, rel=1e-10)
+    assert metrics.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(
+        want, rel=1e-10
+    )
 
 
 def test_frechet_distance_identical_inputs_is_zero_and_tensors_work():
     rng = np.random.default_rng(2)
     mu, s = rng.normal(size=8), random_covariance(rng, 8)
     assert abs(metrics.frechet_distance(mu, s, mu, s)) < 1e-8
-    assert abs(metrics.frechet_distance(torch.tensor(mu), torch.tensor(s), mu, s)) < 1e-8
+    assert (
+        abs(metrics.frechet_distance(torch.tensor(mu), torch.tensor(s), mu, s)) < 1e-8
+    )
 
 
 def test_frechet_distance_rank_deficient_covariances_are_finite():
@@ -298,8 +359,12 @@ def test_frechet_distance_rejects_bad_inputs():
         metrics.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
     with pytest.raises(ValueError, match=r"\(3, 3\)"):
         metrics.frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(2))
-    with pytest.raises(ValueError, match="imaginary"):  # not a covariance: negative variance
-        metrics.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
+    with pytest.raises(
+        ValueError, match="imaginary"
+    ):  # not a covariance: negative variance
+        metrics.frechet_distance(
+            np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2)
+        )
 
 
 def test_feature_statistics_like_numpy_and_warns_when_singular():
@@ -307,7 +372,9 @@ def test_feature_statistics_like_numpy_and_warns_when_singular():
     mu, sigma = metrics.feature_statistics(x)
     assert mu.dtype == np.float64 and sigma.dtype == np.float64
     np.testing.assert_allclose(mu, x.astype(np.float64).mean(0), rtol=1e-12)
-    np.testing.assert_allclose(sigma, np.cov(x.astype(np.float64), rowvar=False), rtol=1e-12)
+    np.testing.assert_allclose(
+        sigma, np.cov(x.astype(np.float64), rowvar=False), rtol=1e-12
+    )
     with pytest.warns(UserWarning, match="singular"):
         metrics.feature_statistics(x[:4])
     with pytest.raises(ValueError, match="at least 2"):
@@ -319,7 +386,9 @@ def test_feature_statistics_like_numpy_and_warns_when_singular():
 
 def test_active_units_on_constructed_data():
     rng = np.random.default_rng(5)
-    mu = rng.normal(size=(20000, 4)) * np.array([1.0, 0.2, 0.05, 0.0])  # variances 1, 0.04, 0.0025, 0
+    mu = rng.normal(size=(20000, 4)) * np.array(
+        [1.0, 0.2, 0.05, 0.0]
+    )  # variances 1, 0.04, 0.0025, 0
     result = metrics.active_units(torch.from_numpy(mu))
     assert result.count == 2
     np.testing.assert_array_equal(result.mask, [True, True, False, False])
@@ -353,16 +422,25 @@ class OrthogonalLinearGaussian(nn.Module):
     def __init__(self, pixels=16, dim=3, s=0.3, shift=0.0, widen=1.0, seed=0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        q, _ = torch.linalg.qr(torch.randn(pixels, dim, generator=g, dtype=torch.float64))
+        q, _ = torch.linalg.qr(
+            torch.randn(pixels, dim, generator=g, dtype=torch.float64)
+        )
         self.W = q * torch.linspace(0.5, 2.0, dim, dtype=torch.float64)
         self.b = 0.1 * torch.randn(pixels, generator=g, dtype=torch.float64)
-        self.s, self.shift, self.widen, self.side = s, shift, widen, int(math.isqrt(pixels))
+        self.s, self.shift, self.widen, self.side = (
+            s,
+            shift,
+            widen,
+            int(math.isqrt(pixels)),
+        )
 
     def encode(self, x):
         x = x.flatten(1)
-        precision = 1 + (self.W ** 2).sum(0) / self.s ** 2
-        mean = (x - self.b) @ self.W / self.s ** 2 / precision
-        return mean + self.shift, (-torch.log(precision) + 2 * math.log(self.widen)).expand_as(mean)
+        precision = 1 + (self.W**2).sum(0) / self.s**2
+        mean = (x - self.b) @ self.W / self.s**2 / precision
+        return mean + self.shift, (
+            -torch.log(precision) + 2 * math.log(self.widen)
+        ).expand_as(mean)
 
     def decode(self, z):
         return (z @ self.W.T + self.b).view(-1, 1, self.side, self.side)
@@ -371,13 +449,19 @@ class OrthogonalLinearGaussian(nn.Module):
         return -torch.distributions.Normal(mean, self.s).log_prob(x).flatten(1).sum(1)
 
     def log_px(self, x):
-        cov = self.W @ self.W.T + self.s ** 2 * torch.eye(len(self.b), dtype=torch.float64)
-        return torch.distributions.MultivariateNormal(self.b, cov).log_prob(x.flatten(1))
+        cov = self.W @ self.W.T + self.s**2 * torch.eye(
+            len(self.b), dtype=torch.float64
+        )
+        return torch.distributions.MultivariateNormal(self.b, cov).log_prob(
+            x.flatten(1)
+        )
 
     def sample(self, n, seed=1):
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.W.shape[1], generator=g, dtype=torch.float64)
-        return self.decode(z) + self.s * torch.randn(n, 1, self.side, self.side, generator=g, dtype=torch.float64)
+        return self.decode(z) + self.s * torch.randn(
+            n, 1, self.side, self.side, generator=g, dtype=torch.float64
+        )
 
 
 def test_iwae_bound_is_exact_with_the_true_posterior():
@@ -385,13 +469,17 @@ def test_iwae_bound_is_exact_with_the_true_posterior():
     x = model.sample(6)
     exact = model.log_px(x)
     for k, chunk in ((1, None), (5000, 64)):  # 79 chunks, the last one partial
-        got = metrics.iwae_bound(model, x, k, chunk_size=chunk, likelihood=model.nll, seed=0)
+        got = metrics.iwae_bound(
+            model, x, k, chunk_size=chunk, likelihood=model.nll, seed=0
+        )
         assert got.shape == (6,)
         torch.testing.assert_close(got, exact, rtol=0, atol=1e-8)
 
 
 def test_iwae_bound_is_numerically_stable_for_large_log_weights():
-    model = OrthogonalLinearGaussian(pixels=1024, dim=4, s=0.01)  # log p(x) ≈ +3,000 nats: exp() would overflow
+    model = OrthogonalLinearGaussian(
+        pixels=1024, dim=4, s=0.01
+    )  # log p(x) ≈ +3,000 nats: exp() would overflow
     x = model.sample(3)
     exact = model.log_px(x)
     assert (exact > 1000).all()
@@ -414,15 +502,29 @@ def test_iwae_bound_tightens_with_k_and_stays_below_log_px():
 def test_iwae_bound_of_a_vae_exceeds_its_elbo():
     torch.manual_seed(0)
     model = MLPVAE(latent_dim=4, hidden=(64,))
-    x = (torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.7).float()
+    x = (
+        torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.7
+    ).float()
     n = 500
-    with torch.no_grad():  # ELBO with the exact KL and a 500-sample reconstruction average
+    with (
+        torch.no_grad()
+    ):  # ELBO with the exact KL and a 500-sample reconstruction average
         mu, logvar = model.encode(x)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn(n, *mu.shape, generator=torch.Generator().manual_seed(2))
-        recon = torch.distributions.Bernoulli(logits=model.decode(z.flatten(0, 1))).log_prob(x.repeat(n, 1, 1, 1))
-        elbo = recon.flatten(1).sum(1).view(n, 16).mean(0) - gaussian_kl(mu, logvar).sum(1)
-    single = torch.stack([metrics.iwae_bound(model, x, 1, seed=s) for s in range(100)]).mean(0)
-    torch.testing.assert_close(single.mean(), elbo.mean(), rtol=0, atol=0.5)  # k = 1 is an ELBO estimate
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(
+            n, *mu.shape, generator=torch.Generator().manual_seed(2)
+        )
+        recon = torch.distributions.Bernoulli(
+            logits=model.decode(z.flatten(0, 1))
+        ).log_prob(x.repeat(n, 1, 1, 1))
+        elbo = recon.flatten(1).sum(1).view(n, 16).mean(0) - gaussian_kl(
+            mu, logvar
+        ).sum(1)
+    single = torch.stack(
+        [metrics.iwae_bound(model, x, 1, seed=s) for s in range(100)]
+    ).mean(0)
+    torch.testing.assert_close(
+        single.mean(), elbo.mean(), rtol=0, atol=0.5
+    )  # k = 1 is an ELBO estimate
     bound3 = metrics.iwae_bound(model, x, 3, seed=0)
     bound100 = metrics.iwae_bound(model, x, 100, chunk_size=7, seed=1)
     assert elbo.mean() + 1.0 < bound3.mean() < bound100.mean()
@@ -436,7 +538,13 @@ def test_iwae_bound_gaussian_likelihoods_match_torch_distributions():
     x = torch.rand(4, 1, 28, 28)
 
     def normal_nll(sigma):
-        return lambda logits, t: -torch.distributions.Normal(torch.sigmoid(logits), sigma).log_prob(t).flatten(1).sum(1)
+        return lambda logits, t: (
+            -torch.distributions.Normal(torch.sigmoid(logits), sigma)
+            .log_prob(t)
+            .flatten(1)
+            .sum(1)
+        )
+
     got = metrics.iwae_bound(model, x, 50, likelihood="gaussian", sigma=0.2, seed=0)
     want = metrics.iwae_bound(model, x, 50, likelihood=normal_nll(0.2), seed=0)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)

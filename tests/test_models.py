@@ -1,9 +1,10 @@
 """Model shapes, the Burgess et al. architecture, sampling statistics and input checks."""
+
 import pytest
 import torch
 from torch import nn
 
-from betavae_lib.models import ConvVAE, MLPVAE, reparameterize
+from betavae_lib.models import MLPVAE, ConvVAE, reparameterize
 
 
 @pytest.mark.parametrize("latent_dim", [1, 2, 20, 64])
@@ -21,9 +22,13 @@ def test_mlp_shapes_any_latent_size(latent_dim):
 
 def test_mlp_default_is_784_400_400_20():
     m = MLPVAE()
-    sizes = [(l.in_features, l.out_features) for l in m.encoder if isinstance(l, nn.Linear)]
+    sizes = [
+        (l.in_features, l.out_features) for l in m.encoder if isinstance(l, nn.Linear)
+    ]
     assert sizes == [(784, 400), (400, 400), (400, 40)]
-    sizes = [(l.in_features, l.out_features) for l in m.decoder if isinstance(l, nn.Linear)]
+    sizes = [
+        (l.in_features, l.out_features) for l in m.decoder if isinstance(l, nn.Linear)
+    ]
     assert sizes == [(20, 400), (400, 400), (400, 784)]
 
 
@@ -37,20 +42,27 @@ def test_conv_shapes(size, n_conv, latent_dim):
     assert m(x).logits.shape == (3, 1, size, size)
     assert m.sample(2).shape == (2, 1, size, size)
     convs = [l for l in m.encoder if isinstance(l, nn.Conv2d)]
-    assert len(convs) == n_conv and all(c.out_channels == 32 and c.kernel_size == (4, 4) and c.stride == (2, 2)
-                                        for c in convs)
+    assert len(convs) == n_conv and all(
+        c.out_channels == 32 and c.kernel_size == (4, 4) and c.stride == (2, 2)
+        for c in convs
+    )
 
 
 def test_burgess_dsprites_architecture():
     """4 conv 32×4×4 stride 2 → FC 256 → FC 256 → 2×10 (Burgess et al. 2018, appendix A.1)."""
     m = ConvVAE()
-    linears = [(l.in_features, l.out_features) for l in m.encoder if isinstance(l, nn.Linear)]
+    linears = [
+        (l.in_features, l.out_features) for l in m.encoder if isinstance(l, nn.Linear)
+    ]
     assert linears == [(32 * 4 * 4, 256), (256, 256), (256, 20)]
     assert m.latent_dim == 10 and m.image_shape == (1, 64, 64)
 
 
 def test_reparameterize_has_the_posterior_moments():
-    mu, logvar = torch.tensor([[1.0, -2.0]]).expand(200_000, 2), torch.tensor([[0.0, 2 * torch.log(torch.tensor(3.0))]]).expand(200_000, 2)
+    mu, logvar = (
+        torch.tensor([[1.0, -2.0]]).expand(200_000, 2),
+        torch.tensor([[0.0, 2 * torch.log(torch.tensor(3.0))]]).expand(200_000, 2),
+    )
     z = reparameterize(mu, logvar)
     torch.testing.assert_close(z.mean(0), torch.tensor([1.0, -2.0]), atol=0.03, rtol=0)
     torch.testing.assert_close(z.std(0), torch.tensor([1.0, 3.0]), atol=0.03, rtol=0)
@@ -72,7 +84,10 @@ def test_sample_is_reproducible_with_a_generator():
 
 def test_bad_inputs_raise_clear_errors():
     m = MLPVAE()
-    with pytest.raises(ValueError, match=r"expects images of shape \(B, 1, 28, 28\), got \(2, 1, 32, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"expects images of shape \(B, 1, 28, 28\), got \(2, 1, 32, 32\)",
+    ):
         m.encode(torch.rand(2, 1, 32, 32))
     with pytest.raises(TypeError, match="uint8"):
         m.encode(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))

@@ -1,4 +1,5 @@
 """Each chapter's editable source (notebooks/src/NAME.py) builds to the cells stored in notebooks/NAME.ipynb."""
+
 import json
 import sys
 from pathlib import Path
@@ -13,7 +14,10 @@ SOURCES = sorted((ROOT / "notebooks" / "src").glob("*.py"))
 
 
 def _cells(path: Path) -> list[tuple[str, str]]:
-    return [(c["cell_type"], "".join(c["source"])) for c in json.loads(path.read_text())["cells"]]
+    return [
+        (c["cell_type"], "".join(c["source"]))
+        for c in json.loads(path.read_text())["cells"]
+    ]
 
 
 def test_every_notebook_has_a_source():
@@ -26,4 +30,5 @@ def test_source_matches_stored_notebook(src, tmp_path):
     built = tmp_path / "built.ipynb"
     build(str(src), str(built))
     assert _cells(built) == _cells(ROOT / "notebooks" / f"{src.stem}.ipynb"), (
-        f"notebooks/{src.stem}.ipynb differs from its source: rebuild it with tools/nbbuild.py and re-execute it")
+        f"notebooks/{src.stem}.ipynb differs from its source: rebuild it with tools/nbbuild.py and re-execute it"
+    )

@@ -1,4 +1,5 @@
 """The profile switch, headline-metric lines, and the shared plotting helpers."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -37,7 +38,11 @@ def test_headline_round_trip(capsys):
     clean = headline(mig=np.float32(0.25), fid=float("nan"), model="β=4", epochs=3)
     out = capsys.readouterr().out
     assert out.startswith(MARKER)
-    assert parse_headlines("noise\n" + out) == clean == {"mig": 0.25, "fid": None, "model": "β=4", "epochs": 3}
+    assert (
+        parse_headlines("noise\n" + out)
+        == clean
+        == {"mig": 0.25, "fid": None, "model": "β=4", "epochs": 3}
+    )
     with pytest.raises(TypeError, match="numbers or strings"):
         headline(bad=[1, 2])
 
@@ -49,14 +54,27 @@ def test_image_grid_places_each_image():
     canvas = fig.axes[0].images[0].get_array()
     # 2 per row, 2-pixel white gaps: second image occupies columns 4..5 of the first row
     assert canvas.shape == (2 * 4 - 2, 2 * 4 - 2)
-    assert canvas[0:2, 4:6].min() == 1.0 and canvas[0:2, 0:2].max() == 0.0 and canvas[4:6, 0:2].max() == 0.0
+    assert (
+        canvas[0:2, 4:6].min() == 1.0
+        and canvas[0:2, 0:2].max() == 0.0
+        and canvas[4:6, 0:2].max() == 0.0
+    )
     matplotlib.pyplot.close(fig)
 
 
 def test_history_and_kl_plots_label_their_axes():
-    h = History(epoch=[1, 2], train_recon=[3.0, 2.0], train_kl=[1.0, 1.5], test_recon=[3.1, 2.2], test_kl=[1.1, 1.4])
+    h = History(
+        epoch=[1, 2],
+        train_recon=[3.0, 2.0],
+        train_kl=[1.0, 1.5],
+        test_recon=[3.1, 2.2],
+        test_kl=[1.1, 1.4],
+    )
     fig = plots.plot_history(h)
-    assert [ax.get_xlabel() for ax in fig.axes] == ["epoch", "epoch"] and "nats" in fig.axes[0].get_ylabel()
+    assert [ax.get_xlabel() for ax in fig.axes] == [
+        "epoch",
+        "epoch",
+    ] and "nats" in fig.axes[0].get_ylabel()
     assert len(fig.axes[0].lines) == 2
     fig = plots.plot_kl_per_dim([0.1, 2.0, 0.0], threshold=0.01)
     assert [p.get_height() for p in fig.axes[0].patches] == [0.1, 2.0, 0.0]
@@ -76,7 +94,9 @@ def test_latent_plots_need_two_dimensions():
 def test_animate_embeds_every_frame_as_html():
     frames = [np.full((8, 8), v) for v in (0.0, 0.5, 1.0)]
     html = plots.animate(frames, titles=["a", "b", "c"]).data
-    assert "<script" in html and html.count("frames[") >= 3 and "animation" in html.lower()
+    assert (
+        "<script" in html and html.count("frames[") >= 3 and "animation" in html.lower()
+    )
     with pytest.raises(ValueError, match="at least one frame"):
         plots.animate([])
 
@@ -93,7 +113,9 @@ def test_start_chapter_prints_the_line_the_executor_reads(monkeypatch, capsys):
     profile, device = __import__("betavae_lib").start_chapter(seed=3)
     out = capsys.readouterr().out
     assert profile.name == "smoke" and device.type in ("cpu", "cuda", "mps")
-    assert out.startswith(f"profile: smoke | device: {device} | torch {torch.__version__}")
+    assert out.startswith(
+        f"profile: smoke | device: {device} | torch {torch.__version__}"
+    )
     a = torch.rand(3)
     __import__("betavae_lib").start_chapter(seed=3)
     assert torch.equal(a, torch.rand(3))  # seeded

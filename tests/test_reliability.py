@@ -1,5 +1,6 @@
 """Nothing silent, nothing lost: bad input fails clearly, corrupt or partial files are never used,
 and checkpoints can neither run code nor be half-written."""
+
 import gzip
 import hashlib
 import http.server
@@ -12,15 +13,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_DIR, binary_images, needs_mnist
 
-from betavae_lib import ConvVAE, MLPVAE, evaluate, fit, load, load_dataset, save
-from betavae_lib import checkpoints, data
+from betavae_lib import (
+    MLPVAE,
+    ConvVAE,
+    checkpoints,
+    data,
+    evaluate,
+    fit,
+    load,
+    load_dataset,
+    save,
+)
 from betavae_lib.checkpoints import CheckpointError
 from betavae_lib.data import ChecksumError, DataNotFoundError, IncompleteDownloadError
 from betavae_lib.schedules import Cyclical, Linear, as_schedule
 from betavae_lib.train import pick_device
-
-from conftest import DATA_DIR, binary_images, needs_mnist
 
 
 def small_mlp():
@@ -30,16 +39,43 @@ def small_mlp():
 # ----------------------------------------------------------------------------- bad input, the model
 
 
-@pytest.mark.parametrize("x,err,match", [
-    (torch.rand(4, 28, 28), ValueError, r"expects images of shape \(B, 1, 28, 28\), got \(4, 28, 28\)"),
-    (torch.rand(4, 1, 32, 32), ValueError, r"got \(4, 1, 32, 32\)"),
-    (torch.zeros(4, 1, 28, 28, dtype=torch.uint8), TypeError, "got dtype torch.uint8; convert uint8"),
-    (torch.rand(4, 1, 28, 28, dtype=torch.float64), TypeError, "float64 but the model's weights are torch.float32"),
-    (torch.rand(4, 1, 28, 28) * 255, ValueError, r"\[0, 1\].*divide uint8 pixel values by 255"),
-    (torch.rand(4, 1, 28, 28) - 0.5, ValueError, r"must lie in \[0, 1\], got values in \[-0.\d+"),
-    (torch.full((4, 1, 28, 28), float("nan")), ValueError, r"got values in \[nan, nan\]"),
-    ([[0.0]], TypeError, "must be a torch.Tensor, got list"),
-])
+@pytest.mark.parametrize(
+    "x,err,match",
+    [
+        (
+            torch.rand(4, 28, 28),
+            ValueError,
+            r"expects images of shape \(B, 1, 28, 28\), got \(4, 28, 28\)",
+        ),
+        (torch.rand(4, 1, 32, 32), ValueError, r"got \(4, 1, 32, 32\)"),
+        (
+            torch.zeros(4, 1, 28, 28, dtype=torch.uint8),
+            TypeError,
+            "got dtype torch.uint8; convert uint8",
+        ),
+        (
+            torch.rand(4, 1, 28, 28, dtype=torch.float64),
+            TypeError,
+            "float64 but the model's weights are torch.float32",
+        ),
+        (
+            torch.rand(4, 1, 28, 28) * 255,
+            ValueError,
+            r"\[0, 1\].*divide uint8 pixel values by 255",
+        ),
+        (
+            torch.rand(4, 1, 28, 28) - 0.5,
+            ValueError,
+            r"must lie in \[0, 1\], got values in \[-0.\d+",
+        ),
+        (
+            torch.full((4, 1, 28, 28), float("nan")),
+            ValueError,
+            r"got values in \[nan, nan\]",
+        ),
+        ([[0.0]], TypeError, "must be a torch.Tensor, got list"),
+    ],
+)
 def test_model_refuses_bad_images(x, err, match):
     model = small_mlp()
     with pytest.raises(err, match=match):
@@ -49,9 +85,13 @@ def test_model_refuses_bad_images(x, err, match):
 
 
 def test_model_refuses_bad_latents_and_sizes():
-    with pytest.raises(ValueError, match=r"latents must have shape \(B, 2\), got \(3, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"latents must have shape \(B, 2\), got \(3, 5\)"
+    ):
         small_mlp().decode(torch.zeros(3, 5))
-    with pytest.raises(ValueError, match="latent_dim must be a positive integer, got 0"):
+    with pytest.raises(
+        ValueError, match="latent_dim must be a positive integer, got 0"
+    ):
         MLPVAE(latent_dim=0)
     with pytest.raises(ValueError, match="image_size 28 or 64, got 32"):
         ConvVAE(image_size=32)
@@ -60,27 +100,45 @@ def test_model_refuses_bad_latents_and_sizes():
 # ----------------------------------------------------------------------------- bad input, fit and evaluate
 
 
-@pytest.mark.parametrize("kwargs,err,match", [
-    ({"epochs": 0}, ValueError, "epochs must be a positive integer, got 0"),
-    ({"epochs": 1.5}, ValueError, "epochs must be a positive integer, got 1.5"),
-    ({"epochs": "2"}, ValueError, "epochs must be a positive integer, got '2'"),
-    ({"batch_size": -8}, ValueError, "batch_size must be a positive integer, got -8"),
-    ({"beta": -0.5}, ValueError, "beta must be >= 0, got -0.5"),
-    ({"beta": float("nan")}, ValueError, "beta must be >= 0, got nan"),
-    ({"beta": None}, TypeError, "beta must be a number or a schedule.*got NoneType"),
-    ({"beta": "linear"}, ValueError, "constant, linear, cyclical"),
-    ({"capacity": -1.0}, ValueError, "capacity must be >= 0"),
-    ({"lr": -1e-3}, ValueError, "lr must be > 0, got -0.001"),
-    ({"likelihood": "poisson"}, ValueError,
-     "unknown likelihood 'poisson'; valid are bernoulli, gaussian, gaussian_learned"),
-    ({"likelihood": "gaussian", "sigma": 0.0}, ValueError, "sigma must be > 0"),
-    ({"free_bits": -0.1}, ValueError, "free_bits must be >= 0"),
-    ({"gamma": -1.0}, ValueError, "gamma must be >= 0"),
-    ({"log_every": 0}, ValueError, "log_every must be a positive integer"),
-    ({"checkpoint_every": 0, "checkpoint_path": "x.pt"}, ValueError, "checkpoint_every must be a positive integer"),
-    ({"resume": True}, ValueError, "resume=True needs checkpoint_path"),
-    ({"device": "tpu9"}, RuntimeError, "tpu9"),
-])
+@pytest.mark.parametrize(
+    "kwargs,err,match",
+    [
+        ({"epochs": 0}, ValueError, "epochs must be a positive integer, got 0"),
+        ({"epochs": 1.5}, ValueError, "epochs must be a positive integer, got 1.5"),
+        ({"epochs": "2"}, ValueError, "epochs must be a positive integer, got '2'"),
+        (
+            {"batch_size": -8},
+            ValueError,
+            "batch_size must be a positive integer, got -8",
+        ),
+        ({"beta": -0.5}, ValueError, "beta must be >= 0, got -0.5"),
+        ({"beta": float("nan")}, ValueError, "beta must be >= 0, got nan"),
+        (
+            {"beta": None},
+            TypeError,
+            "beta must be a number or a schedule.*got NoneType",
+        ),
+        ({"beta": "linear"}, ValueError, "constant, linear, cyclical"),
+        ({"capacity": -1.0}, ValueError, "capacity must be >= 0"),
+        ({"lr": -1e-3}, ValueError, "lr must be > 0, got -0.001"),
+        (
+            {"likelihood": "poisson"},
+            ValueError,
+            "unknown likelihood 'poisson'; valid are bernoulli, gaussian, gaussian_learned",
+        ),
+        ({"likelihood": "gaussian", "sigma": 0.0}, ValueError, "sigma must be > 0"),
+        ({"free_bits": -0.1}, ValueError, "free_bits must be >= 0"),
+        ({"gamma": -1.0}, ValueError, "gamma must be >= 0"),
+        ({"log_every": 0}, ValueError, "log_every must be a positive integer"),
+        (
+            {"checkpoint_every": 0, "checkpoint_path": "x.pt"},
+            ValueError,
+            "checkpoint_every must be a positive integer",
+        ),
+        ({"resume": True}, ValueError, "resume=True needs checkpoint_path"),
+        ({"device": "tpu9"}, RuntimeError, "tpu9"),
+    ],
+)
 def test_fit_refuses_bad_arguments(kwargs, err, match, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     kwargs = {"epochs": 1, **kwargs}
@@ -89,20 +147,51 @@ def test_fit_refuses_bad_arguments(kwargs, err, match, tmp_path, monkeypatch):
     assert not (tmp_path / "x.pt").exists()
 
 
-@pytest.mark.parametrize("images,err,match", [
-    (torch.rand(8, 1, 32, 32), ValueError,
-     r"images must have shape \(N, 1, 28, 28\) for this model, got \(8, 1, 32, 32\)"),
-    (torch.rand(0, 1, 28, 28), ValueError, "images is empty"),
-    (torch.zeros(8, 1, 28, 28, dtype=torch.int64), TypeError, "uint8 .0..255. or bool, got dtype torch.int64"),
-    (torch.rand(8, 1, 28, 28) * 255, ValueError, r"values in \[\d.*divide uint8 pixel values by 255"),
-    (torch.full((8, 1, 28, 28), float("nan")), ValueError, "images contain NaN values"),
-    (torch.full((8, 1, 28, 28), float("inf")), ValueError, r"values in \[inf, inf\]"),
-    (np.zeros((8, 1, 28, 28), np.float32), TypeError, "must be a torch.Tensor .N, C, H, W., got ndarray"),
-])
+@pytest.mark.parametrize(
+    "images,err,match",
+    [
+        (
+            torch.rand(8, 1, 32, 32),
+            ValueError,
+            r"images must have shape \(N, 1, 28, 28\) for this model, got \(8, 1, 32, 32\)",
+        ),
+        (torch.rand(0, 1, 28, 28), ValueError, "images is empty"),
+        (
+            torch.zeros(8, 1, 28, 28, dtype=torch.int64),
+            TypeError,
+            "uint8 .0..255. or bool, got dtype torch.int64",
+        ),
+        (
+            torch.rand(8, 1, 28, 28) * 255,
+            ValueError,
+            r"values in \[\d.*divide uint8 pixel values by 255",
+        ),
+        (
+            torch.full((8, 1, 28, 28), float("nan")),
+            ValueError,
+            "images contain NaN values",
+        ),
+        (
+            torch.full((8, 1, 28, 28), float("inf")),
+            ValueError,
+            r"values in \[inf, inf\]",
+        ),
+        (
+            np.zeros((8, 1, 28, 28), np.float32),
+            TypeError,
+            "must be a torch.Tensor .N, C, H, W., got ndarray",
+        ),
+    ],
+)
 def test_fit_refuses_bad_images(images, err, match):
     with pytest.raises(err, match=match):
         fit(small_mlp(), images, epochs=1, progress=False)
-    with pytest.raises(err, match=match.replace("images", "test_images", 1) if match.startswith("images") else match):
+    with pytest.raises(
+        err,
+        match=match.replace("images", "test_images", 1)
+        if match.startswith("images")
+        else match,
+    ):
         fit(small_mlp(), binary_images(), test_images=images, epochs=1, progress=False)
 
 
@@ -114,40 +203,61 @@ def test_fit_refuses_a_model_that_is_not_a_vae():
 def test_evaluate_refuses_bad_images_and_names():
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
         evaluate(small_mlp(), binary_images() * 2)
-    with pytest.raises(ValueError, match="valid are bernoulli, gaussian, gaussian_learned"):
+    with pytest.raises(
+        ValueError, match="valid are bernoulli, gaussian, gaussian_learned"
+    ):
         evaluate(small_mlp(), binary_images(), likelihood="laplace")
 
 
 def test_unknown_names_list_the_valid_ones(tmp_path):
-    with pytest.raises(ValueError, match="unknown dataset 'cifar10'; valid names are mnist, fashion_mnist, dsprites"):
+    with pytest.raises(
+        ValueError,
+        match="unknown dataset 'cifar10'; valid names are mnist, fashion_mnist, dsprites",
+    ):
         load_dataset("cifar10")
-    with pytest.raises(ValueError, match="unknown split 'validation'; valid splits are train, test"):
+    with pytest.raises(
+        ValueError, match="unknown split 'validation'; valid splits are train, test"
+    ):
         load_dataset("mnist", "validation")
     with pytest.raises(ValueError, match="valid are auto, npz, procedural"):
         load_dataset("dsprites", source="png")
-    with pytest.raises(ValueError, match="schedule .constant, linear, cyclical., got the string 'cosine'"):
+    with pytest.raises(
+        ValueError,
+        match="schedule .constant, linear, cyclical., got the string 'cosine'",
+    ):
         as_schedule("cosine")
     path = save(small_mlp(), tmp_path / "m.pt")
-    with pytest.raises(CheckpointError, match="unknown model 'ResNet' asked for; valid are MLPVAE, ConvVAE"):
+    with pytest.raises(
+        CheckpointError,
+        match="unknown model 'ResNet' asked for; valid are MLPVAE, ConvVAE",
+    ):
         load(path, expect="ResNet")
 
 
 def test_schedules_validate_their_arguments():
     with pytest.raises(ValueError, match="end must be >= 0, got -1.0"):
         Linear(end=-1.0, steps=10)
-    with pytest.raises(ValueError, match="steps must be a positive integer number of steps, got 0"):
+    with pytest.raises(
+        ValueError, match="steps must be a positive integer number of steps, got 0"
+    ):
         Linear(end=1.0, steps=0)
     with pytest.raises(ValueError, match=r"ratio must be in \(0, 1\], got 1.5"):
         Cyclical(end=1.0, total_steps=100, ratio=1.5)
 
 
 def test_subset_size_and_cuda_device_are_checked():
-    ds = data.ImageDataset("toy", "train", binary_images(10), torch.zeros(10, dtype=torch.long), ["a"])
-    with pytest.raises(ValueError, match="subset size must be a positive integer or None, got -3"):
+    ds = data.ImageDataset(
+        "toy", "train", binary_images(10), torch.zeros(10, dtype=torch.long), ["a"]
+    )
+    with pytest.raises(
+        ValueError, match="subset size must be a positive integer or None, got -3"
+    ):
         ds.subset(-3)
     assert len(ds.subset(4)) == 4 and len(ds.subset(None)) == 10
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="'cuda' was asked for but CUDA is not available"):
+        with pytest.raises(
+            RuntimeError, match="'cuda' was asked for but CUDA is not available"
+        ):
             pick_device("cuda")
 
 
@@ -156,7 +266,9 @@ def test_subset_size_and_cuda_device_are_checked():
 
 def idx_gz(array: np.ndarray) -> bytes:
     """A gzipped unsigned-byte IDX file holding ``array``."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(s).to_bytes(4, "big") for s in array.shape
+    )
     return gzip.compress(header + array.astype(np.uint8).tobytes(), mtime=0)
 
 
@@ -167,7 +279,10 @@ def md5(blob: bytes) -> str:
 RNG = np.random.default_rng(0)
 TOY_IMAGES = RNG.integers(0, 256, size=(40, 28, 28))
 TOY_LABELS = RNG.integers(0, 10, size=40)
-TOY_FILES = {"t10k-images-idx3-ubyte.gz": idx_gz(TOY_IMAGES), "t10k-labels-idx1-ubyte.gz": idx_gz(TOY_LABELS)}
+TOY_FILES = {
+    "t10k-images-idx3-ubyte.gz": idx_gz(TOY_IMAGES),
+    "t10k-labels-idx1-ubyte.gz": idx_gz(TOY_LABELS),
+}
 
 
 @pytest.fixture
@@ -189,7 +304,9 @@ def toy_root(toy_checksums):
 
 def test_intact_files_load(toy_root):
     ds = load_dataset("mnist", "test", root=toy_root)
-    assert torch.equal(ds.images, torch.from_numpy(TOY_IMAGES).float().div(255).unsqueeze(1))
+    assert torch.equal(
+        ds.images, torch.from_numpy(TOY_IMAGES).float().div(255).unsqueeze(1)
+    )
     assert ds.labels.tolist() == TOY_LABELS.tolist()
 
 
@@ -202,7 +319,9 @@ def test_corrupt_dataset_file_is_reported_with_its_path(toy_root, damage):
     else:
         blob[len(blob) // 2] ^= 0xFF
     path.write_bytes(bytes(blob))
-    with pytest.raises(ChecksumError, match=rf"{path}.*corrupt or truncated.*Delete it and run again"):
+    with pytest.raises(
+        ChecksumError, match=rf"{path}.*corrupt or truncated.*Delete it and run again"
+    ):
         load_dataset("mnist", "test", root=toy_root)
 
 
@@ -241,7 +360,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
@@ -259,14 +380,27 @@ def test_download_keeps_only_a_verified_file(server, tmp_path):
     assert [p.name for p in dest.parent.iterdir()] == [LABELS]
 
 
-@pytest.mark.parametrize("mode,err,match", [
-    ("bad", ChecksumError, f"has md5 [0-9a-f]{{32}}, expected {md5(TOY_FILES[LABELS])}; nothing was kept"),
-    ("cut", IncompleteDownloadError, f"stopped after {LABELS_SIZE // 2} of {LABELS_SIZE} bytes"),
-])
+@pytest.mark.parametrize(
+    "mode,err,match",
+    [
+        (
+            "bad",
+            ChecksumError,
+            f"has md5 [0-9a-f]{{32}}, expected {md5(TOY_FILES[LABELS])}; nothing was kept",
+        ),
+        (
+            "cut",
+            IncompleteDownloadError,
+            f"stopped after {LABELS_SIZE // 2} of {LABELS_SIZE} bytes",
+        ),
+    ],
+)
 def test_failed_download_leaves_nothing(server, tmp_path, mode, err, match):
     dest = tmp_path / "dl" / LABELS
     with pytest.raises(err, match=match):
-        data.download(f"{server}/{mode}/{LABELS}", dest, md5(TOY_FILES[LABELS]), timeout=10)
+        data.download(
+            f"{server}/{mode}/{LABELS}", dest, md5(TOY_FILES[LABELS]), timeout=10
+        )
     assert list(dest.parent.iterdir()) == []
 
 
@@ -285,7 +419,9 @@ def test_load_dataset_keeps_only_verified_downloads(server, toy_checksums, monke
         load_from("cut")
     assert list(cache.iterdir()) == []
     ds = load_from("good")
-    assert torch.equal(ds.images, torch.from_numpy(TOY_IMAGES).float().div(255).unsqueeze(1))
+    assert torch.equal(
+        ds.images, torch.from_numpy(TOY_IMAGES).float().div(255).unsqueeze(1)
+    )
     assert sorted(p.name for p in cache.iterdir()) == sorted(TOY_FILES)
 
 
@@ -313,16 +449,30 @@ class _OpensFile:
 def test_loading_never_executes_code(tmp_path, payload, writer):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    evil = {"format": checkpoints.FORMAT, "model": "MLPVAE", "config": {"latent_dim": 2},
-            "state_dict": {}, "meta": payload(marker)}
+    evil = {
+        "format": checkpoints.FORMAT,
+        "model": "MLPVAE",
+        "config": {"latent_dim": 2},
+        "state_dict": {},
+        "meta": payload(marker),
+    }
     if writer == "torch":
         torch.save(evil, path)
     else:
         with open(path, "wb") as f:
             pickle.dump(evil, f, protocol=2)
-    for attempt in (lambda: load(path), lambda: checkpoints.read_training_state(path),
-                    lambda: fit(small_mlp(), binary_images(), epochs=1, progress=False, checkpoint_path=path,
-                                resume=True)):
+    for attempt in (
+        lambda: load(path),
+        lambda: checkpoints.read_training_state(path),
+        lambda: fit(
+            small_mlp(),
+            binary_images(),
+            epochs=1,
+            progress=False,
+            checkpoint_path=path,
+            resume=True,
+        ),
+    ):
         with pytest.raises(CheckpointError, match="not a safe betavae_lib checkpoint"):
             attempt()
         assert not marker.exists()
@@ -333,13 +483,24 @@ def test_loading_never_executes_code(tmp_path, payload, writer):
 
 def test_wrong_model_or_config_fails_clearly(tmp_path):
     path = save(MLPVAE(latent_dim=4, hidden=(16,)), tmp_path / "m.pt")
-    with pytest.raises(CheckpointError, match="holds a MLPVAE, not the ConvVAE asked for"):
+    with pytest.raises(
+        CheckpointError, match="holds a MLPVAE, not the ConvVAE asked for"
+    ):
         load(path, expect=ConvVAE)
     with pytest.raises(CheckpointError, match=r"hidden=\[16\], not \(32,\) as asked"):
         load(path, hidden=(32,))
-    with pytest.raises(CheckpointError, match=r"model checkpoint \(from save\(\)\), not a training state"):
-        fit(MLPVAE(latent_dim=4, hidden=(16,)), binary_images(), epochs=1, progress=False, checkpoint_path=path,
-            resume=True)
+    with pytest.raises(
+        CheckpointError,
+        match=r"model checkpoint \(from save\(\)\), not a training state",
+    ):
+        fit(
+            MLPVAE(latent_dim=4, hidden=(16,)),
+            binary_images(),
+            epochs=1,
+            progress=False,
+            checkpoint_path=path,
+            resume=True,
+        )
 
 
 def test_weights_that_do_not_fit_the_config_fail_clearly(tmp_path):
@@ -378,7 +539,14 @@ def test_failed_save_leaves_the_old_file_intact(tmp_path, monkeypatch, error):
 
 def test_failed_training_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     path = tmp_path / "run.pt"
-    fit(small_mlp(), binary_images(), epochs=1, batch_size=8, progress=False, checkpoint_path=path)
+    fit(
+        small_mlp(),
+        binary_images(),
+        epochs=1,
+        batch_size=8,
+        progress=False,
+        checkpoint_path=path,
+    )
     before = path.read_bytes()
 
     def fail(obj, f, *args, **kwargs):
@@ -387,7 +555,14 @@ def test_failed_training_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch
 
     monkeypatch.setattr(torch, "save", fail)
     with pytest.raises(OSError, match="disk full"):
-        fit(small_mlp(), binary_images(), epochs=2, batch_size=8, progress=False, checkpoint_path=path)
+        fit(
+            small_mlp(),
+            binary_images(),
+            epochs=2,
+            batch_size=8,
+            progress=False,
+            checkpoint_path=path,
+        )
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert checkpoints.read_training_state(path)["epoch"] == 1

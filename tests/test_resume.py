@@ -1,12 +1,13 @@
 """Determinism and interrupted training: the same seed gives the same run, and a run resumed from
 its checkpoint ends bit for bit where an uninterrupted run ends."""
+
 import numpy as np
 import pytest
 import torch
-
-from betavae_lib import ConvVAE, MLPVAE, fit, load
-from betavae_lib.schedules import Linear
 from conftest import binary_images
+
+from betavae_lib import MLPVAE, ConvVAE, fit, load
+from betavae_lib.schedules import Linear
 
 EPOCHS = 4
 
@@ -53,8 +54,16 @@ class Beta:
 def run(make=new_mlp, **kwargs):
     """Train a fresh model: 4 epochs of 6 steps, a β warm-up, test images, seed 7, on the CPU."""
     model = make()
-    settings = dict(epochs=EPOCHS, batch_size=16, beta=Beta(), test_images=TEST, seed=7, progress=False,
-                    log_every=2, device="cpu")
+    settings = dict(
+        epochs=EPOCHS,
+        batch_size=16,
+        beta=Beta(),
+        test_images=TEST,
+        seed=7,
+        progress=False,
+        log_every=2,
+        device="cpu",
+    )
     settings.update(kwargs)
     return model, fit(model, TRAIN, **settings)
 
@@ -106,24 +115,43 @@ def test_interrupted_run_resumes_bit_for_bit(reference, tmp_path):
 
 def test_interruption_inside_an_epoch_loses_only_that_epoch(reference, tmp_path):
     path = tmp_path / "run.pt"
-    with pytest.raises(KeyboardInterrupt):  # steps 12..17 are epoch 3; the last checkpoint is epoch 2's
-        run(checkpoint_path=path, checkpoint_every=2, beta=Beta(stop_at=14), callback=Interrupt())
+    with pytest.raises(
+        KeyboardInterrupt
+    ):  # steps 12..17 are epoch 3; the last checkpoint is epoch 2's
+        run(
+            checkpoint_path=path,
+            checkpoint_every=2,
+            beta=Beta(stop_at=14),
+            callback=Interrupt(),
+        )
     assert torch.load(path, weights_only=True)["epoch"] == 2
-    assert_same_run(reference, run(checkpoint_path=path, checkpoint_every=2, resume=True, callback=Interrupt()))
+    assert_same_run(
+        reference,
+        run(
+            checkpoint_path=path, checkpoint_every=2, resume=True, callback=Interrupt()
+        ),
+    )
 
 
 def test_more_epochs_continue_a_finished_run(reference, tmp_path):
     path = tmp_path / "run.pt"
     run(checkpoint_path=path, epochs=2, callback=Interrupt())
-    assert_same_run(reference, run(checkpoint_path=path, epochs=EPOCHS, resume=True, callback=Interrupt()))
+    assert_same_run(
+        reference,
+        run(checkpoint_path=path, epochs=EPOCHS, resume=True, callback=Interrupt()),
+    )
     # resuming a finished run trains nothing and returns its history
     model, history = run(checkpoint_path=path, resume=True)
     assert_same_run(reference, (model, history))
 
 
 def test_resume_without_a_file_starts_fresh_with_a_warning(reference, tmp_path):
-    with pytest.warns(UserWarning, match="no checkpoint at .*run.pt yet; training starts from epoch 1"):
-        resumed = run(checkpoint_path=tmp_path / "run.pt", resume=True, callback=Interrupt())
+    with pytest.warns(
+        UserWarning, match="no checkpoint at .*run.pt yet; training starts from epoch 1"
+    ):
+        resumed = run(
+            checkpoint_path=tmp_path / "run.pt", resume=True, callback=Interrupt()
+        )
     assert_same_run(reference, resumed)
 
 
@@ -132,21 +160,39 @@ def test_training_state_is_plain_data_and_holds_the_model(reference, tmp_path):
     run(checkpoint_path=path)
     state = torch.load(path, weights_only=True)
     assert state["format"] == "betavae_lib.training/1"
-    assert {"model", "config", "state_dict", "optimizer", "epoch", "step", "rng", "history", "settings"} <= set(state)
-    assert state["rng"]["python"]["internal"].shape == (625,) and state["rng"]["numpy"]["keys"].shape == (624,)
+    assert {
+        "model",
+        "config",
+        "state_dict",
+        "optimizer",
+        "epoch",
+        "step",
+        "rng",
+        "history",
+        "settings",
+    } <= set(state)
+    assert state["rng"]["python"]["internal"].shape == (625,) and state["rng"]["numpy"][
+        "keys"
+    ].shape == (624,)
     model, meta = load(path)
     assert meta == {"epoch": EPOCHS, "step": 24}
     for k, v in reference[0].state_dict().items():
         assert torch.equal(model.state_dict()[k], v)
 
 
-@pytest.mark.parametrize("change,match", [
-    ({"batch_size": 8}, "batch_size: 16 in the checkpoint, 8 now"),
-    ({"lr": 3e-3}, "lr: 0.001 in the checkpoint, 0.003 now"),
-    ({"seed": 8}, "seed: 7 in the checkpoint, 8 now"),
-    ({"beta": 2.0}, "beta: 'Beta' in the checkpoint, 2.0 now"),
-    ({"make": lambda: MLPVAE(latent_dim=4, hidden=(32,))}, r"config \{'latent_dim': 3.*config \{'latent_dim': 4"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"batch_size": 8}, "batch_size: 16 in the checkpoint, 8 now"),
+        ({"lr": 3e-3}, "lr: 0.001 in the checkpoint, 0.003 now"),
+        ({"seed": 8}, "seed: 7 in the checkpoint, 8 now"),
+        ({"beta": 2.0}, "beta: 'Beta' in the checkpoint, 2.0 now"),
+        (
+            {"make": lambda: MLPVAE(latent_dim=4, hidden=(32,))},
+            r"config \{'latent_dim': 3.*config \{'latent_dim': 4",
+        ),
+    ],
+)
 def test_resume_with_other_settings_is_refused(tmp_path, change, match):
     from betavae_lib.checkpoints import CheckpointError
 
@@ -163,8 +209,17 @@ def test_resume_with_other_images_is_refused(tmp_path):
     run(checkpoint_path=path, epochs=1)
     model = new_mlp()
     with pytest.raises(CheckpointError, match="images_fingerprint"):
-        fit(model, 1 - TRAIN, epochs=2, batch_size=16, beta=Beta(), seed=7, progress=False, checkpoint_path=path,
-            resume=True)
+        fit(
+            model,
+            1 - TRAIN,
+            epochs=2,
+            batch_size=16,
+            beta=Beta(),
+            seed=7,
+            progress=False,
+            checkpoint_path=path,
+            resume=True,
+        )
 
 
 def test_conv_model_is_deterministic_and_resumes_bit_for_bit(tmp_path):
@@ -173,6 +228,10 @@ def test_conv_model_is_deterministic_and_resumes_bit_for_bit(tmp_path):
     path = tmp_path / "conv.pt"
     with pytest.raises(KeyboardInterrupt):
         run(make=new_conv, checkpoint_path=path, callback=Interrupt(at=3))
-    resumed = run(make=new_conv, checkpoint_path=path, resume=True, callback=Interrupt())
+    resumed = run(
+        make=new_conv, checkpoint_path=path, resume=True, callback=Interrupt()
+    )
     assert_same_run(reference, resumed)
-    assert all(p.is_contiguous() for p in resumed[0].parameters())  # fit hands back the usual memory format
+    assert all(
+        p.is_contiguous() for p in resumed[0].parameters()
+    )  # fit hands back the usual memory format

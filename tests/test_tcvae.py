@@ -17,6 +17,7 @@ What is asserted, and why it must hold:
   smaller by D·log N than with N = 1; the shifts are constants, so training gradients are unaffected.
 * **The formula itself**, against an independent double loop over scipy's normal log-density.
 """
+
 import math
 
 import numpy as np
@@ -28,13 +29,18 @@ from scipy.stats import norm
 from betavae_lib.losses import beta_vae_loss, gaussian_kl, tc_decomposition
 
 
-def correlated_posteriors(seed: int, rho: float, s2: float = 0.25, batch: int = 2048, dim: int = 3):
+def correlated_posteriors(
+    seed: int, rho: float, s2: float = 0.25, batch: int = 2048, dim: int = 3
+):
     """Posterior means x_i ~ N(0, Σ) (Σ: unit variances, corr(z0, z1) = rho), variances s², and one
     sample z_i per posterior; returns z, mu, logvar (float64) and the closed-form TC of N(0, Σ + s² I)."""
     g = torch.Generator().manual_seed(seed)
     cov = torch.eye(dim, dtype=torch.float64)
     cov[0, 1] = cov[1, 0] = rho
-    mu = torch.randn(batch, dim, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+    mu = (
+        torch.randn(batch, dim, generator=g, dtype=torch.float64)
+        @ torch.linalg.cholesky(cov).T
+    )
     logvar = torch.full((batch, dim), math.log(s2), dtype=torch.float64)
     z = mu + math.sqrt(s2) * torch.randn(batch, dim, generator=g, dtype=torch.float64)
     agg = cov + s2 * torch.eye(dim, dtype=torch.float64)
@@ -48,7 +54,9 @@ def single_posterior(seed: int, batch: int = 2048, dim: int = 4):
     mu0 = torch.tensor([1.5, -0.5, 0.0, 2.0], dtype=torch.float64)[:dim]
     logvar0 = torch.tensor([-1.0, 0.5, -2.0, 0.0], dtype=torch.float64)[:dim]
     mu, logvar = mu0.expand(batch, dim).clone(), logvar0.expand(batch, dim).clone()
-    z = mu + torch.exp(0.5 * logvar) * torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(
+        batch, dim, generator=g, dtype=torch.float64
+    )
     return z, mu, logvar
 
 
@@ -99,7 +107,9 @@ def test_dataset_size_shifts_the_terms_by_log_n():
     assert big[0] - one[0] == pytest.approx(math.log(n), abs=1e-9)
     assert big[1] - one[1] == pytest.approx((d - 1) * math.log(n), abs=1e-9)
     assert big[2] - one[2] == pytest.approx(-d * math.log(n), abs=1e-9)
-    assert sum(big) == pytest.approx(sum(one), abs=1e-9)  # the sum never depends on the estimate of q(z)
+    assert sum(big) == pytest.approx(
+        sum(one), abs=1e-9
+    )  # the sum never depends on the estimate of q(z)
 
 
 def test_formula_matches_a_double_loop_over_scipy_densities():
@@ -107,22 +117,37 @@ def test_formula_matches_a_double_loop_over_scipy_densities():
     n = 1000
     z_, mu_, sd_ = z.numpy(), mu.numpy(), np.exp(0.5 * logvar.numpy())
     b, d = z_.shape
-    log_q_cond = np.array([[[norm.logpdf(z_[i, k], mu_[j, k], sd_[j, k]) for k in range(d)]
-                            for j in range(b)] for i in range(b)])  # (i, j, k)
+    log_q_cond = np.array(
+        [
+            [
+                [norm.logpdf(z_[i, k], mu_[j, k], sd_[j, k]) for k in range(d)]
+                for j in range(b)
+            ]
+            for i in range(b)
+        ]
+    )  # (i, j, k)
     log_qz = logsumexp(log_q_cond.sum(2), axis=1) - math.log(n * b)
     log_prod = (logsumexp(log_q_cond, axis=1) - math.log(n * b)).sum(1)
     log_q_own = np.array([log_q_cond[i, i].sum() for i in range(b)])
     log_p = norm.logpdf(z_).sum(1)
-    expected = [np.mean(log_q_own - log_qz), np.mean(log_qz - log_prod), np.mean(log_prod - log_p)]
+    expected = [
+        np.mean(log_q_own - log_qz),
+        np.mean(log_qz - log_prod),
+        np.mean(log_prod - log_p),
+    ]
     got = [float(t) for t in tc_decomposition(z, mu, logvar, dataset_size=n)]
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
 
 
 def test_tcvae_loss_weighs_only_the_tc_term():
     z, mu, logvar, _ = correlated_posteriors(5, rho=0.7, batch=64, dim=3)
-    x = torch.rand(64, 1, 4, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    x = torch.rand(
+        64, 1, 4, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64
+    )
     logits = torch.zeros_like(x)
     t1 = beta_vae_loss(x, logits, mu, logvar, z, beta=1.0, tc=True, dataset_size=500)
     t6 = beta_vae_loss(x, logits, mu, logvar, z, beta=6.0, tc=True, dataset_size=500)
     assert float(t6.total - t1.total) == pytest.approx(5 * float(t1.tc), rel=1e-9)
-    assert float(t1.total) == pytest.approx(float(t1.recon + t1.mi + t1.tc + t1.dwkl), rel=1e-12)
+    assert float(t1.total) == pytest.approx(
+        float(t1.recon + t1.mi + t1.tc + t1.dwkl), rel=1e-12
+    )

@@ -1,4 +1,5 @@
 """The training loop: it learns, it records, it is seedable, and it stops loudly on NaN."""
+
 import pytest
 import torch
 
@@ -21,12 +22,17 @@ def test_short_training_lowers_the_loss_and_records_history():
     torch.manual_seed(0)
     model = MLPVAE(latent_dim=4, hidden=(64,))
     before = evaluate(model, x)["neg_elbo"]
-    h = fit(model, x, test_images=x[:128], epochs=3, batch_size=64, lr=3e-3, progress=False)
+    h = fit(
+        model, x, test_images=x[:128], epochs=3, batch_size=64, lr=3e-3, progress=False
+    )
     after = evaluate(model, x)["neg_elbo"]
     assert after < 0.7 * before
     assert h.epoch == [1, 2, 3] and h.steps == 3 * 8
     assert h.train_loss[-1] < h.train_loss[0]
-    assert len(h.test_recon) == 3 and len(h.train_kl_per_dim[-1]) == len(h.test_kl_per_dim[-1]) == 4
+    assert (
+        len(h.test_recon) == 3
+        and len(h.train_kl_per_dim[-1]) == len(h.test_kl_per_dim[-1]) == 4
+    )
     # KL per dim sums to the KL
     assert sum(h.train_kl_per_dim[-1]) == pytest.approx(h.train_kl[-1], rel=1e-5)
 
@@ -38,14 +44,23 @@ def test_same_seed_same_history_different_seed_different():
         torch.manual_seed(0)
         model = MLPVAE(latent_dim=3, hidden=(32,))
         runs.append(fit(model, x, epochs=2, batch_size=32, seed=seed, progress=False))
-    assert runs[0].train_loss == runs[1].train_loss and runs[0].train_kl_per_dim == runs[1].train_kl_per_dim
+    assert (
+        runs[0].train_loss == runs[1].train_loss
+        and runs[0].train_kl_per_dim == runs[1].train_kl_per_dim
+    )
     assert runs[0].train_loss != runs[2].train_loss
 
 
 def test_beta_schedule_is_applied_per_step():
     x = prototypes(128)
-    h = fit(MLPVAE(latent_dim=2, hidden=(16,)), x, epochs=2, batch_size=32, beta=Linear(4.0, steps=8),
-            progress=False)
+    h = fit(
+        MLPVAE(latent_dim=2, hidden=(16,)),
+        x,
+        epochs=2,
+        batch_size=32,
+        beta=Linear(4.0, steps=8),
+        progress=False,
+    )
     # 4 steps per epoch: the value at the last step of each epoch (steps 3 and 7)
     assert h.beta == pytest.approx([4.0 * 3 / 8, 4.0 * 7 / 8])
 
@@ -55,7 +70,15 @@ def test_uint8_and_bool_images_train_like_floats():
     runs = []
     for images in (x, (x * 255).to(torch.uint8), x.bool()):
         torch.manual_seed(0)
-        runs.append(fit(MLPVAE(latent_dim=2, hidden=(16,)), images, epochs=1, batch_size=32, progress=False))
+        runs.append(
+            fit(
+                MLPVAE(latent_dim=2, hidden=(16,)),
+                images,
+                epochs=1,
+                batch_size=32,
+                progress=False,
+            )
+        )
     assert runs[0].train_loss == pytest.approx(runs[1].train_loss, rel=1e-6)
     assert runs[0].train_loss == runs[2].train_loss
     assert as_float_images(torch.tensor([255], dtype=torch.uint8)).item() == 1.0
@@ -66,7 +89,9 @@ def test_nan_loss_stops_with_the_step_named():
     model = MLPVAE(latent_dim=2, hidden=(16,))
     calls = []
 
-    def poison(module, inputs, output):  # the decoder's 6th call (optimiser step 5) returns NaN
+    def poison(
+        module, inputs, output
+    ):  # the decoder's 6th call (optimiser step 5) returns NaN
         calls.append(1)
         return output * float("nan") if len(calls) == 6 else output
 
@@ -94,13 +119,24 @@ def test_auto_device_is_cpu_without_accelerators():
     assert pick_device("cpu") == torch.device("cpu")
 
 
-@pytest.mark.parametrize("kwargs,err,match", [
-    ({"epochs": 0}, ValueError, "epochs must be a positive integer"),
-    ({"epochs": 1, "batch_size": 0}, ValueError, "batch_size must be a positive integer"),
-    ({"epochs": 1, "beta": -1.0}, ValueError, "beta must be >= 0"),
-    ({"epochs": 1, "likelihood": "laplace"}, ValueError, "bernoulli, gaussian, gaussian_learned"),
-    ({"epochs": 1, "lr": 0.0}, ValueError, "lr must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs,err,match",
+    [
+        ({"epochs": 0}, ValueError, "epochs must be a positive integer"),
+        (
+            {"epochs": 1, "batch_size": 0},
+            ValueError,
+            "batch_size must be a positive integer",
+        ),
+        ({"epochs": 1, "beta": -1.0}, ValueError, "beta must be >= 0"),
+        (
+            {"epochs": 1, "likelihood": "laplace"},
+            ValueError,
+            "bernoulli, gaussian, gaussian_learned",
+        ),
+        ({"epochs": 1, "lr": 0.0}, ValueError, "lr must be"),
+    ],
+)
 def test_bad_fit_arguments(kwargs, err, match):
     with pytest.raises(err, match=match):
         fit(MLPVAE(latent_dim=2), prototypes(16), progress=False, **kwargs)

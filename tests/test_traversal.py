@@ -1,5 +1,6 @@
 """Latent traversals (grid, animation frames, the ipywidgets playground), against a decoder that
 records the codes it is given and paints each image with a known function of its code."""
+
 import io
 
 import matplotlib
@@ -22,7 +23,9 @@ class RecordingDecoder(torch.nn.Module):
     def __init__(self, latent_dim: int, side: int = 6):
         super().__init__()
         self.latent_dim, self.side = latent_dim, side
-        self.weights = torch.nn.Parameter(torch.linspace(0.2, 0.5, latent_dim), requires_grad=False)
+        self.weights = torch.nn.Parameter(
+            torch.linspace(0.2, 0.5, latent_dim), requires_grad=False
+        )
         self.calls = []
 
     def decode(self, z):
@@ -51,9 +54,13 @@ def test_traversal_images_shape_and_codes():
     for i, d in enumerate([1, 3]):
         np.testing.assert_allclose(codes[i, :, d].numpy(), values, rtol=0, atol=1e-6)
         others = [k for k in range(5) if k != d]
-        np.testing.assert_allclose(codes[i][:, others].numpy(), np.tile(z0.numpy()[others], (7, 1)), atol=0)
+        np.testing.assert_allclose(
+            codes[i][:, others].numpy(), np.tile(z0.numpy()[others], (7, 1)), atol=0
+        )
         for j in range(7):
-            assert images[i, j, 0, 0, 0].item() == pytest.approx(expected_pixel(model, codes[i, j]), abs=1e-6)
+            assert images[i, j, 0, 0, 0].item() == pytest.approx(
+                expected_pixel(model, codes[i, j]), abs=1e-6
+            )
 
 
 def test_traversal_defaults_to_the_prior_mean_and_every_latent():
@@ -78,11 +85,17 @@ def test_bad_dims_and_z0_are_refused():
 def test_traversal_grid_on_a_real_model():
     torch.manual_seed(0)
     model = MLPVAE(latent_dim=3, hidden=(8,), image_shape=(1, 5, 5)).eval()
-    grid = traversal.traversal_grid(model, torch.zeros(3), values=np.linspace(-1, 1, 4), dims=[0, 2])
+    grid = traversal.traversal_grid(
+        model, torch.zeros(3), values=np.linspace(-1, 1, 4), dims=[0, 2]
+    )
     assert grid.images.shape == (2, 4, 1, 5, 5)
     z = torch.tensor([[0.0, 0.0, 1.0]])
     with torch.no_grad():
-        np.testing.assert_allclose(grid.images[1, 3].numpy(), torch.sigmoid(model.decode(z))[0].numpy(), atol=1e-6)
+        np.testing.assert_allclose(
+            grid.images[1, 3].numpy(),
+            torch.sigmoid(model.decode(z))[0].numpy(),
+            atol=1e-6,
+        )
     ax = grid.figure.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["$z_{0}$", "$z_{2}$"]
     assert len(ax.get_xticklabels()) == 4
@@ -100,14 +113,16 @@ def test_frames_go_there_and_back_with_one_panel_per_latent():
         for i, d in enumerate([0, 2]):
             z = z0.clone()
             z[d] = values[t]
-            panel = frame[:, i * 6: i * 6 + 4]
+            panel = frame[:, i * 6 : i * 6 + 4]
             np.testing.assert_allclose(panel, expected_pixel(model, z), atol=1e-6)
         assert (frame[:, 4:6] == 1.0).all()  # white gap between panels
 
 
 def test_animation_embeds_one_image_per_frame():
     model = RecordingDecoder(2, side=4)
-    html = traversal.traversal_animation(model, values=np.linspace(-1, 1, 3), title="test").data
+    html = traversal.traversal_animation(
+        model, values=np.linspace(-1, 1, 3), title="test"
+    ).data
     assert "<script" in html
     assert html.count("data:image/png;base64") == 2 * 3 - 2
 
@@ -142,9 +157,13 @@ def test_playground_has_one_slider_per_latent_and_decodes_the_slider_values():
 
     panel.dropdown.value = "large"
     assert len(panel.sliders) == 5
-    assert [s.value for s in panel.sliders] == [0.0] * 5  # no z0 given for this model: zeros
+    assert [s.value for s in panel.sliders] == [
+        0.0
+    ] * 5  # no z0 given for this model: zeros
     panel.sliders[4].value = -1.5
-    np.testing.assert_allclose(large.calls[-1][0].numpy(), [0, 0, 0, 0, -1.5], atol=1e-6)
+    np.testing.assert_allclose(
+        large.calls[-1][0].numpy(), [0, 0, 0, 0, -1.5], atol=1e-6
+    )
     calls_before = len(small.calls)
     panel.sliders[0].value = 1.0
     assert len(small.calls) == calls_before  # only the chosen model decodes

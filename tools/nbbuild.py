@@ -3,6 +3,7 @@
 Usage: python tools/nbbuild.py notebooks/src/01_first_vae.py notebooks/01_first_vae.ipynb
 The source is the readable, diffable form; the .ipynb is what the book executes and stores outputs in.
 """
+
 import sys
 
 import nbformat
@@ -15,7 +16,10 @@ def build(src: str, dst: str) -> None:
         text = "\n".join(buf).strip("\n")
         if kind is not None and text:
             if kind == "markdown":
-                text = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in text.splitlines())
+                text = "\n".join(
+                    line[2:] if line.startswith("# ") else line.lstrip("#")
+                    for line in text.splitlines()
+                )
                 cells.append(nbformat.v4.new_markdown_cell(text))
             else:
                 cells.append(nbformat.v4.new_code_cell(text))
@@ -28,8 +32,16 @@ def build(src: str, dst: str) -> None:
             buf.append(line)
     flush()
     nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata.update({"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                        "language_info": {"name": "python"}})
+    nb.metadata.update(
+        {
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3",
+                "language": "python",
+            },
+            "language_info": {"name": "python"},
+        }
+    )
     nbformat.write(nb, dst)
 
 
