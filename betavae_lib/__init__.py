@@ -1,26 +1,23 @@
 """betavae_lib: the library behind the β-VAE book.
 
 Modules: ``data`` (datasets), ``models`` (MLPVAE, ConvVAE), ``losses`` (the β-VAE objective),
-``schedules`` (annealing), ``train`` (the one training loop), ``checkpoints``, ``metrics``,
-``plots``, ``profile`` (the BETAVAE_PROFILE switch).
+``schedules`` (annealing), ``train`` (the one training loop), ``checkpoints`` (model files and
+training states), ``metrics`` (disentanglement, active units, IWAE), ``fid`` (Fréchet distances
+and their feature extractors), ``linear_gaussian`` (an exact model to check the ELBO against),
+``traversal`` (latent traversals and the slider panel), ``plots``, ``report`` (headline
+numbers), ``profile`` (the BETAVAE_PROFILE switch).
 
 Convention: losses are in nats, summed over pixels and latents, averaged over the batch;
 β multiplies that summed KL.
 """
 
+from ._common import pick_device, seed_everything
 from .checkpoints import CheckpointError, load, save
 from .data import load_dataset
 from .losses import beta_vae_loss, gaussian_kl
 from .models import MLPVAE, ConvVAE
 from .profile import get_profile, start_chapter
-from .train import (
-    History,
-    NonFiniteLossError,
-    evaluate,
-    fit,
-    pick_device,
-    seed_everything,
-)
+from .train import History, NonFiniteLossError, evaluate, fit
 
 __version__ = "0.1.0"
 __all__ = [

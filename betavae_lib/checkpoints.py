@@ -8,16 +8,23 @@ renamed into place, so an interrupted save leaves the previous file as it was.
 
 A training state (written by ``fit(checkpoint_path=...)``) has the same keys plus ``optimizer``,
 ``epoch``, ``step``, ``rng``, ``history`` and ``settings``; :func:`load` rebuilds its model too.
+This module owns both formats: writing and reading them, the random states and run settings a
+training state records, and restoring them into a model, an optimiser and the generators.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
-import tempfile
+import random
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ._common import atomic_write
 from .models import MODELS
 
 FORMAT = "betavae_lib.checkpoint/1"
@@ -30,19 +37,9 @@ class CheckpointError(ValueError):
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, flush it to disk, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    with atomic_write(path) as (f, _):
+        torch.save(obj, f)
+    return Path(path)
 
 
 def save(model, path: str | os.PathLike, **meta) -> Path:
@@ -63,8 +60,14 @@ def save(model, path: str | os.PathLike, **meta) -> Path:
     )
 
 
-def _read_safely(path: str | os.PathLike) -> dict:
-    """``torch.load(weights_only=True)``: tensors, numbers, strings and containers, never code."""
+def read_safely(
+    path: str | os.PathLike,
+    formats: tuple[str, ...],
+    what: str = "betavae_lib checkpoint",
+) -> dict:
+    """The dict in ``path``, read with ``torch.load(weights_only=True)`` (tensors, numbers,
+    strings and containers, never code), whose ``format`` is one of ``formats``; anything
+    else raises :class:`CheckpointError` naming the file (``what`` names the kind of file)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -72,32 +75,24 @@ def _read_safely(path: str | os.PathLike) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(
-            f"{path} is not a safe betavae_lib checkpoint: it holds objects other than "
+            f"{path} is not a safe {what}: it holds objects other than "
             f"tensors, numbers and strings, or is corrupt ({type(e).__name__}: "
             f"{(str(e).splitlines() or [''])[0][:200]})"
         ) from None
-    if not isinstance(ckpt, dict):
+    found = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if found not in formats:
+        held = f"format {found!r}" if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(
-            f"{path} is not a betavae_lib checkpoint (it holds a {type(ckpt).__name__}, "
-            f"not a dict)"
+            f"{path} is not a {what} (format {' or '.join(map(repr, formats))} "
+            f"expected; it holds a {held})"
         )
     return ckpt
 
 
 def read(path: str | os.PathLike) -> dict:
-    """The checkpoint dict (a model checkpoint or a training state), read safely; raises :class:`CheckpointError`."""
-    ckpt = _read_safely(path)
-    if ckpt.get("format") not in (FORMAT, TRAINING_FORMAT):
-        raise CheckpointError(
-            f"{path} is not a betavae_lib checkpoint (format {FORMAT!r} or "
-            f"{TRAINING_FORMAT!r} expected, got {ckpt.get('format')!r})"
-        )
-    return ckpt
-
-
-def save_training_state(state: dict, path: str | os.PathLike) -> Path:
-    """Atomically save a training state (a dict of tensors and primitives; see ``fit``)."""
-    return atomic_torch_save({"format": TRAINING_FORMAT, **state}, path)
+    """The checkpoint dict (a model checkpoint or a training state), read safely; raises
+    :class:`CheckpointError`."""
+    return read_safely(path, (FORMAT, TRAINING_FORMAT))
 
 
 def read_training_state(path: str | os.PathLike) -> dict:
@@ -126,24 +121,200 @@ def read_training_state(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def _same(a, b) -> bool:
+def configs_equal(a, b) -> bool:
     """Equality that treats tuples and lists alike (configs hold lists after a round trip)."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(configs_equal(x, y) for x, y in zip(a, b))
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(configs_equal(a[k], b[k]) for k in a)
     return a == b
 
 
 def check_model_matches(ckpt: dict, model, path="checkpoint") -> None:
     """Raise :class:`CheckpointError` unless ``model`` has the class and config saved in ``ckpt``."""
     name, config = type(model).__name__, getattr(model, "config", None)
-    if ckpt["model"] != name or not _same(ckpt["config"], config):
+    if ckpt["model"] != name or not configs_equal(ckpt["config"], config):
         raise CheckpointError(
             f"{path} holds a {ckpt['model']} with config {ckpt['config']}, but the model "
             f"given is a {name} with config {config}; build the model with the saved "
             f"config, or start a new checkpoint"
         )
+
+
+# ----------------------------------------------------------------------------- training states
+
+
+def _rng_states(device: torch.device, order: torch.Generator) -> dict:
+    """Every random state ``fit`` depends on, as tensors and numbers (``weights_only``-loadable)."""
+    version, internal, gauss_next = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "order": order.get_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {
+            "version": version,
+            "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+    }
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict, device: torch.device, order: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    order.set_state(states["order"])
+    npy = states["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            npy["keys"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["internal"].tolist()), py["gauss_next"]))
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def _comparable_setting(value):
+    """A comparable description of a number or schedule, for checking a resumed run's settings."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if not callable(value):
+        return float(value)
+    if dataclasses.is_dataclass(value):
+        return repr(value)
+    return getattr(value, "__qualname__", type(value).__qualname__)
+
+
+def _fingerprint(images: torch.Tensor, samples: int = 100_000) -> float:
+    """Sum of an evenly spaced sample of the pixel values: cheap, and different for different data."""
+    flat = images.reshape(-1)
+    sample = flat[:: max(1, flat.numel() // samples)].cpu()
+    return float(sample.sum(dtype=torch.float64))
+
+
+def run_settings(
+    images,
+    *,
+    batch_size,
+    beta,
+    lr,
+    likelihood,
+    sigma,
+    free_bits,
+    capacity,
+    gamma,
+    tc,
+    seed,
+) -> dict:
+    """What defines the run: a checkpoint made with other settings cannot be resumed."""
+    return {
+        "n_images": len(images),
+        "images_fingerprint": _fingerprint(images),
+        "batch_size": int(batch_size),
+        "beta": _comparable_setting(beta),
+        "lr": float(lr),
+        "likelihood": likelihood,
+        "sigma": float(sigma),
+        "free_bits": float(free_bits),
+        "capacity": _comparable_setting(capacity),
+        "gamma": float(gamma),
+        "tc": bool(tc),
+        "seed": int(seed),
+    }
+
+
+def _settings_differences(saved: dict, now: dict) -> list[str]:
+    diffs = []
+    for key, value in now.items():
+        old = saved.get(key)
+        if key == "images_fingerprint":
+            same = old is not None and math.isclose(
+                old, value, rel_tol=1e-6, abs_tol=1e-6
+            )
+        else:
+            same = old == value
+        if not same:
+            diffs.append(f"{key}: {old!r} in the checkpoint, {value!r} now")
+    return diffs
+
+
+def save_training_state(
+    path, model, opt, *, epoch, step, order, device, history, settings
+) -> None:
+    state_dict = {
+        k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+    }
+    atomic_torch_save(
+        {
+            "format": TRAINING_FORMAT,
+            "model": type(model).__name__,
+            "config": model.config,
+            "state_dict": state_dict,
+            "optimizer": opt.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "rng": _rng_states(device, order),
+            "history": history,
+            "settings": settings,
+            "meta": {"epoch": epoch, "step": step},
+        },
+        path,
+    )
+
+
+def restore_training_state(path, model, opt, *, order, device, settings):
+    """Load ``path`` into ``model``, ``opt`` and the RNGs; returns ``(epoch, step, history)`` or None."""
+    if not Path(path).is_file():
+        warnings.warn(
+            f"resume=True but there is no checkpoint at {path} yet; training starts from epoch 1",
+            stacklevel=3,
+        )
+        return None
+    state = read_training_state(path)
+    check_model_matches(state, model, path)
+    diffs = _settings_differences(state["settings"], settings)
+    if diffs:
+        raise CheckpointError(
+            f"{path} was written by a run with other settings ({'; '.join(diffs)}). Resume with the same "
+            f"data and settings, or pass resume=False or a new checkpoint_path to start a new run."
+        )
+    model.load_state_dict(state["state_dict"])
+    fresh = {
+        k: opt.param_groups[0][k]
+        for k in ("fused", "foreach", "capturable")
+        if k in opt.param_groups[0]
+    }
+    opt.load_state_dict(state["optimizer"])
+    for group in (
+        opt.param_groups
+    ):  # keep the kernels chosen for this device, not the saving one's
+        group.update(fresh)
+        step_device = (
+            "cpu" if not (group.get("fused") or group.get("capturable")) else None
+        )
+        for p in group[
+            "params"
+        ]:  # the step count where these kernels want it, moments in the params' layout
+            for k, v in opt.state[p].items():
+                if k == "step" and isinstance(v, torch.Tensor):
+                    opt.state[p][k] = v.to(step_device or p.device)
+                elif isinstance(v, torch.Tensor) and v.shape == p.shape:
+                    opt.state[p][k] = torch.empty_like(p).copy_(v)
+    _set_rng_states(state["rng"], device, order)
+    return state["epoch"], state["step"], state["history"]
 
 
 def load(path: str | os.PathLike, expect: type | str | None = None, **expect_config):
@@ -167,7 +338,7 @@ def load(path: str | os.PathLike, expect: type | str | None = None, **expect_con
         raise CheckpointError(f"{path} holds a {name}, not the {want} asked for")
     for k, v in expect_config.items():
         got = config.get(k)
-        if not _same(got, v):
+        if not configs_equal(got, v):
             raise CheckpointError(
                 f"{path} holds a {name} with {k}={got!r}, not {v!r} as asked"
             )

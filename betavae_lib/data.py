@@ -20,7 +20,6 @@ import hashlib
 import math
 import os
 import shutil
-import tempfile
 import urllib.request
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ._common import atomic_write, positive_int
 
 DATASETS = ("mnist", "fashion_mnist", "dsprites")
 SPLITS = ("train", "test")
@@ -79,6 +80,11 @@ DSPRITES_URL = (
 # git blob id of DeepMind's file (``git hash-object``), the checksum its repository publishes.
 DSPRITES_GIT_BLOB = "d98996d3f8ee1550e06b9d4ed78d0beb478910d5"
 DSPRITES_N = 3 * 6 * 40 * 32 * 32  # images in DeepMind's file
+# The values of scale, orientation and position, as (start, stop, count) of a linspace: the one
+# definition behind DSprites.factor_values_grid (float64) and render_dsprites (float32).
+_DSPRITES_SCALES = (0.5, 1.0, 6)
+_DSPRITES_ORIENTATIONS = (0.0, 2 * math.pi, 40)
+_DSPRITES_POSITIONS = (0.0, 1.0, 32)
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -134,30 +140,25 @@ def download(
     url: str, dest: Path, checksum: str, algorithm: str = "md5", timeout: float = 30.0
 ) -> Path:
     """Download ``url`` to ``dest`` through a temporary file renamed only after its checksum matches."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    try:
-        with (
-            os.fdopen(fd, "wb") as out,
-            urllib.request.urlopen(url, timeout=timeout) as response,
-        ):
-            expected = response.headers.get("Content-Length")
-            shutil.copyfileobj(response, out, length=1 << 20)
-            received = out.tell()
+    with (
+        atomic_write(dest, suffix=".part") as (out, tmp),
+        urllib.request.urlopen(url, timeout=timeout) as response,
+    ):
+        expected = response.headers.get("Content-Length")
+        shutil.copyfileobj(response, out, length=1 << 20)
+        received = out.tell()
         if expected is not None and received != int(expected):
             raise IncompleteDownloadError(
                 f"download of {url} stopped after {received} of {expected} bytes "
                 f"(the connection closed early); nothing was kept"
             )
-        got = file_digest(Path(tmp), algorithm)
+        out.flush()
+        got = file_digest(tmp, algorithm)
         if got != checksum:
             raise ChecksumError(
-                f"download of {url} has {algorithm} {got}, expected {checksum}; nothing was kept"
+                f"download of {url} has {algorithm} {got}, expected {checksum}; "
+                f"nothing was kept"
             )
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return dest
 
 
@@ -220,11 +221,10 @@ class ImageDataset:
 
     def subset(self, n: int | None, seed: int = 0) -> ImageDataset:
         """The first ``n`` items of a seeded shuffle (all of them when ``n`` is None or too large)."""
-        if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
-            raise ValueError(
-                f"subset size must be a positive integer or None, got {n!r}"
-            )
-        if n is None or n >= len(self):
+        if n is None:
+            return self
+        n = positive_int("subset size", n, what="a positive integer or None")
+        if n >= len(self):
             return self
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[
             :n
@@ -316,10 +316,10 @@ class DSprites:
         """The value of each class of each factor."""
         return [
             np.arange(1.0, 4.0),
-            np.linspace(0.5, 1.0, 6),
-            np.linspace(0.0, 2 * np.pi, 40),
-            np.linspace(0.0, 1.0, 32),
-            np.linspace(0.0, 1.0, 32),
+            np.linspace(*_DSPRITES_SCALES),
+            np.linspace(*_DSPRITES_ORIENTATIONS),
+            np.linspace(*_DSPRITES_POSITIONS),
+            np.linspace(*_DSPRITES_POSITIONS),
         ]
 
     def index_to_factors(self, index) -> np.ndarray:
@@ -390,12 +390,9 @@ def render_dsprites(classes, size: int = 64, chunk: int = 4096) -> torch.Tensor:
     rotated by the orientation; shapes are a square, an ellipse (aspect 2:1) and a heart.
     """
     classes = torch.as_tensor(np.asarray(classes), dtype=torch.long)
-    grid = (
-        torch.linspace(0.0, 1.0, 6),
-        torch.linspace(0.0, 2 * math.pi, 40),
-        torch.linspace(0.0, 1.0, 32),
-    )
-    scales, angles, pos = torch.linspace(0.5, 1.0, 6), grid[1], grid[2]
+    scales = torch.linspace(*_DSPRITES_SCALES)
+    angles = torch.linspace(*_DSPRITES_ORIENTATIONS)
+    pos = torch.linspace(*_DSPRITES_POSITIONS)
     centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     out = torch.empty(len(classes), 1, size, size)
     for start in range(0, len(classes), chunk):

@@ -12,25 +12,36 @@
   ``weights/pt_inception-2015-12-05-fc-zeroed.pth`` under each data root (``$BETAVAE_DATA_DIR``,
   the cache; pool3 features are exact, logits are not); else pytorch-fid downloads it.
 
-The distance itself is :func:`betavae_lib.metrics.frechet_distance` on
-:func:`betavae_lib.metrics.feature_statistics` of each set.
+The distance itself is :func:`frechet_distance` on the :func:`feature_statistics` of each set,
+both exactly as pytorch-fid computes them.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import scipy
+import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._common import (
+    as_float_images,
+    check_pixel_range,
+    finite_matrix,
+    model_device,
+    pick_device,
+    to_numpy,
+)
+from .checkpoints import atomic_torch_save, read_safely
 from .data import load_dataset, offline, search_roots
-from .metrics import feature_statistics, frechet_distance
 
 DOMAIN_DATASETS = ("mnist", "fashion_mnist")
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -60,8 +71,9 @@ class FIDResult:
 # ----------------------------------------------------------------------------- images
 
 
-def check_images(images, name: str = "images") -> torch.Tensor:
-    """Images (N, 1, H, W) as float32 in [0, 1]; uint8 is divided by 255. Raises ValueError otherwise."""
+def grayscale_float_images(images, name: str = "images") -> torch.Tensor:
+    """Images (N, 1, H, W), tensor or array, as float32 in [0, 1]: uint8 is divided by 255,
+    bool becomes 0/1. Raises TypeError or ValueError naming the problem."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
@@ -72,32 +84,19 @@ def check_images(images, name: str = "images") -> torch.Tensor:
         raise ValueError(
             f"{name} must have shape (N, 1, H, W) (grayscale), got {tuple(images.shape)}"
         )
-    if images.dtype == torch.uint8:
-        images = images.float().div(255)
-    elif images.dtype == torch.bool:
-        images = images.float()
-    elif not images.is_floating_point():
+    if images.dtype not in (torch.uint8, torch.bool) and not images.is_floating_point():
         raise TypeError(
             f"{name} must be float in [0, 1] or uint8, got dtype {images.dtype}"
         )
-    images = images.float()
+    images = as_float_images(images).float()
     if len(images) == 0:
         raise ValueError(f"{name} is empty")
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{name} contains NaN or Inf")
-    lo, hi = float(images.min()), float(images.max())
-    if lo < -1e-6 or hi > 1 + 1e-6:
-        raise ValueError(
-            f"{name} must be in [0, 1] (decoder means: torch.sigmoid(logits)), got values in "
-            f"[{lo:.3g}, {hi:.3g}]"
-        )
+    check_pixel_range(images, name, tolerance=1e-6)
     return images
 
 
-def _default_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def _device_or_auto(device) -> torch.device:
+    return pick_device("auto" if device is None else device)
 
 
 # ----------------------------------------------------------------------------- domain classifier
@@ -168,11 +167,7 @@ def load_domain_classifier(
             f"no domain classifier checkpoint at {path}; train one with "
             f"betavae_lib.fid.train_domain_classifier({dataset!r}, save_to=...)"
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != DOMAIN_FORMAT:
-        raise ValueError(
-            f"{path} is not a domain classifier checkpoint ({DOMAIN_FORMAT})"
-        )
+    ckpt = read_safely(path, (DOMAIN_FORMAT,), "domain classifier checkpoint")
     model = DomainClassifier(**ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), dict(ckpt["meta"])
@@ -184,7 +179,7 @@ def classifier_accuracy(
 ) -> float:
     """Fraction of ``images`` (N, 1, 28, 28) whose argmax logit equals ``labels`` (N,)."""
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     correct = 0
     for start in range(0, len(images), batch_size):
         logits = model(images[start : start + batch_size].to(device))
@@ -215,10 +210,8 @@ def train_domain_classifier(
     ``meta`` holds the test-split accuracy. ``save_to``: also write a checkpoint that
     :func:`load_domain_classifier` reads.
     """
-    from .checkpoints import atomic_torch_save
-
     name = _domain_name(dataset)
-    device = _default_device(device)
+    device = _device_or_auto(device)
     train = load_dataset(name, "train", root).subset(train_size, seed=seed)
     test = load_dataset(name, "test", root).subset(test_size, seed=seed)
     torch.manual_seed(seed)
@@ -309,7 +302,7 @@ class DomainFeatures:
         batch_size: int = 1000,
     ):
         self.dataset = _domain_name(dataset)
-        self.device = _default_device(device)
+        self.device = _device_or_auto(device)
         self.model, self.meta = load_domain_classifier(self.dataset, path)
         self.model.to(self.device)
         self.batch_size = int(batch_size)
@@ -325,7 +318,7 @@ class DomainFeatures:
 
     def __call__(self, images) -> np.ndarray:
         return _batched_features(
-            self._features, check_images(images), self.batch_size, self.device
+            self._features, grayscale_float_images(images), self.batch_size, self.device
         )
 
 
@@ -410,7 +403,7 @@ class InceptionFeatures:
             ):
                 model = fid_inception.InceptionV3([3])
         self.weights = path
-        self.device = _default_device(device)
+        self.device = _device_or_auto(device)
         self.model = model.eval().to(self.device)
         self.batch_size = int(batch_size)
         self.dim = 2048
@@ -421,7 +414,7 @@ class InceptionFeatures:
 
     def __call__(self, images) -> np.ndarray:
         return _batched_features(
-            self._features, check_images(images), self.batch_size, self.device
+            self._features, grayscale_float_images(images), self.batch_size, self.device
         )
 
 
@@ -443,6 +436,90 @@ def get_extractor(
     )
 
 
+# ----------------------------------------------------------------------------- the Fréchet distance
+
+
+def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (F,) and covariance (F, F) of features (N, F), float64, as pytorch-fid computes them.
+
+    The covariance is ``np.cov(features, rowvar=False)`` (divides by N − 1). With N < F it is
+    singular and the FID biased; a warning says so.
+    """
+    features = finite_matrix(features, "features", columns="feature").astype(
+        np.float64, copy=False
+    )
+    n, dim = features.shape
+    if n < 2:
+        raise ValueError(
+            f"need at least 2 feature vectors to estimate a covariance, got {n}"
+        )
+    if n < dim:
+        warnings.warn(
+            f"only {n} samples for {dim}-dimensional features: the covariance is singular "
+            f"(rank <= {n - 1}) and the Fréchet distance is biased; use at least {dim} samples "
+            f"(10,000 or more is the usual choice for FID)",
+            stacklevel=2,
+        )
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def _sqrtm(matrix: np.ndarray) -> np.ndarray:
+    """``scipy.linalg.sqrtm(matrix, disp=False)``: the root, without printing or warning about its
+    accuracy (SciPy 1.16 deprecated ``disp``; its replacement warns instead, which is silenced here)."""
+    major, minor = (int(p) for p in scipy.__version__.split(".")[:2])
+    if (major, minor) < (1, 16):
+        return scipy.linalg.sqrtm(matrix, disp=False)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        return scipy.linalg.sqrtm(matrix)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), exactly pytorch-fid's
+    ``calculate_frechet_distance``:
+
+        d² = ‖mu1 − mu2‖² + Tr(sigma1 + sigma2 − 2 (sigma1 sigma2)^½)
+
+    mu: (F,); sigma: (F, F). If the matrix square root is not finite, ``eps`` is added to both
+    diagonals; an imaginary part larger than 1e-3 on the diagonal raises ValueError.
+    """
+    mu1 = np.atleast_1d(to_numpy(mu1, "mu1")).astype(np.float64)
+    mu2 = np.atleast_1d(to_numpy(mu2, "mu2")).astype(np.float64)
+    sigma1 = np.atleast_2d(to_numpy(sigma1, "sigma1")).astype(np.float64)
+    sigma2 = np.atleast_2d(to_numpy(sigma2, "sigma2")).astype(np.float64)
+    if mu1.ndim != 1 or mu1.shape != mu2.shape:
+        raise ValueError(
+            f"mu1 and mu2 must be vectors of the same length, got {mu1.shape} and {mu2.shape}"
+        )
+    if sigma1.shape != (len(mu1), len(mu1)) or sigma2.shape != sigma1.shape:
+        raise ValueError(
+            f"sigma1 and sigma2 must both be ({len(mu1)}, {len(mu1)}), "
+            f"got {sigma1.shape} and {sigma2.shape}"
+        )
+    for name, a in (("mu1", mu1), ("mu2", mu2), ("sigma1", sigma1), ("sigma2", sigma2)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or Inf")
+    diff = mu1 - mu2
+    covmean = _sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        warnings.warn(
+            f"Fréchet distance: singular covariance product; adding {eps} to the diagonals",
+            stacklevel=2,
+        )
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(
+                f"Fréchet distance: the matrix square root has an imaginary component "
+                f"of {np.max(np.abs(covmean.imag)):.3g}"
+            )
+        covmean = covmean.real
+    return float(
+        diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
+    )
+
+
 def fid(
     real_images,
     fake_images,
@@ -461,8 +538,8 @@ def fid(
     Fewer images than feature dimensions (128 or 2048) give a biased value, with a warning.
     """
     real, fake = (
-        check_images(real_images, "real_images"),
-        check_images(fake_images, "fake_images"),
+        grayscale_float_images(real_images, "real_images"),
+        grayscale_float_images(fake_images, "fake_images"),
     )
     extractor = extractor or get_extractor(
         features, dataset=dataset, device=device, batch_size=batch_size
@@ -480,11 +557,13 @@ __all__ = [
     "FIDResult",
     "FIDUnavailableError",
     "InceptionFeatures",
-    "check_images",
     "classifier_accuracy",
     "domain_checkpoint_path",
+    "feature_statistics",
     "fid",
+    "frechet_distance",
     "get_extractor",
+    "grayscale_float_images",
     "inception_available",
     "inception_weights_path",
     "load_domain_classifier",

@@ -19,6 +19,8 @@ import math
 
 import torch
 
+from ._common import positive_int
+
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -185,8 +187,7 @@ class LinearGaussian:
 
         log (1/k) Σ_i p(x, z_i) / q(z_i),   z_i ~ q = N(q_mean, q_cov)
         """
-        if int(k) != k or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = positive_int("k", k)
         m = torch.as_tensor(q_mean, dtype=torch.float64)
         S = _as_cov(q_cov, self.latent_dim)
         q = torch.distributions.MultivariateNormal(m, covariance_matrix=S)

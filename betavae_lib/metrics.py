@@ -1,11 +1,11 @@
-"""Metrics: disentanglement (MIG, FactorVAE, β-VAE scores), Fréchet distance, active units, IWAE bound.
+"""Metrics of latents: disentanglement (MIG, FactorVAE, β-VAE scores), active units, KL summaries
+and the IWAE bound. The Fréchet distance and FID live in :mod:`betavae_lib.fid` (``frechet_distance``
+and ``feature_statistics`` stay importable from here).
 
 Every metric follows a published reference implementation, named in its docstring:
 
 * :func:`mig`, :func:`factor_vae_score`, :func:`beta_vae_score`: disentanglement_lib (Locatello et
   al. 2019), ``evaluation/metrics/{mig,factor_vae,beta_vae,utils}.py``.
-* :func:`frechet_distance`, :func:`feature_statistics`: pytorch-fid's ``calculate_frechet_distance``
-  and ``calculate_activation_statistics``. Image features for FID live in :mod:`betavae_lib.fid`.
 * :func:`active_units`: Burda et al. (2016), "Importance Weighted Autoencoders", section 5.2.
 * :func:`iwae_bound`: Burda et al. (2016), equation 8.
 
@@ -14,64 +14,24 @@ Information is in nats (natural logarithm) throughout.
 
 from __future__ import annotations
 
+import functools
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy
-import scipy.linalg
 import torch
 
+from ._common import finite_matrix, positive_int, to_numpy
+from .fid import feature_statistics, frechet_distance  # noqa: F401  (importable from here too)
 from .losses import gaussian_log_density, reconstruction_nll
 
 # ----------------------------------------------------------------------------- input checks
 
 
-def _to_numpy(x, name: str) -> np.ndarray:
-    """A tensor or array-like as a NumPy array (tensors are detached and moved to the CPU)."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        if x.dtype in (torch.bfloat16, torch.float16):
-            x = x.float()
-        return x.numpy()
-    try:
-        return np.asarray(x)
-    except Exception as e:
-        raise TypeError(
-            f"{name} must be an array or tensor, got {type(x).__name__}"
-        ) from e
-
-
-def _check_codes(codes, name: str = "codes") -> np.ndarray:
-    """Latent codes (N, D) as finite floats (float32 and float64 kept, others made float64).
-
-    Keeping float32 matters for :func:`histogram_discretize`, whose bin edges, like NumPy's, are
-    computed in the input's precision. Raises ValueError naming the problem.
-    """
-    arr = _to_numpy(codes, name)
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must have shape (N, D): one row per sample, one column per latent "
-            f"dimension; got shape {arr.shape}"
-        )
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if arr.dtype not in (np.float32, np.float64):
-        arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(
-            f"{name} contains NaN or Inf (first at row {bad[0]}, column {bad[1]}); "
-            f"metrics need finite values"
-        )
-    return arr
-
-
 def _check_factors(factors, n: int | None = None, name: str = "factors") -> np.ndarray:
     """Integer factor classes (N, K) as int64; raises ValueError naming the problem."""
-    arr = _to_numpy(factors, name)
+    arr = to_numpy(factors, name)
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must have shape (N, K): one row per sample, one column per factor; "
@@ -110,9 +70,7 @@ def _bins_by_row(codes: np.ndarray, n_bins: int) -> np.ndarray:
 
 
 def _check_bins(n_bins) -> int:
-    if isinstance(n_bins, bool) or int(n_bins) != n_bins or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
-    return int(n_bins)
+    return positive_int("n_bins", n_bins)
 
 
 def histogram_discretize(codes, n_bins: int = 20) -> np.ndarray:
@@ -122,7 +80,7 @@ def histogram_discretize(codes, n_bins: int = 20) -> np.ndarray:
     ``_histogram_discretize``: ``np.digitize(x, np.histogram(x, n_bins)[1][:-1])`` per dimension
     (bin edges in the codes' own precision, as NumPy computes them).
     """
-    return _bins_by_row(_check_codes(codes), _check_bins(n_bins)).T
+    return _bins_by_row(finite_matrix(codes, "codes"), _check_bins(n_bins)).T
 
 
 def _dense_labels(labels: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -212,8 +170,8 @@ def discrete_mutual_info(codes_discrete, factors) -> np.ndarray:
 def _entropy_rows(factor_rows: np.ndarray) -> np.ndarray:
     h = np.zeros(len(factor_rows))
     for k, row in enumerate(factor_rows):
-        labels, m, _ = _dense_labels(row)
-        p = np.bincount(labels, minlength=m) / len(labels)
+        labels, table_size, _ = _dense_labels(row)
+        p = np.bincount(labels, minlength=table_size) / len(labels)
         p = p[p > 0]
         h[k] = max(float(-(p * np.log(p)).sum()), 0.0)
     return h
@@ -247,7 +205,7 @@ def mig(codes, factors, n_bins: int = 20) -> MIGResult:
     for each factor k, MIG_k = (largest − second largest MI(z_d; v_k) over d) / H(v_k).
     Returns :class:`MIGResult`; ``score`` is the mean of MIG_k over factors.
     """
-    codes = _check_codes(codes)
+    codes = finite_matrix(codes, "codes")
     factors = _check_factors(factors, len(codes))
     if codes.shape[1] < 2:
         raise ValueError(
@@ -278,7 +236,7 @@ def _codes_from(output) -> np.ndarray:
     """What an encoder returned -> (B, D) float64 NumPy codes; a (mu, logvar) tuple gives mu."""
     if isinstance(output, (tuple, list)):
         output = output[0]
-    codes = _to_numpy(output, "encode_fn output")
+    codes = to_numpy(output, "encode_fn output")
     if codes.ndim != 2:
         raise ValueError(
             f"encode_fn must return codes of shape (B, D) (or a tuple whose first item is), "
@@ -323,8 +281,7 @@ def _check_protocol(dataset, **sizes) -> int:
             )
     for name, value in sizes.items():
         minimum = 2 if name == "batch_size" else 1
-        if int(value) != value or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        positive_int(name, value, minimum=minimum, what=f"an integer >= {minimum}")
     return len(dataset.factor_sizes)
 
 
@@ -403,16 +360,21 @@ def _factor_vae_votes(
     return votes
 
 
+# Latents whose standard deviation is below this are inactive in the FactorVAE score
+# (disentanglement_lib's gin default for ``prune_dims.threshold``).
+FACTOR_VAE_PRUNE_THRESHOLD = 0.05
+
+
 def factor_vae_score(
     encode_fn: Callable,
     dataset,
     *,
     seed: int = 0,
     batch_size: int = 64,
+    prune_threshold: float = FACTOR_VAE_PRUNE_THRESHOLD,
     num_train: int = 10000,
     num_eval: int = 5000,
     num_variance_estimate: int = 10000,
-    prune_threshold: float = 0.05,
     images_per_call: int = 1024,
 ) -> FactorVAEResult:
     """FactorVAE disentanglement score (Kim & Mnih 2018), as disentanglement_lib's ``factor_vae.py``.
@@ -449,29 +411,21 @@ def factor_vae_score(
             (len(dataset.factor_sizes), len(global_variances)), dtype=np.int64
         )
         return FactorVAEResult(0.0, 0.0, 0, active, empty)
-    train = _factor_vae_votes(
+    votes = functools.partial(  # votes(n): n votes, (K, D) counts
+        _factor_vae_votes,
         encode_fn,
         dataset,
-        num_train,
-        batch_size,
-        rng,
-        global_variances,
-        active,
-        images_per_call,
+        batch_size=batch_size,
+        rng=rng,
+        global_variances=global_variances,
+        active=active,
+        images_per_call=images_per_call,
     )
+    train = votes(num_train)
     classifier = np.argmax(train, axis=0)  # (D,): the factor each latent votes for most
     dims = np.arange(train.shape[1])
     train_accuracy = train[classifier, dims].sum() / train.sum()
-    evaluation = _factor_vae_votes(
-        encode_fn,
-        dataset,
-        num_eval,
-        batch_size,
-        rng,
-        global_variances,
-        active,
-        images_per_call,
-    )
+    evaluation = votes(num_eval)
     eval_accuracy = evaluation[classifier, dims].sum() / evaluation.sum()
     return FactorVAEResult(
         float(eval_accuracy), float(train_accuracy), int(active.sum()), active, train
@@ -505,14 +459,14 @@ def _beta_vae_points(
     points = []
     per_call = _votes_per_call(2 * batch_size, images_per_call)
     for start in range(0, num_points, per_call):
-        m = len(first[start : start + per_call])
+        points_here = len(first[start : start + per_call])
         both = np.concatenate(
-            [first[start : start + m], second[start : start + m]]
+            [first[start : start + points_here], second[start : start + points_here]]
         ).reshape(-1, k_factors)
         codes = _encode_factors(
             encode_fn, dataset, both, observation_rng, chunk=len(both)
         )
-        codes = codes.reshape(2, m, batch_size, -1)
+        codes = codes.reshape(2, points_here, batch_size, -1)
         points.append(np.abs(codes[0] - codes[1]).mean(axis=1))
     return np.concatenate(points), fixed
 
@@ -532,17 +486,13 @@ def beta_vae_score(
     encode_fn, dataset: as in :func:`factor_vae_score`. Each training point fixes one random factor
     across ``batch_size`` pairs of samples; its feature is mean |z1 − z2| over the pairs (D,) and its
     label the fixed factor. A scikit-learn ``LogisticRegression`` is fitted on ``num_train`` points;
-    ``score`` is its accuracy on ``num_eval`` fresh points. Needs scikit-learn.
+    ``score`` is its accuracy on ``num_eval`` fresh points.
     """
     _check_protocol(
         dataset, batch_size=batch_size, num_train=num_train, num_eval=num_eval
     )
-    try:
-        from sklearn.linear_model import LogisticRegression
-    except ImportError as e:
-        raise ImportError(
-            "beta_vae_score needs scikit-learn: pip install scikit-learn"
-        ) from e
+    from sklearn.linear_model import LogisticRegression  # slow to import: only here
+
     rng = _protocol_rngs(seed)
     train_x, train_y = _beta_vae_points(
         encode_fn, dataset, num_train, batch_size, rng, images_per_call
@@ -555,88 +505,6 @@ def beta_vae_score(
         encode_fn, dataset, num_eval, batch_size, rng, images_per_call
     )
     return BetaVAEResult(float(model.score(eval_x, eval_y)), train_accuracy)
-
-
-# ----------------------------------------------------------------------------- Fréchet distance
-
-
-def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (F,) and covariance (F, F) of features (N, F), float64, as pytorch-fid computes them.
-
-    The covariance is ``np.cov(features, rowvar=False)`` (divides by N − 1). With N < F it is
-    singular and the FID biased; a warning says so.
-    """
-    features = _check_codes(features, "features").astype(np.float64, copy=False)
-    n, dim = features.shape
-    if n < 2:
-        raise ValueError(
-            f"need at least 2 feature vectors to estimate a covariance, got {n}"
-        )
-    if n < dim:
-        warnings.warn(
-            f"only {n} samples for {dim}-dimensional features: the covariance is singular "
-            f"(rank <= {n - 1}) and the Fréchet distance is biased; use at least {dim} samples "
-            f"(10,000 or more is the usual choice for FID)",
-            stacklevel=2,
-        )
-    return features.mean(axis=0), np.cov(features, rowvar=False)
-
-
-def _sqrtm(matrix: np.ndarray) -> np.ndarray:
-    """``scipy.linalg.sqrtm(matrix, disp=False)``: the root, without printing or warning about its
-    accuracy (SciPy 1.16 deprecated ``disp``; its replacement warns instead, which is silenced here)."""
-    major, minor = (int(p) for p in scipy.__version__.split(".")[:2])
-    if (major, minor) < (1, 16):
-        return scipy.linalg.sqrtm(matrix, disp=False)[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        return scipy.linalg.sqrtm(matrix)
-
-
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), exactly pytorch-fid's
-    ``calculate_frechet_distance``:
-
-        d² = ‖mu1 − mu2‖² + Tr(sigma1 + sigma2 − 2 (sigma1 sigma2)^½)
-
-    mu: (F,); sigma: (F, F). If the matrix square root is not finite, ``eps`` is added to both
-    diagonals; an imaginary part larger than 1e-3 on the diagonal raises ValueError.
-    """
-    mu1 = np.atleast_1d(_to_numpy(mu1, "mu1")).astype(np.float64)
-    mu2 = np.atleast_1d(_to_numpy(mu2, "mu2")).astype(np.float64)
-    sigma1 = np.atleast_2d(_to_numpy(sigma1, "sigma1")).astype(np.float64)
-    sigma2 = np.atleast_2d(_to_numpy(sigma2, "sigma2")).astype(np.float64)
-    if mu1.ndim != 1 or mu1.shape != mu2.shape:
-        raise ValueError(
-            f"mu1 and mu2 must be vectors of the same length, got {mu1.shape} and {mu2.shape}"
-        )
-    if sigma1.shape != (len(mu1), len(mu1)) or sigma2.shape != sigma1.shape:
-        raise ValueError(
-            f"sigma1 and sigma2 must both be ({len(mu1)}, {len(mu1)}), "
-            f"got {sigma1.shape} and {sigma2.shape}"
-        )
-    for name, a in (("mu1", mu1), ("mu2", mu2), ("sigma1", sigma1), ("sigma2", sigma2)):
-        if not np.isfinite(a).all():
-            raise ValueError(f"{name} contains NaN or Inf")
-    diff = mu1 - mu2
-    covmean = _sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        warnings.warn(
-            f"Fréchet distance: singular covariance product; adding {eps} to the diagonals",
-            stacklevel=2,
-        )
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(
-                f"Fréchet distance: the matrix square root has an imaginary component "
-                f"of {np.max(np.abs(covmean.imag)):.3g}"
-            )
-        covmean = covmean.real
-    return float(
-        diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
-    )
 
 
 # ----------------------------------------------------------------------------- active units, KL
@@ -659,7 +527,7 @@ def active_units(mu, threshold: float = 0.01) -> ActiveUnits:
     mu: (N, D) posterior means over a dataset. Unit d is active when Var_x(E_q[z_d | x]) > threshold
     (population variance over the N rows; Burda et al. use 0.01).
     """
-    mu = _check_codes(mu, "mu").astype(np.float64, copy=False)
+    mu = finite_matrix(mu, "mu").astype(np.float64, copy=False)
     if len(mu) < 2:
         raise ValueError(
             f"need at least 2 rows of posterior means to estimate a variance, got {len(mu)}"
@@ -690,7 +558,7 @@ class KLSummary:
 
 def kl_summary(kl_per_dim) -> KLSummary:
     """Sort a KL-per-dimension vector: kl_per_dim (D,) or (B, D) (averaged over the batch), nats."""
-    kl = _to_numpy(kl_per_dim, "kl_per_dim").astype(np.float64)
+    kl = to_numpy(kl_per_dim, "kl_per_dim").astype(np.float64)
     if kl.ndim == 2:
         kl = kl.mean(axis=0)
     if kl.ndim != 1 or kl.size == 0:
@@ -740,18 +608,14 @@ def iwae_bound(
     ``(decoder_output, x) -> −log p(x|z)`` (B,). seed / generator: make the samples reproducible.
     The model is put in eval mode for the call and restored after.
     """
-    if int(k) != k or k < 1:
-        raise ValueError(
-            f"k must be a positive integer number of importance samples, got {k!r}"
-        )
-    k = int(k)
+    k = positive_int("k", k, what="a positive integer number of importance samples")
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         raise ValueError(
             f"x must be a batch tensor (B, ...), got {type(x).__name__} "
             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}"
         )
-    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if chunk_size is not None:
+        chunk_size = positive_int("chunk_size", chunk_size)
     if callable(likelihood):
         nll_fn = likelihood
     else:

@@ -9,10 +9,12 @@ can rebuild the model.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
+
+from ._common import check_pixel_range, model_device, positive_int
 
 
 class VAEOutput(NamedTuple):
@@ -34,17 +36,14 @@ class VAE(nn.Module):
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int):
         super().__init__()
-        if int(latent_dim) < 1:
-            raise ValueError(
-                f"latent_dim must be a positive integer, got {latent_dim!r}"
-            )
         self.image_shape = tuple(int(s) for s in image_shape)
-        self.latent_dim = int(latent_dim)
+        self.latent_dim = positive_int("latent_dim", latent_dim)
         # log sigma of the Gaussian likelihood with learned sigma; unused (no gradient) by the others.
         self.log_sigma = nn.Parameter(torch.zeros(()))
 
-    def check_images(self, x: torch.Tensor) -> torch.Tensor:
-        """Raise a clear error unless ``x`` is a float batch (B, C, H, W) of this model's image shape."""
+    def check_model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Raise a clear error unless ``x`` is a float batch (B, C, H, W) of this model's image
+        shape and dtype, in [0, 1]; returns ``x``."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
@@ -69,17 +68,12 @@ class VAE(nn.Module):
             and (x.device.type == "cpu" or not self.training)
             and not torch.compiler.is_compiling()
         ):
-            lo, hi = (v.item() for v in torch.aminmax(x.detach()))
-            if not (lo >= 0 and hi <= 1):
-                raise ValueError(
-                    f"images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]"
-                    + ("; divide uint8 pixel values by 255" if hi > 1 else "")
-                )
+            check_pixel_range(x, "images")
         return x
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C, H, W) -> posterior mean and log-variance, each (B, D)."""
-        h = self.encoder(self.check_images(x))
+        h = self.encoder(self.check_model_input(x))
         mu, logvar = h.chunk(2, dim=-1)
         return mu, logvar
 
@@ -101,8 +95,10 @@ class VAE(nn.Module):
         self, n: int, std: float = 1.0, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Decode ``n`` draws z ~ N(0, std^2 I): mean images (n, C, H, W) in [0, 1]."""
-        device = self.log_sigma.device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device) * std
+        z = torch.randn(
+            n, self.latent_dim, generator=generator, device=model_device(self)
+        )
+        z = z * std
         return torch.sigmoid(self.decode(z))
 
     @torch.no_grad()
@@ -155,7 +151,7 @@ class ConvVAE(VAE):
     def __init__(
         self,
         latent_dim: int = 10,
-        image_size: int = 64,
+        image_size: Literal[28, 64] = 64,
         channels: int = 1,
         width: int = 32,
         hidden: int = 256,

@@ -6,16 +6,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-
-def _np(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+from ._common import model_device, to_numpy
 
 
 def image_grid(
     images, nrow: int = 8, title: str | None = None, ax=None, row_labels=None
 ):
     """Show images (N, 1, H, W) in [0, 1] as one grid, ``nrow`` per row; returns the Figure."""
-    imgs = _np(images)[:, 0]
+    imgs = to_numpy(images)[:, 0]
     n, h, w = imgs.shape
     rows = int(np.ceil(n / nrow))
     canvas = np.ones((rows * (h + 2) - 2, nrow * (w + 2) - 2))
@@ -62,7 +60,7 @@ def plot_kl_per_dim(
     threshold: float | None = None,
 ):
     """Bar chart of the KL (nats) carried by each latent dimension, largest first in colour order."""
-    kl = _np(kl_per_dim).ravel()
+    kl = to_numpy(kl_per_dim).ravel()
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4, 0.35 * len(kl) + 1), 3))
     ax.bar(np.arange(len(kl)), kl, color="tab:blue")
@@ -85,7 +83,7 @@ def plot_latent_scatter(
     max_points: int = 5000,
 ):
     """Scatter of 2-D latent codes (N, 2) coloured by class label."""
-    z, labels = _np(z)[:max_points], _np(labels)[:max_points]
+    z, labels = to_numpy(z)[:max_points], to_numpy(labels)[:max_points]
     if z.shape[1] != 2:
         raise ValueError(f"plot_latent_scatter needs 2-D codes, got shape {z.shape}")
     if ax is None:
@@ -115,7 +113,7 @@ def latent_manifold(
         -1, 2
     )
     with torch.no_grad():
-        imgs = torch.sigmoid(model.decode(zz.to(model.log_sigma.device))).cpu()
+        imgs = torch.sigmoid(model.decode(zz.to(model_device(model)))).cpu()
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 6))
     return image_grid(imgs, nrow=n, title=title, ax=ax)
@@ -146,7 +144,7 @@ def animate(
     from IPython.display import HTML
     from matplotlib import animation
 
-    frames = [_np(f) for f in frames]
+    frames = [to_numpy(f) for f in frames]
     if not frames:
         raise ValueError("animate needs at least one frame")
     fig, ax = plt.subplots(figsize=figsize)
@@ -190,7 +188,7 @@ def plot_kl_and_mi(
     entropy: (K,) factor entropies in nats: when given, the heatmap shows MI / H(factor) in [0, 1].
     Latents with KL ≤ ``threshold`` nats are left out; rows are sorted by decreasing KL.
     """
-    kl, mi = _np(kl_per_dim).ravel(), _np(mi)
+    kl, mi = to_numpy(kl_per_dim).ravel(), to_numpy(mi)
     if mi.shape != (len(kl), len(factor_names)):
         raise ValueError(
             f"mi must have shape (D, K) = ({len(kl)}, {len(factor_names)}), got {mi.shape}"
@@ -198,7 +196,7 @@ def plot_kl_and_mi(
     alive = [d for d in np.argsort(-kl, kind="stable") if kl[d] > threshold]
     if not alive:
         alive = [int(np.argmax(kl))]
-    shown = mi[alive] / _np(entropy)[None, :] if entropy is not None else mi[alive]
+    shown = mi[alive] / to_numpy(entropy)[None, :] if entropy is not None else mi[alive]
     fig, (ax_kl, ax_mi) = plt.subplots(
         1,
         2,

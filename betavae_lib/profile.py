@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ._common import pick_device, seed_everything
+
 PROFILES = ("smoke", "reduced", "full")
 
 
@@ -63,7 +65,6 @@ def start_chapter(seed: int = 0):
     and returns ``(profile, device)``.
     """
     from . import plots
-    from .train import pick_device, seed_everything
 
     plots.book_style()
     profile, device = get_profile(), pick_device()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._common import positive_int
+
 
 def _check_nonneg(name: str, value: float) -> float:
     value = float(value)
@@ -16,11 +18,7 @@ def _check_nonneg(name: str, value: float) -> float:
 
 
 def _check_steps(name: str, steps: int) -> int:
-    if int(steps) != steps or steps < 1:
-        raise ValueError(
-            f"{name} must be a positive integer number of steps, got {steps!r}"
-        )
-    return int(steps)
+    return positive_int(name, steps, what="a positive integer number of steps")
 
 
 @dataclass(frozen=True)

@@ -20,60 +20,38 @@ import contextlib
 import dataclasses
 import math
 import numbers
-import random
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import checkpoints
+from ._common import (
+    as_float_images,
+    check_pixel_range,
+    model_device,
+    pick_device,
+    positive_int,
+    seed_everything,
+)
 from .losses import LIKELIHOODS, beta_vae_loss
 from .models import VAEOutput
 from .schedules import as_schedule
 
+__all__ = [
+    "History",
+    "NonFiniteLossError",
+    "as_float_images",
+    "evaluate",
+    "fit",
+    "pick_device",
+    "seed_everything",
+]
+
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite during training."""
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> cuda if available, then mps, then cpu; anything else is passed to ``torch.device``."""
-    if str(device) != "auto":
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(
-                f"device {str(device)!r} was asked for but CUDA is not available here; "
-                f"use device='auto' or 'cpu'"
-            )
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if (
-        getattr(torch.backends, "mps", None) is not None
-        and torch.backends.mps.is_available()
-    ):
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def as_float_images(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 (0..255) or bool images -> float32 in [0, 1]; float images are returned as they are."""
-    if batch.dtype == torch.uint8:
-        return batch.float().div_(255)
-    if batch.dtype == torch.bool:
-        return batch.float()
-    return batch
 
 
 @dataclass
@@ -122,8 +100,8 @@ def evaluate(
     per image (means over images, sums over pixels / latents).
     """
     _check_model(model)
-    _check_images(model, images, "images")
-    _positive_int("batch_size", batch_size)
+    _check_dataset_images(model, images, "images")
+    positive_int("batch_size", batch_size)
     if likelihood not in LIKELIHOODS:
         raise ValueError(
             f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
@@ -140,7 +118,7 @@ def _evaluate(
     """:func:`evaluate` without the argument checks (``fit`` checks once, before the first epoch)."""
     was_training = model.training
     model.eval()
-    device = model.log_sigma.device
+    device = model_device(model)
     sums = torch.zeros(2, device=device)
     kl_dims = torch.zeros(model.latent_dim, device=device)
     for start in range(0, len(images), batch_size):
@@ -172,17 +150,6 @@ def _evaluate(
 # ----------------------------------------------------------------------------- argument checks
 
 
-def _positive_int(name: str, value) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or int(value) != value
-        or value < 1
-    ):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _check_model(model) -> None:
     if (
         not isinstance(model, nn.Module)
@@ -195,34 +162,27 @@ def _check_model(model) -> None:
         )
 
 
-def _check_images(model, images, name: str) -> None:
-    """Raise unless ``images`` is a non-empty (N, C, H, W) tensor of the model's shape with valid values."""
+def _check_dataset_images(model, images, name: str) -> None:
+    """Raise unless ``images`` is a non-empty (N, C, H, W) tensor of the model's image shape,
+    float in [0, 1], uint8 or bool (the whole dataset is checked once, before training)."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor (N, C, H, W), got {type(images).__name__}"
         )
     if images.dim() != 4 or tuple(images.shape[1:]) != model.image_shape:
         raise ValueError(
-            f"{name} must have shape (N, {', '.join(map(str, model.image_shape))}) for this model, "
-            f"got {tuple(images.shape)}"
+            f"{name} must have shape (N, {', '.join(map(str, model.image_shape))}) "
+            f"for this model, got {tuple(images.shape)}"
         )
     if len(images) == 0:
         raise ValueError(f"{name} is empty")
     if images.dtype not in (torch.uint8, torch.bool) and not images.is_floating_point():
         raise TypeError(
-            f"{name} must be float in [0, 1], uint8 (0..255) or bool, got dtype {images.dtype}"
+            f"{name} must be float in [0, 1], uint8 (0..255) or bool, "
+            f"got dtype {images.dtype}"
         )
     if images.is_floating_point():
-        lo, hi = (
-            v.item() for v in torch.aminmax(images)
-        )  # one pass; NaN anywhere makes both NaN
-        if math.isnan(lo) or math.isnan(hi):
-            raise ValueError(f"{name} contain NaN values")
-        if not (lo >= 0 and hi <= 1):
-            raise ValueError(
-                f"float {name} must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]"
-                + ("; divide uint8 pixel values by 255" if hi > 1 else "")
-            )
+        check_pixel_range(images, name)
 
 
 def _check_fit_args(
@@ -245,16 +205,16 @@ def _check_fit_args(
     device,
 ) -> None:
     _check_model(model)
-    _check_images(model, images, "images")
+    _check_dataset_images(model, images, "images")
     if test_images is not None:
-        _check_images(model, test_images, "test_images")
+        _check_dataset_images(model, test_images, "test_images")
     for name, value in (
         ("epochs", epochs),
         ("batch_size", batch_size),
         ("log_every", log_every),
         ("checkpoint_every", checkpoint_every),
     ):
-        _positive_int(name, value)
+        positive_int(name, value)
     if not (isinstance(lr, numbers.Real) and lr > 0):
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if likelihood not in LIKELIHOODS:
@@ -313,186 +273,11 @@ def _backend_settings(device: torch.device):
         torch.backends.cudnn.benchmark = old
 
 
-# ----------------------------------------------------------------------------- training state
-
-
-def _rng_states(device: torch.device, order: torch.Generator) -> dict:
-    """Every random state ``fit`` depends on, as tensors and numbers (``weights_only``-loadable)."""
-    version, internal, gauss_next = random.getstate()
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    states = {
-        "torch": torch.get_rng_state(),
-        "order": order.get_state(),
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": {
-            "version": version,
-            "internal": torch.tensor(internal, dtype=torch.int64),
-            "gauss_next": gauss_next,
-        },
-    }
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def _set_rng_states(states: dict, device: torch.device, order: torch.Generator) -> None:
-    torch.set_rng_state(states["torch"])
-    order.set_state(states["order"])
-    npy = states["numpy"]
-    np.random.set_state(
-        (
-            "MT19937",
-            npy["keys"].numpy().astype(np.uint32),
-            npy["pos"],
-            npy["has_gauss"],
-            npy["cached_gaussian"],
-        )
-    )
-    py = states["python"]
-    random.setstate((py["version"], tuple(py["internal"].tolist()), py["gauss_next"]))
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
-
-
-def _describe(value):
-    """A comparable description of a number or schedule, for checking a resumed run's settings."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if not callable(value):
-        return float(value)
-    if dataclasses.is_dataclass(value):
-        return repr(value)
-    return getattr(value, "__qualname__", type(value).__qualname__)
-
-
-def _fingerprint(images: torch.Tensor, samples: int = 100_000) -> float:
-    """Sum of an evenly spaced sample of the pixel values: cheap, and different for different data."""
-    flat = images.reshape(-1)
-    sample = flat[:: max(1, flat.numel() // samples)].cpu()
-    return float(sample.sum(dtype=torch.float64))
-
-
-def _run_settings(
-    images,
-    *,
-    batch_size,
-    beta,
-    lr,
-    likelihood,
-    sigma,
-    free_bits,
-    capacity,
-    gamma,
-    tc,
-    seed,
-) -> dict:
-    """What defines the run: a checkpoint made with other settings cannot be resumed."""
-    return {
-        "n_images": len(images),
-        "images_fingerprint": _fingerprint(images),
-        "batch_size": int(batch_size),
-        "beta": _describe(beta),
-        "lr": float(lr),
-        "likelihood": likelihood,
-        "sigma": float(sigma),
-        "free_bits": float(free_bits),
-        "capacity": _describe(capacity),
-        "gamma": float(gamma),
-        "tc": bool(tc),
-        "seed": int(seed),
-    }
-
-
-def _settings_differences(saved: dict, now: dict) -> list[str]:
-    diffs = []
-    for key, value in now.items():
-        old = saved.get(key)
-        if key == "images_fingerprint":
-            same = old is not None and math.isclose(
-                old, value, rel_tol=1e-6, abs_tol=1e-6
-            )
-        else:
-            same = old == value
-        if not same:
-            diffs.append(f"{key}: {old!r} in the checkpoint, {value!r} now")
-    return diffs
-
-
-def _save_training_state(
-    path, model, opt, *, epoch, step, order, device, history, settings
-) -> None:
-    state_dict = {
-        k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-    }
-    checkpoints.save_training_state(
-        {
-            "model": type(model).__name__,
-            "config": model.config,
-            "state_dict": state_dict,
-            "optimizer": opt.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "rng": _rng_states(device, order),
-            "history": history.as_dict(),
-            "settings": settings,
-            "meta": {"epoch": epoch, "step": step},
-        },
-        path,
-    )
-
-
-def _restore_training_state(path, model, opt, *, order, device, settings):
-    """Load ``path`` into ``model``, ``opt`` and the RNGs; returns ``(epoch, step, history)`` or None."""
-    if not Path(path).is_file():
-        warnings.warn(
-            f"resume=True but there is no checkpoint at {path} yet; training starts from epoch 1",
-            stacklevel=3,
-        )
-        return None
-    state = checkpoints.read_training_state(path)
-    checkpoints.check_model_matches(state, model, path)
-    diffs = _settings_differences(state["settings"], settings)
-    if diffs:
-        raise checkpoints.CheckpointError(
-            f"{path} was written by a run with other settings ({'; '.join(diffs)}). Resume with the same "
-            f"data and settings, or pass resume=False or a new checkpoint_path to start a new run."
-        )
-    model.load_state_dict(state["state_dict"])
-    fresh = {
-        k: opt.param_groups[0][k]
-        for k in ("fused", "foreach", "capturable")
-        if k in opt.param_groups[0]
-    }
-    opt.load_state_dict(state["optimizer"])
-    for group in (
-        opt.param_groups
-    ):  # keep the kernels chosen for this device, not the saving one's
-        group.update(fresh)
-        step_device = (
-            "cpu" if not (group.get("fused") or group.get("capturable")) else None
-        )
-        for p in group[
-            "params"
-        ]:  # the step count where these kernels want it, moments in the params' layout
-            for k, v in opt.state[p].items():
-                if k == "step" and isinstance(v, torch.Tensor):
-                    opt.state[p][k] = v.to(step_device or p.device)
-                elif isinstance(v, torch.Tensor) and v.shape == p.shape:
-                    opt.state[p][k] = torch.empty_like(p).copy_(v)
-    _set_rng_states(state["rng"], device, order)
-    return state["epoch"], state["step"], History.from_dict(state["history"])
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
 @dataclass
-class _Run:
+class _TrainingRun:
     """What every step of one ``fit`` call needs."""
 
     model: nn.Module
@@ -508,13 +293,13 @@ class _Run:
     device: torch.device
 
 
-def _batch(run: _Run, index: torch.Tensor) -> torch.Tensor:
+def _batch(run: _TrainingRun, index: torch.Tensor) -> torch.Tensor:
     """Images at ``index`` as float32 in [0, 1], in the memory format the model runs fastest with."""
     x = as_float_images(run.data[index]).float()
     return x.contiguous(memory_format=torch.channels_last) if run.channels_last else x
 
 
-def _train_step(run: _Run, x: torch.Tensor, step: int):
+def _train_step(run: _TrainingRun, x: torch.Tensor, step: int):
     """One Adam step on batch ``x``; returns the loss terms (device tensors, no host sync) and β."""
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
         out = run.forward(x)
@@ -540,7 +325,7 @@ def _train_step(run: _Run, x: torch.Tensor, step: int):
 
 
 def _train_epoch(
-    run: _Run, perm: torch.Tensor, epoch: int, step: int, log_every: int, bar
+    run: _TrainingRun, perm: torch.Tensor, epoch: int, step: int, log_every: int, bar
 ):
     """One pass over the data in the order ``perm``; returns (objective, recon, kl sums, kl per dim sums,
     last β, step), the sums weighted by batch size."""
@@ -679,7 +464,7 @@ def fit(
     settings = (
         None
         if checkpoint_path is None
-        else _run_settings(
+        else checkpoints.run_settings(
             images,
             batch_size=batch_size,
             beta=beta,
@@ -716,7 +501,7 @@ def fit(
     order = torch.Generator().manual_seed(seed)  # the batch order
     start_epoch, step, history = 0, 0, History()
     if resume:
-        restored = _restore_training_state(
+        restored = checkpoints.restore_training_state(
             checkpoint_path,
             model,
             run.opt,
@@ -725,7 +510,8 @@ def fit(
             settings=settings,
         )
         if restored is not None:
-            start_epoch, step, history = restored
+            start_epoch, step, saved_history = restored
+            history = History.from_dict(saved_history)
 
     total_steps = epochs * math.ceil(len(images) / batch_size)
     bar = tqdm(
@@ -752,7 +538,7 @@ def fit(
                 if checkpoint_path is not None and (
                     epoch % checkpoint_every == 0 or epoch == epochs
                 ):
-                    _save_training_state(
+                    checkpoints.save_training_state(
                         checkpoint_path,
                         model,
                         run.opt,
@@ -760,7 +546,7 @@ def fit(
                         step=step,
                         order=order,
                         device=device,
-                        history=history,
+                        history=history.as_dict(),
                         settings=settings,
                     )
                 if callback is not None:
@@ -785,13 +571,13 @@ def _prepare_run(
     amp,
     compile,
     loss_kwargs,
-) -> _Run:
+) -> _TrainingRun:
     """Move the model and the data to ``device``, choose the fast settings, and build the optimiser."""
     channels_last = _has_convolutions(model) and device.type in ("cuda", "cpu")
     model.to(device).train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    return _Run(
+    return _TrainingRun(
         model=model,
         forward=torch.compile(model) if compile else model,
         opt=_adam(model, lr, device),
