@@ -104,10 +104,12 @@ plots.image_grid(torch.cat(rows), nrow=8, row_labels=labels,
 # - **β-TCVAE** (Chen et al. 2018): the KL averaged over the data splits into three parts,
 #
 # $$
+# \begin{aligned}
 # \mathbb E_{p(x)}\mathrm{KL}\big(q(z\mid x)\,\|\,p(z)\big)
-#  = \underbrace{I_q(x; z)}_{\text{index-code MI}}
-#  + \underbrace{\mathrm{KL}\Big(q(z)\,\Big\|\,\textstyle\prod_d q(z_d)\Big)}_{\text{total correlation}}
-#  + \underbrace{\textstyle\sum_d \mathrm{KL}\big(q(z_d)\,\|\,p(z_d)\big)}_{\text{dimension-wise KL}},
+#  &= \underbrace{I_q(x; z)}_{\text{index-code MI}}
+#  + \underbrace{\mathrm{KL}\Big(q(z)\,\Big\|\,\textstyle\prod_d q(z_d)\Big)}_{\text{total correlation}} \\
+#  &\quad {} + \underbrace{\textstyle\sum_d \mathrm{KL}\big(q(z_d)\,\|\,p(z_d)\big)}_{\text{dimension-wise KL}},
+# \end{aligned}
 # $$
 #
 #   where $q(z) = \mathbb E_{p(x)} q(z\mid x)$ is the aggregate posterior. Only the total correlation (TC)
