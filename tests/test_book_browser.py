@@ -60,29 +60,16 @@ def _load_executor():
     return module
 
 
+_EXECUTOR = _load_executor()
+
+
 def toc_files() -> list[str]:
-    """Every page in _toc.yml (without suffix), e.g. ``notebooks/01_first_vae``, ``book/execution``."""
-    import yaml
-
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    found: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if isinstance(node.get(key), str):
-                    found.append(node[key].removesuffix(".ipynb").removesuffix(".md"))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(toc)
-    return found
+    """Every page of _toc.yml without suffix (``notebooks/01_first_vae``), read with
+    sphinx_external_toc as Jupyter Book reads it (the executor's ``toc_documents``)."""
+    return _EXECUTOR.toc_documents(ROOT)
 
 
-CHAPTERS = [p[:-6] for p in _load_executor().toc_notebooks(ROOT)]
+CHAPTERS = [p[:-6] for p in _EXECUTOR.toc_notebooks(ROOT)]
 PAGES = [p for p in toc_files() if (HTML / f"{p}.html").is_file()]
 
 
@@ -355,3 +342,157 @@ def test_screenshots(tmp_path):
         )
         assert pixels[..., :3].std() > 0.05, f"{out} is blank"
     (SCREENSHOTS / "pages.json").write_text(json.dumps(pages) + "\n", encoding="utf-8")
+
+
+# ------------------------------------------------------------ no horizontal scrolling
+# At a 1280-px-wide window no chapter code (code cells and code blocks; outputs are not
+# code) and no display equation may scroll sideways. The page is copied with a <base>
+# pointing at the build and a script that, once MathJax has typeset and the fonts are
+# in, measures every such element and writes the numbers into the DOM that
+# --dump-dom prints.
+FIT_WIDTH = 1280
+MEASURE_JS = r"""
+(function () {
+  function longest(text) {
+    return text.split("\n").reduce(function (a, b) {
+      return b.length > a.length ? b : a;
+    }, "");
+  }
+  function tex(el) {
+    var doc = window.MathJax && MathJax.startup && MathJax.startup.document;
+    for (var item of doc ? doc.math : []) {
+      if (item.typesetRoot === el) return item.math.trim();
+    }
+    return el.textContent;
+  }
+  function measure() {
+    var rows = [], cells = Array.from(document.querySelectorAll("div.cell"));
+    function add(kind, el, text) {
+      var section = el.closest("section[id]");
+      rows.push({kind: kind, cell: cells.indexOf(el.closest("div.cell")) + 1,
+                 section: section ? section.id : "", text: text,
+                 scroll: el.scrollWidth, client: el.clientWidth});
+    }
+    document.querySelectorAll("div.cell_input pre").forEach(function (el) {
+      add("code cell", el, longest(el.textContent));
+    });
+    document.querySelectorAll("div.highlight pre").forEach(function (el) {
+      if (!el.closest("div.cell")) add("code block", el, longest(el.textContent));
+    });
+    document.querySelectorAll("mjx-container[display]").forEach(function (el) {
+      add("equation", el, tex(el));
+    });
+    var out = document.createElement("pre");
+    out.id = "fit-report";
+    out.textContent = JSON.stringify(rows);
+    document.body.appendChild(out);
+  }
+  window.addEventListener("load", function () {
+    var math = window.MathJax && MathJax.startup && MathJax.startup.promise;
+    Promise.all([math || Promise.resolve(), document.fonts.ready]).then(function () {
+      setTimeout(measure, 100);
+    });
+  });
+})();
+"""
+
+
+def measure_widths(page: Path, work: Path) -> list[dict]:
+    """Code and display equations of ``page`` as Chromium lays them out at
+    ``FIT_WIDTH`` px: kind, cell number, section, longest line or TeX, widths."""
+    text = page.read_text(encoding="utf-8")
+    assert "<head>" in text and "</body>" in text, f"{page}: no <head> or </body>"
+    base = f'<head><base href="{page.parent.resolve().as_uri()}/">'
+    text = text.replace("<head>", base, 1)
+    text = text.replace("</body>", f"<script>{MEASURE_JS}</script></body>", 1)
+    work.mkdir(parents=True, exist_ok=True)
+    copy = work / "measured.html"
+    copy.write_text(text, encoding="utf-8")
+    cmd = chromium_args(work / "profile") + [
+        f"--window-size={FIT_WIDTH},900",
+        "--dump-dom",
+        copy.as_uri(),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"chromium failed on {page}: {done.stderr[-2000:]}"
+    found = re.search(r'<pre id="fit-report"[^>]*>(.*?)</pre>', done.stdout, re.S)
+    assert found, f"{page}: the measuring script did not run"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def scrolling(rows: list[dict], kinds: tuple[str, ...]) -> list[str]:
+    """The rows of ``kinds`` wider than their box, one readable line each."""
+    return [
+        f"{r['kind']}{' ' + str(r['cell']) if r['cell'] else ''} in #{r['section']}: "
+        f"{r['scroll']} px wide in {r['client']} px: {r['text'][:120]}"
+        for r in rows
+        if r["kind"] in kinds and r["scroll"] > r["client"] + 1
+    ]
+
+
+_widths: dict[str, list[dict]] = {}
+
+
+def widths(page: str, tmp_path_factory) -> list[dict]:
+    if page not in _widths:
+        work = tmp_path_factory.mktemp("widths")
+        _widths[page] = measure_widths(HTML / f"{page}.html", work)
+    return _widths[page]
+
+
+def test_width_check_reports_what_scrolls_and_only_that(tmp_path):
+    """A synthetic page: one long and one short code line, one wide and one narrow
+    equation, and a long output (not code); only the long and the wide are reported."""
+    long_line = "x = " + "1 + " * 120 + "1"
+    page = tmp_path / "synthetic.html"
+    page.write_text(
+        "<!DOCTYPE html><html><head><style>pre{overflow:auto;font:14px monospace}"
+        "mjx-container{display:block}mjx-math{display:inline-block}</style></head>"
+        '<body><section id="s"><div class="cell"><div class="cell_input">'
+        '<div class="highlight"><pre>short = 1</pre></div></div></div>'
+        '<div class="cell"><div class="cell_input"><div class="highlight">'
+        f"<pre>a = 1\n{long_line}</pre></div></div>"
+        f'<div class="cell_output"><div class="highlight"><pre>{long_line}</pre>'
+        "</div></div></div>"
+        '<div class="highlight"><pre>pip install -r requirements.txt</pre></div>'
+        '<mjx-container display="true"><mjx-math style="width:3000px">wide'
+        '</mjx-math></mjx-container><mjx-container display="true">'
+        '<mjx-math style="width:100px">narrow</mjx-math></mjx-container>'
+        "</section></body></html>",
+        encoding="utf-8",
+    )
+    rows = measure_widths(page, tmp_path / "work")
+    assert [(r["kind"], r["cell"]) for r in rows] == [
+        ("code cell", 1),
+        ("code cell", 2),
+        ("code block", 0),
+        ("equation", 0),
+        ("equation", 0),
+    ]
+    reported = scrolling(rows, ("code cell", "code block", "equation"))
+    assert len(reported) == 2, reported
+    assert (
+        reported[0].startswith("code cell 2 in #s: ") and long_line[:60] in reported[0]
+    )
+    assert reported[1].startswith("equation in #s: ") and reported[1].endswith("wide")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_code_fits_the_page(chapter, tmp_path_factory):
+    wide = scrolling(widths(chapter, tmp_path_factory), ("code cell", "code block"))
+    assert not wide, (
+        f"{chapter}: code scrolls sideways at {FIT_WIDTH} px (chapters are formatted "
+        "at 76 columns, see notebooks/ruff.toml; wrap long strings and comments):\n"
+        + "\n".join(wide)
+    )
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_display_equations_fit_the_page(page, tmp_path_factory):
+    if "math notranslate" not in source(page):
+        pytest.skip(f"{page} has no math")
+    wide = scrolling(widths(page, tmp_path_factory), ("equation",))
+    assert not wide, (
+        f"{page}: display equations scroll sideways at {FIT_WIDTH} px (break them "
+        "into aligned lines):\n" + "\n".join(wide)
+    )

@@ -1,5 +1,6 @@
-"""Every chapter runs in Colab as it is: its first cell installs the library when missing, its Colab links
-open the right notebook of this repository, and it reads data only through ``betavae_lib.data``."""
+"""Every chapter runs in Colab as it is: its first cell installs the library when
+missing, its Colab links open the right notebook of this repository, and it reads data
+only through ``betavae_lib.data``."""
 
 from __future__ import annotations
 
@@ -31,13 +32,14 @@ CHAPTERS = _eb.toc_notebooks(ROOT)
 
 
 def colab_link(path: str) -> str:
-    """The Colab URL of notebook ``path`` (relative to the book root) for this repository and branch."""
+    """The Colab URL of notebook ``path`` (relative to the book root) for this
+    repository and branch."""
     owner_repo = REPO_URL.removeprefix("https://github.com/")
     book = CONFIG["repository"].get("path_to_book", "").strip("/")
+    branch = CONFIG["repository"].get("branch", "main")
     colab = CONFIG["launch_buttons"]["colab_url"].rstrip("/")
-    return (
-        f"{colab}/github/{owner_repo}/blob/{CONFIG['repository'].get('branch', 'main')}/"
-        + (f"{book}/{path}" if book else path)
+    return f"{colab}/github/{owner_repo}/blob/{branch}/" + (
+        f"{book}/{path}" if book else path
     )
 
 
@@ -47,14 +49,16 @@ def code_cells(path: str) -> list[str]:
 
 
 def python_of(cell: str) -> str:
-    """The cell as IPython runs it (``%pip`` becomes ``get_ipython().run_line_magic(...)``)."""
+    """The cell as IPython runs it (``%pip`` becomes
+    ``get_ipython().run_line_magic(...)``)."""
     from IPython.core.inputtransformer2 import TransformerManager
 
     return TransformerManager().transform_cell(cell)
 
 
-# Run only the cell's install fallback (its first try/except): once with betavae_lib importable, then
-# once with it hidden until the fake ``%pip`` "installs" it. One interpreter, so torch is imported once.
+# Run only the cell's install fallback (its first try/except): once with betavae_lib
+# importable, then once with it hidden until the fake ``%pip`` "installs" it. One
+# interpreter, so torch is imported once.
 FALLBACK_PROBE = r"""
 import ast, importlib.abc, json, sys
 
@@ -80,15 +84,18 @@ results = {}
 for library in ("installed", "missing"):
     for name in [m for m in sys.modules if m.split(".")[0] == "betavae_lib"]:
         del sys.modules[name]
-    hide.hidden, calls, namespace = library == "missing", [], {"get_ipython": FakeIPython}
+    hide.hidden, calls = library == "missing", []
+    namespace = {"get_ipython": FakeIPython}
     exec(code, namespace)
-    results[library] = {"calls": calls, "imported": getattr(namespace.get("betavae_lib"), "__name__", None)}
+    imported = getattr(namespace.get("betavae_lib"), "__name__", None)
+    results[library] = {"calls": calls, "imported": imported}
 print(json.dumps(results))
 """
 
 
 def run_fallback(cell: str) -> dict:
-    """``{"installed": {"calls": [...], "imported": ...}, "missing": {...}}`` for the cell's fallback."""
+    """``{"installed": {"calls": [...], "imported": ...}, "missing": {...}}`` for the
+    cell's fallback."""
     done = subprocess.run(
         [sys.executable, "-c", FALLBACK_PROBE, python_of(cell)],
         capture_output=True,
@@ -100,8 +107,8 @@ def run_fallback(cell: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# Reading files a Colab runtime does not have. Data comes from betavae_lib.data (load_dataset), which
-# downloads and checks what it needs.
+# Reading files a Colab runtime does not have. Data comes from betavae_lib.data
+# (load_dataset), which downloads and checks what it needs.
 LOCAL_READS = {
     "open()": r"(?<![\w.])open\(",
     "numpy load": r"\b(?:np|numpy)\.(?:load|loadtxt|genfromtxt|fromfile)\(",
@@ -110,8 +117,10 @@ LOCAL_READS = {
     "pandas read": r"\bread_(?:csv|parquet|pickle|json|excel|table)\(",
     "image read": r"\b(?:imread|Image\.open)\(",
     "h5py": r"\bh5py\.File\(",
-    "repository or absolute path": r"""["'](?:\.\./|/work/|/home/|/Users/|/content/|~/|[A-Za-z]:\\)""",
-    "BETAVAE_DATA_DIR set in a chapter": r"environ\[?\W*BETAVAE_DATA_DIR\W*\]?\s*=|setenv\(\W*BETAVAE_DATA_DIR",
+    "repository or absolute path": r"""["'](?:\.\./|/work/|/home/|/Users/|/content/"""
+    r"""|~/|[A-Za-z]:\\)""",
+    "BETAVAE_DATA_DIR set in a chapter": r"environ\[?\W*BETAVAE_DATA_DIR\W*\]?\s*="
+    r"|setenv\(\W*BETAVAE_DATA_DIR",
     "Path.read_*": r"\.read_(?:bytes|text)\(",
 }
 
@@ -136,7 +145,7 @@ def local_reads(code: str) -> list[str]:
     return [name for name, pattern in LOCAL_READS.items() if re.search(pattern, code)]
 
 
-# ------------------------------------------------------------------------------------------------ tests
+# ------------------------------------------------------------------------------ tests
 def test_launch_buttons_and_repository_are_configured():
     assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", REPO_URL), REPO_URL
     assert CONFIG["launch_buttons"]["colab_url"].startswith(

@@ -1,3 +1,17 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 1. A first VAE on MNIST
 #
@@ -16,7 +30,7 @@
 try:
     import betavae_lib
 except ImportError:
-    %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
+    # %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
     import betavae_lib
 
 import matplotlib.pyplot as plt
@@ -142,7 +156,6 @@ fig.tight_layout()
 print(f"2-latent model: test −ELBO {history2.test_recon[-1] + history2.test_kl[-1]:.1f} nats "
       f"vs {history.test_recon[-1] + history.test_kl[-1]:.1f} with 20 latents")
 
-# %% [markdown]
 # %% [markdown]
 # Two numbers are enough to sort digits into neighbourhoods, but the −ELBO is worse than with 20: two
 # dimensions cannot hold the stroke width, slant and style that the larger model keeps.

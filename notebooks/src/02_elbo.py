@@ -1,3 +1,17 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 2. The ELBO, derived and checked
 #
@@ -16,7 +30,7 @@
 try:
     import betavae_lib
 except ImportError:
-    %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
+    # %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
     import betavae_lib
 
 import math
@@ -58,9 +72,11 @@ profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full s
 # over $q$:
 #
 # $$
-# \log p_\theta(x) = \mathbb E_{q}\!\left[\log \frac{p_\theta(x, z)}{q_\phi(z\mid x)}\right]
-#   + \mathbb E_{q}\!\left[\log \frac{q_\phi(z\mid x)}{p_\theta(z \mid x)}\right]
-# = \mathrm{ELBO}(x) + \mathrm{KL}\big(q_\phi(z\mid x)\,\|\,p_\theta(z\mid x)\big).
+# \begin{aligned}
+# \log p_\theta(x) &= \mathbb E_{q}\!\left[\log \frac{p_\theta(x, z)}{q_\phi(z\mid x)}\right]
+#   + \mathbb E_{q}\!\left[\log \frac{q_\phi(z\mid x)}{p_\theta(z \mid x)}\right] \\
+# &= \mathrm{ELBO}(x) + \mathrm{KL}\big(q_\phi(z\mid x)\,\|\,p_\theta(z\mid x)\big).
+# \end{aligned}
 # $$
 #
 # This is an *identity*, not a bound: the gap is exactly the KL divergence from the encoder to the true
@@ -85,9 +101,11 @@ profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full s
 # standard normal prior, the rate needs no sampling. Per dimension,
 #
 # $$
+# \begin{aligned}
 # \mathrm{KL}\big(\mathcal N(\mu, \sigma^2)\,\|\,\mathcal N(0, 1)\big)
-# = \mathbb E_q\big[\log q(z) - \log p(z)\big]
-# = \tfrac12\big(\mu^2 + \sigma^2 - 1 - \log \sigma^2\big),
+# &= \mathbb E_q\big[\log q(z) - \log p(z)\big] \\
+# &= \tfrac12\big(\mu^2 + \sigma^2 - 1 - \log \sigma^2\big),
+# \end{aligned}
 # $$
 #
 # because $\mathbb E_q[\log q] = -\tfrac12\log(2\pi\sigma^2) - \tfrac12$ and
@@ -123,10 +141,13 @@ print(f"library vs torch.distributions: {(gaussian_kl(mu, logvar) - reference).a
 # makes everything exact:
 #
 # $$
-# z \sim \mathcal N(0, I_D), \qquad x \mid z \sim \mathcal N(Wz + b,\ \sigma^2 I_P)
-# \quad\Longrightarrow\quad
-# p(x) = \mathcal N(b,\ WW^\top + \sigma^2 I), \qquad
-# p(z\mid x) = \mathcal N\big(\Lambda^{-1} W^\top (x-b)/\sigma^2,\ \Lambda^{-1}\big),\ \ \Lambda = I + W^\top W/\sigma^2 .
+# \begin{aligned}
+# z &\sim \mathcal N(0, I_D), \qquad x \mid z \sim \mathcal N(Wz + b,\ \sigma^2 I_P)
+# \quad\Longrightarrow \\
+# p(x) &= \mathcal N(b,\ WW^\top + \sigma^2 I), \\
+# p(z\mid x) &= \mathcal N\big(\Lambda^{-1} W^\top (x-b)/\sigma^2,\ \Lambda^{-1}\big),
+# \qquad \Lambda = I + W^\top W/\sigma^2 .
+# \end{aligned}
 # $$
 #
 # For any Gaussian $q(z) = \mathcal N(m, S)$ both the ELBO and $\mathrm{KL}(q\,\|\,p(z\mid x))$ have closed forms
@@ -289,8 +310,11 @@ print(f"score-function variance / reparameterisation variance: {ratio.min():.0f}
 # importance weights *before* the log loses less (Burda et al. 2016):
 #
 # $$
-# \mathcal L_k(x) = \mathbb E_{z_1,\dots,z_k \sim q}\left[\log \frac1k \sum_{i=1}^k \frac{p_\theta(x, z_i)}{q_\phi(z_i\mid x)}\right],
-# \qquad \mathrm{ELBO} = \mathcal L_1 \le \mathcal L_k \le \mathcal L_{k+1} \le \log p_\theta(x),
+# \begin{aligned}
+# \mathcal L_k(x) &= \mathbb E_{z_1,\dots,z_k \sim q}\left[\log \frac1k \sum_{i=1}^k
+#   \frac{p_\theta(x, z_i)}{q_\phi(z_i\mid x)}\right], \\
+# \mathrm{ELBO} &= \mathcal L_1 \le \mathcal L_k \le \mathcal L_{k+1} \le \log p_\theta(x),
+# \end{aligned}
 # $$
 #
 # and $\mathcal L_k \to \log p_\theta(x)$ as $k \to \infty$. On the exact model we can watch it close the gap

@@ -1,3 +1,17 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 3. The β trade-off on MNIST and Fashion-MNIST
 #
@@ -14,7 +28,7 @@
 try:
     import betavae_lib
 except ImportError:
-    %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
+    # %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
     import betavae_lib
 
 import matplotlib.pyplot as plt
@@ -34,9 +48,12 @@ profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full s
 # Name the two terms of the objective by what they measure (Alemi et al. 2018, "Fixing a broken ELBO"):
 #
 # $$
-# D = \mathbb E_{x}\,\mathbb E_{q(z\mid x)}\big[-\log p(x \mid z)\big] \quad\text{(distortion: reconstruction, nats)},
-# \qquad
-# R = \mathbb E_{x}\,\mathrm{KL}\big(q(z\mid x)\,\|\,p(z)\big) \quad\text{(rate: nats of information in } z\text{)}.
+# \begin{aligned}
+# D &= \mathbb E_{x}\,\mathbb E_{q(z\mid x)}\big[-\log p(x \mid z)\big]
+#   && \text{(distortion: reconstruction, nats)}, \\
+# R &= \mathbb E_{x}\,\mathrm{KL}\big(q(z\mid x)\,\|\,p(z)\big)
+#   && \text{(rate: nats of information in } z\text{)}.
+# \end{aligned}
 # $$
 #
 # The negative ELBO is $D + R$; the β-VAE minimises $D + \beta R$. Every model sits at some point $(R, D)$,

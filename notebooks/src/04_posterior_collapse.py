@@ -1,3 +1,17 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 4. Posterior collapse and its cures
 #
@@ -13,7 +27,7 @@
 try:
     import betavae_lib
 except ImportError:
-    %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
+    # %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
     import betavae_lib
 
 import math

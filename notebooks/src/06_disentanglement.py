@@ -1,3 +1,17 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 6. Disentanglement on dSprites: MIG, β-TCVAE and traversals
 #
@@ -17,7 +31,7 @@
 try:
     import betavae_lib
 except ImportError:
-    %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
+    # %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
     import betavae_lib
 
 import math
@@ -90,10 +104,12 @@ plots.image_grid(torch.cat(rows), nrow=8, row_labels=labels,
 # - **β-TCVAE** (Chen et al. 2018): the KL averaged over the data splits into three parts,
 #
 # $$
+# \begin{aligned}
 # \mathbb E_{p(x)}\mathrm{KL}\big(q(z\mid x)\,\|\,p(z)\big)
-#  = \underbrace{I_q(x; z)}_{\text{index-code MI}}
-#  + \underbrace{\mathrm{KL}\Big(q(z)\,\Big\|\,\textstyle\prod_d q(z_d)\Big)}_{\text{total correlation}}
-#  + \underbrace{\textstyle\sum_d \mathrm{KL}\big(q(z_d)\,\|\,p(z_d)\big)}_{\text{dimension-wise KL}},
+#  &= \underbrace{I_q(x; z)}_{\text{index-code MI}}
+#  + \underbrace{\mathrm{KL}\Big(q(z)\,\Big\|\,\textstyle\prod_d q(z_d)\Big)}_{\text{total correlation}} \\
+#  &\quad {} + \underbrace{\textstyle\sum_d \mathrm{KL}\big(q(z_d)\,\|\,p(z_d)\big)}_{\text{dimension-wise KL}},
+# \end{aligned}
 # $$
 #
 #   where $q(z) = \mathbb E_{p(x)} q(z\mid x)$ is the aggregate posterior. Only the total correlation (TC)
