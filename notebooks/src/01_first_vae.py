@@ -36,11 +36,19 @@ except ImportError:
 import matplotlib.pyplot as plt
 import torch
 
-from betavae_lib import MLPVAE, fit, load_dataset, seed_everything, start_chapter
+from betavae_lib import (
+    MLPVAE,
+    fit,
+    load_dataset,
+    seed_everything,
+    start_chapter,
+)
 from betavae_lib.losses import beta_vae_loss
 from betavae_lib import plots
 
-profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+profile, device = start_chapter(
+    seed=0
+)  # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
 
 # %% [markdown]
 # ## The data
@@ -52,8 +60,10 @@ profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full s
 # %%
 train = load_dataset("mnist", "train").subset(profile.train_size)
 test = load_dataset("mnist", "test").subset(profile.test_size)
-print(f"train {tuple(train.images.shape)}, test {tuple(test.images.shape)}, pixel range "
-      f"[{train.images.min():.0f}, {train.images.max():.0f}]")
+print(
+    f"train {tuple(train.images.shape)}, test {tuple(test.images.shape)}, "
+    f"pixel range [{train.images.min():.0f}, {train.images.max():.0f}]"
+)
 plots.image_grid(test.images[:32], nrow=16, title="MNIST test images");
 
 # %% [markdown]
@@ -91,8 +101,11 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters")
 x = test.images[:128]
 out = model(x)
 terms = beta_vae_loss(x, out.logits, out.mu, out.logvar, beta=1.0)
-print(f"reconstruction {terms.recon.item():.1f} nats, KL {terms.kl.item():.2f} nats, "
-      f"loss {terms.total.item():.1f} nats per image")
+print(
+    f"reconstruction {terms.recon.item():.1f} nats, "
+    f"KL {terms.kl.item():.2f} nats, "
+    f"loss {terms.total.item():.1f} nats per image"
+)
 
 # %% [markdown]
 # ## Training
@@ -102,11 +115,26 @@ print(f"reconstruction {terms.recon.item():.1f} nats, KL {terms.kl.item():.2f} n
 
 # %%
 epochs = profile.pick(smoke=2, reduced=10, full=30)
-history = fit(model, train.images, test_images=test.images, epochs=epochs, batch_size=128, beta=1.0,
-              lr=1e-3, device=device, seed=0)
-print(f"after {epochs} epochs: test reconstruction {history.test_recon[-1]:.1f}, "
-      f"test KL {history.test_kl[-1]:.1f}, test −ELBO {history.test_recon[-1] + history.test_kl[-1]:.1f} nats")
-plots.plot_history(history, title=f"MLPVAE on MNIST, β = 1 ({profile.name} profile)");
+history = fit(
+    model,
+    train.images,
+    test_images=test.images,
+    epochs=epochs,
+    batch_size=128,
+    beta=1.0,
+    lr=1e-3,
+    device=device,
+    seed=0,
+)
+neg_elbo = history.test_recon[-1] + history.test_kl[-1]
+print(
+    f"after {epochs} epochs: test reconstruction "
+    f"{history.test_recon[-1]:.1f}, test KL {history.test_kl[-1]:.1f}, "
+    f"test −ELBO {neg_elbo:.1f} nats"
+)
+plots.plot_history(
+    history, title=f"MLPVAE on MNIST, β = 1 ({profile.name} profile)"
+);
 
 # %% [markdown]
 # The reconstruction term falls quickly while the KL *rises*: the encoder learns to put information into
@@ -121,7 +149,11 @@ plots.plot_history(history, title=f"MLPVAE on MNIST, β = 1 ({profile.name} prof
 model.cpu()
 originals = test.images[:12]
 recon = model.reconstruct(originals)
-plots.image_grid(torch.cat([originals, recon]), nrow=12, title="Test images (top) and reconstructions (bottom)");
+plots.image_grid(
+    torch.cat([originals, recon]),
+    nrow=12,
+    title="Test images (top) and reconstructions (bottom)",
+);
 
 # %% [markdown]
 # ## New digits from the prior
@@ -144,17 +176,36 @@ plots.image_grid(samples, nrow=12, title="Decoded samples z ~ N(0, I)");
 # %%
 seed_everything(0)
 model2 = MLPVAE(latent_dim=2)
-history2 = fit(model2, train.images, test_images=test.images, epochs=epochs, beta=1.0, device=device, seed=0,
-               progress=False)
+history2 = fit(
+    model2,
+    train.images,
+    test_images=test.images,
+    epochs=epochs,
+    beta=1.0,
+    device=device,
+    seed=0,
+    progress=False,
+)
 model2.cpu()
 with torch.no_grad():
     mu2, _ = model2.encode(test.images)
 fig, axes = plt.subplots(1, 2, figsize=(11, 5))
-plots.plot_latent_scatter(mu2, test.labels, title="Test posterior means, 2-latent VAE", ax=axes[0])
-plots.latent_manifold(model2, n=15, span=2.5, ax=axes[1], title="Decoded grid z ∈ [−2.5, 2.5]²")
+plots.plot_latent_scatter(
+    mu2, test.labels, title="Test posterior means, 2-latent VAE", ax=axes[0]
+)
+plots.latent_manifold(
+    model2,
+    n=15,
+    span=2.5,
+    ax=axes[1],
+    title="Decoded grid z ∈ [−2.5, 2.5]²",
+)
 fig.tight_layout()
-print(f"2-latent model: test −ELBO {history2.test_recon[-1] + history2.test_kl[-1]:.1f} nats "
-      f"vs {history.test_recon[-1] + history.test_kl[-1]:.1f} with 20 latents")
+print(
+    "2-latent model: test −ELBO "
+    f"{history2.test_recon[-1] + history2.test_kl[-1]:.1f} nats "
+    f"vs {neg_elbo:.1f} with 20 latents"
+)
 
 # %% [markdown]
 # Two numbers are enough to sort digits into neighbourhoods, but the −ELBO is worse than with 20: two
@@ -175,6 +226,11 @@ print(f"2-latent model: test −ELBO {history2.test_recon[-1] + history2.test_kl
 # %%
 from betavae_lib.report import headline
 
-headline(profile=profile.name, epochs=epochs, test_recon_20d=history.test_recon[-1], test_kl_20d=history.test_kl[-1],
-         test_neg_elbo_20d=history.test_recon[-1] + history.test_kl[-1],
-         test_neg_elbo_2d=history2.test_recon[-1] + history2.test_kl[-1]);
+headline(
+    profile=profile.name,
+    epochs=epochs,
+    test_recon_20d=history.test_recon[-1],
+    test_kl_20d=history.test_kl[-1],
+    test_neg_elbo_20d=history.test_recon[-1] + history.test_kl[-1],
+    test_neg_elbo_2d=history2.test_recon[-1] + history2.test_kl[-1],
+);

@@ -40,10 +40,18 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from betavae_lib import MLPVAE, fit, load_dataset, seed_everything, start_chapter
+from betavae_lib import (
+    MLPVAE,
+    fit,
+    load_dataset,
+    seed_everything,
+    start_chapter,
+)
 from betavae_lib import plots
 
-profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+profile, device = start_chapter(
+    seed=0
+)  # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
 
 # %% [markdown]
 # (elbo-derivation)=
@@ -118,10 +126,16 @@ def gaussian_kl(mu, logvar):
     return 0.5 * (mu**2 + logvar.exp() - 1 - logvar)
 
 
-mu, logvar = torch.randn(256, 20, dtype=torch.float64), torch.randn(256, 20, dtype=torch.float64)
-reference = torch.distributions.kl_divergence(torch.distributions.Normal(mu, (0.5 * logvar).exp()),
-                                              torch.distributions.Normal(0.0, 1.0))
-print(f"largest difference from torch.distributions: {(gaussian_kl(mu, logvar) - reference).abs().max():.2e} nats")
+mu, logvar = (
+    torch.randn(256, 20, dtype=torch.float64),
+    torch.randn(256, 20, dtype=torch.float64),
+)
+reference = torch.distributions.kl_divergence(
+    torch.distributions.Normal(mu, (0.5 * logvar).exp()),
+    torch.distributions.Normal(0.0, 1.0),
+)
+gap = (gaussian_kl(mu, logvar) - reference).abs().max()
+print(f"largest difference from torch.distributions: {gap:.2e} nats")
 
 # %% [markdown]
 # It agrees with `torch.distributions` to rounding error. From here on we use the library's version, which is
@@ -130,7 +144,8 @@ print(f"largest difference from torch.distributions: {(gaussian_kl(mu, logvar) -
 # %%
 from betavae_lib.losses import gaussian_kl
 
-print(f"library vs torch.distributions: {(gaussian_kl(mu, logvar) - reference).abs().max():.2e} nats")
+gap = (gaussian_kl(mu, logvar) - reference).abs().max()
+print(f"library vs torch.distributions: {gap:.2e} nats")
 
 # %% [markdown]
 # (elbo-exact-model)=
@@ -161,9 +176,14 @@ exact = LinearGaussian.random(data_dim=8, latent_dim=2, sigma=1.0, seed=7)
 x0, _ = exact.sample(1, generator=torch.Generator().manual_seed(0))
 log_px = exact.log_marginal(x0).item()
 post_mean, post_cov = exact.posterior(x0)
-mf_mean, mf_var = exact.mean_field_posterior(x0)   # the best diagonal Gaussian
+mf_mean, mf_var = exact.mean_field_posterior(
+    x0
+)  # the best diagonal Gaussian
 post_corr = post_cov[0, 1] / post_cov.diagonal().prod().sqrt()
-print(f"log p(x) = {log_px:.4f} nats; true posterior correlation between z1 and z2: {post_corr:.2f}")
+print(
+    f"log p(x) = {log_px:.4f} nats; "
+    f"true posterior correlation between z1 and z2: {post_corr:.2f}"
+)
 
 # %% [markdown]
 # Now evaluate the ELBO for three kinds of $q$: the true posterior, the best *diagonal* Gaussian (what a VAE
@@ -172,23 +192,37 @@ print(f"log p(x) = {log_px:.4f} nats; true posterior correlation between z1 and 
 
 # %%
 g = torch.Generator().manual_seed(1)
-rand_mean = post_mean + torch.randn(200, 2, generator=g, dtype=torch.float64)
+rand_mean = post_mean + torch.randn(
+    200, 2, generator=g, dtype=torch.float64
+)
 a = torch.randn(200, 2, 2, generator=g, dtype=torch.float64) * 0.5
 rand_cov = a @ a.transpose(1, 2) + 0.01 * torch.eye(2, dtype=torch.float64)
 x_rep = x0.expand(200, -1)
 
-candidates = {"true posterior": (post_mean, post_cov), "best diagonal q": (mf_mean, mf_var),
-              "200 random q": (rand_mean, rand_cov)}
-rows = ["| q | ELBO (nats) | KL(q ‖ p(z|x)) (nats) | max abs(ELBO + KL − log p(x)) |", "|---|---|---|---|"]
+candidates = {
+    "true posterior": (post_mean, post_cov),
+    "best diagonal q": (mf_mean, mf_var),
+    "200 random q": (rand_mean, rand_cov),
+}
+rows = [
+    "| q | ELBO (nats) | KL(q ‖ p(z|x)) (nats) "
+    "| max abs(ELBO + KL − log p(x)) |",
+    "|---|---|---|---|",
+]
 for name, (m, S) in candidates.items():
     xs = x0.expand(len(m), -1)
     elbo, kl = exact.elbo(xs, m, S), exact.kl_to_posterior(xs, m, S)
     err = (elbo + kl - log_px).abs().max().item()
-    fmt = (lambda t: f"{t.item():.4f}") if len(m) == 1 else (lambda t: f"{t.min():.2f} … {t.max():.2f}")
+    fmt = (
+        (lambda t: f"{t.item():.4f}")
+        if len(m) == 1
+        else (lambda t: f"{t.min():.2f} … {t.max():.2f}")
+    )
     rows.append(f"| {name} | {fmt(elbo)} | {fmt(kl)} | {err:.1e} |")
 elbo_random = exact.elbo(x_rep, rand_mean, rand_cov)
 display(Markdown("\n".join(rows)))
-print(f"log p(x) = {log_px:.4f}; every random q below it: {bool((elbo_random <= log_px).all())}")
+below = bool((elbo_random <= log_px).all())
+print(f"log p(x) = {log_px:.4f}; every random q below it: {below}")
 
 # %% [markdown]
 # Three things to read in the table. The identity holds to about $10^{-14}$: the gap *is* the KL to the true
@@ -205,12 +239,38 @@ print(f"log p(x) = {log_px:.4f}; every random q below it: {bool((elbo_random <= 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 grid = torch.linspace(-1.2, 1.2, 150, dtype=torch.float64)
-zz = torch.stack(torch.meshgrid(grid + post_mean[0, 0], grid + post_mean[0, 1], indexing="xy"), -1)
-post_density = torch.distributions.MultivariateNormal(post_mean[0], post_cov).log_prob(zz).exp()
-mf_density = torch.distributions.MultivariateNormal(mf_mean[0], torch.diag(mf_var)).log_prob(zz).exp()
-axes[0].contourf(zz[..., 0], zz[..., 1], post_density, levels=8, cmap="Blues")
-axes[0].contour(zz[..., 0], zz[..., 1], mf_density, levels=5, colors="tab:red", linewidths=1)
-axes[0].set(xlabel="$z_1$", ylabel="$z_2$", title="p(z|x) (filled) vs best diagonal q (red lines)")
+zz = torch.stack(
+    torch.meshgrid(
+        grid + post_mean[0, 0], grid + post_mean[0, 1], indexing="xy"
+    ),
+    -1,
+)
+post_density = (
+    torch.distributions.MultivariateNormal(post_mean[0], post_cov)
+    .log_prob(zz)
+    .exp()
+)
+mf_density = (
+    torch.distributions.MultivariateNormal(mf_mean[0], torch.diag(mf_var))
+    .log_prob(zz)
+    .exp()
+)
+axes[0].contourf(
+    zz[..., 0], zz[..., 1], post_density, levels=8, cmap="Blues"
+)
+axes[0].contour(
+    zz[..., 0],
+    zz[..., 1],
+    mf_density,
+    levels=5,
+    colors="tab:red",
+    linewidths=1,
+)
+axes[0].set(
+    xlabel="$z_1$",
+    ylabel="$z_2$",
+    title="p(z|x) (filled) vs best diagonal q (red lines)",
+)
 
 shifts = torch.linspace(-1.5, 1.5, 61, dtype=torch.float64)
 m_line = mf_mean + torch.stack([shifts, torch.zeros_like(shifts)], -1)
@@ -218,11 +278,18 @@ elbo_line = exact.elbo(x0.expand(len(shifts), -1), m_line, mf_var)
 kl_line = exact.kl_to_posterior(x0.expand(len(shifts), -1), m_line, mf_var)
 axes[1].plot(shifts, elbo_line, label="ELBO(q)")
 axes[1].axhline(log_px, color="k", ls="--", label="log p(x) (exact)")
-axes[1].set(xlabel="shift of q's mean along $z_1$", ylabel="nats", title="ELBO under log p(x); the gap is the KL")
+axes[1].set(
+    xlabel="shift of q's mean along $z_1$",
+    ylabel="nats",
+    title="ELBO under log p(x); the gap is the KL",
+)
 twin = axes[1].twinx()
 twin.plot(shifts, kl_line, ":", color="tab:red", label="KL(q ‖ p(z|x))")
 twin.set_ylabel("KL(q ‖ p(z|x)) [nats]", color="tab:red")
-handles = axes[1].get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+handles = (
+    axes[1].get_legend_handles_labels()[0]
+    + twin.get_legend_handles_labels()[0]
+)
 axes[1].legend(handles=handles, loc="lower center")
 fig.tight_layout();
 
@@ -246,9 +313,13 @@ fig.tight_layout();
 # closed form), with $S$ samples per estimate, 2,000 times over.
 
 # %%
-q_mean = (mf_mean + torch.tensor([[0.5, -0.5]], dtype=torch.float64)).requires_grad_(True)
+q_mean = (
+    mf_mean + torch.tensor([[0.5, -0.5]], dtype=torch.float64)
+).requires_grad_(True)
 q_std = mf_var.sqrt()
-exact_grad, = torch.autograd.grad(exact.elbo(x0, q_mean, q_std**2).sum(), q_mean)
+(exact_grad,) = torch.autograd.grad(
+    exact.elbo(x0, q_mean, q_std**2).sum(), q_mean
+)
 q_mean = q_mean.detach()
 
 
@@ -257,14 +328,20 @@ def log_q(z):
 
 
 def reparam_gradient(eps):
-    """(R, S, D) noise -> (R, D) estimates: the average of ∇_z log p(x, z) at z = m + σ ε."""
+    """(R, S, D) noise -> (R, D) estimates.
+
+    The average of ∇_z log p(x, z) at z = m + σ ε.
+    """
     z = (q_mean + q_std * eps).requires_grad_(True)
-    grad_z, = torch.autograd.grad(exact.log_joint(x0, z).sum(), z)
+    (grad_z,) = torch.autograd.grad(exact.log_joint(x0, z).sum(), z)
     return grad_z.mean(1)
 
 
 def score_gradient(eps):
-    """(R, S, D) noise -> (R, D) estimates: the average of f(z) ∇_m log q(z) = f(z) (z − m) / σ²."""
+    """(R, S, D) noise -> (R, D) estimates.
+
+    The average of f(z) ∇_m log q(z) = f(z) (z − m) / σ².
+    """
     z = q_mean + q_std * eps
     f = exact.log_joint(x0, z) - log_q(z)
     return (f.unsqueeze(-1) * (z - q_mean) / q_std**2).mean(1)
@@ -275,21 +352,43 @@ repeats = 2000
 variance = {"reparameterisation": [], "score function": []}
 means, stderr = {}, {}
 for s in sample_counts:
-    eps = torch.randn(repeats, s, 2, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
-    for name, estimator in (("reparameterisation", reparam_gradient), ("score function", score_gradient)):
+    eps = torch.randn(
+        repeats,
+        s,
+        2,
+        generator=torch.Generator().manual_seed(s),
+        dtype=torch.float64,
+    )
+    for name, estimator in (
+        ("reparameterisation", reparam_gradient),
+        ("score function", score_gradient),
+    ):
         est = estimator(eps)
-        variance[name].append(est.var(0).sum().item())   # trace of the estimator's covariance
-        means[name], stderr[name] = est.mean(0), est.std(0) / math.sqrt(repeats)
+        variance[name].append(
+            est.var(0).sum().item()
+        )  # trace of the estimator's covariance
+        means[name], stderr[name] = (
+            est.mean(0),
+            est.std(0) / math.sqrt(repeats),
+        )
 print("exact gradient         ", exact_grad[0].numpy().round(3))
 for name, m in means.items():
-    print(f"{name:<23}", m.numpy().round(3), "± 2 standard errors", (2 * stderr[name]).numpy().round(3),
-          f"(average of {repeats} estimates, S = {sample_counts[-1]})")
+    print(
+        f"{name:<23}",
+        m.numpy().round(3),
+        "± 2 standard errors",
+        (2 * stderr[name]).numpy().round(3),
+        f"(average of {repeats} estimates, S = {sample_counts[-1]})",
+    )
 
 fig, ax = plt.subplots(figsize=(5.5, 3.8))
 for name, v in variance.items():
     ax.loglog(sample_counts, v, "o-", label=name)
-ax.set(xlabel="samples per estimate S", ylabel="variance of the gradient estimate [nats²]",
-       title="Gradient variance: reparameterisation vs score function")
+ax.set(
+    xlabel="samples per estimate S",
+    ylabel="variance of the gradient estimate [nats²]",
+    title="Gradient variance: reparameterisation vs score function",
+)
 ax.legend();
 
 # %% [markdown]
@@ -299,8 +398,13 @@ ax.legend();
 # millions of parameters and one sample per image, that difference decides whether training works at all.
 
 # %%
-ratio = np.array(variance["score function"]) / np.array(variance["reparameterisation"])
-print(f"score-function variance / reparameterisation variance: {ratio.min():.0f} … {ratio.max():.0f}")
+ratio = np.array(variance["score function"]) / np.array(
+    variance["reparameterisation"]
+)
+print(
+    "score-function variance / reparameterisation variance: "
+    f"{ratio.min():.0f} … {ratio.max():.0f}"
+)
 
 # %% [markdown]
 # (elbo-iwae)=
@@ -323,15 +427,42 @@ print(f"score-function variance / reparameterisation variance: {ratio.min():.0f}
 # %%
 ks = [1, 4, 16, 64, 256, 1024]
 gen = torch.Generator().manual_seed(2)
-iwae_exact = [exact.iwae(x0.expand(1000, -1), mf_mean.expand(1000, -1), mf_var, k=k, generator=gen).mean().item()
-              for k in ks]
+iwae_exact = [
+    exact.iwae(
+        x0.expand(1000, -1),
+        mf_mean.expand(1000, -1),
+        mf_var,
+        k=k,
+        generator=gen,
+    )
+    .mean()
+    .item()
+    for k in ks
+]
 fig, ax = plt.subplots(figsize=(5.5, 3.8))
-ax.semilogx(ks, iwae_exact, "o-", label="IWAE bound $\\mathcal{L}_k$, best diagonal q")
-ax.axhline(exact.elbo(x0, mf_mean, mf_var).item(), color="tab:red", ls=":", label="ELBO (closed form)")
+ax.semilogx(
+    ks,
+    iwae_exact,
+    "o-",
+    label="IWAE bound $\\mathcal{L}_k$, best diagonal q",
+)
+ax.axhline(
+    exact.elbo(x0, mf_mean, mf_var).item(),
+    color="tab:red",
+    ls=":",
+    label="ELBO (closed form)",
+)
 ax.axhline(log_px, color="k", ls="--", label="log p(x) (exact)")
-ax.set(xlabel="importance samples k", ylabel="nats", title="Exact model: the IWAE bound closes the gap")
-ax.legend();
-print("gap to log p(x) [nats]:", ", ".join(f"k={k}: {log_px - v:.4f}" for k, v in zip(ks, iwae_exact)))
+ax.set(
+    xlabel="importance samples k",
+    ylabel="nats",
+    title="Exact model: the IWAE bound closes the gap",
+)
+ax.legend()
+print(
+    "gap to log p(x) [nats]:",
+    ", ".join(f"k={k}: {log_px - v:.4f}" for k, v in zip(ks, iwae_exact)),
+)
 
 # %% [markdown]
 # At $k = 1$ the estimate matches the closed-form ELBO up to sampling noise; by the largest $k$ nearly all of the
@@ -350,23 +481,49 @@ test = load_dataset("mnist", "test").subset(profile.test_size)
 epochs = profile.pick(smoke=1, reduced=5, full=30)
 seed_everything(0)
 vae = MLPVAE(latent_dim=20)
-history = fit(vae, train.images, test_images=test.images, epochs=epochs, beta=1.0, device=device, seed=0)
-print(f"after {epochs} epochs: test −ELBO {history.test_recon[-1] + history.test_kl[-1]:.1f} nats "
-      f"(reconstruction {history.test_recon[-1]:.1f}, KL {history.test_kl[-1]:.1f})")
+history = fit(
+    vae,
+    train.images,
+    test_images=test.images,
+    epochs=epochs,
+    beta=1.0,
+    device=device,
+    seed=0,
+)
+print(
+    f"after {epochs} epochs: test −ELBO "
+    f"{history.test_recon[-1] + history.test_kl[-1]:.1f} nats "
+    f"(reconstruction {history.test_recon[-1]:.1f}, "
+    f"KL {history.test_kl[-1]:.1f})"
+)
 
 # %%
 n_iwae = profile.pick(smoke=32, reduced=200, full=1000)
-iwae_ks = profile.pick(smoke=[1, 10, 100], reduced=[1, 10, 100, 1000], full=[1, 10, 100, 1000, 5000])
+iwae_ks = profile.pick(
+    smoke=[1, 10, 100],
+    reduced=[1, 10, 100, 1000],
+    full=[1, 10, 100, 1000, 5000],
+)
 x_iwae = test.images[:n_iwae].to(device)
-bounds = {k: iwae_bound(vae, x_iwae, k, seed=0).mean().item() for k in iwae_ks}
-rows = ["| k | IWAE bound (nats) | gain over k = 1 (nats) |", "|---|---|---|"]
-rows += [f"| {k} | {b:.2f} | {b - bounds[1]:.2f} |" for k, b in bounds.items()]
+bounds = {
+    k: iwae_bound(vae, x_iwae, k, seed=0).mean().item() for k in iwae_ks
+}
+rows = [
+    "| k | IWAE bound (nats) | gain over k = 1 (nats) |",
+    "|---|---|---|",
+]
+rows += [
+    f"| {k} | {b:.2f} | {b - bounds[1]:.2f} |" for k, b in bounds.items()
+]
 display(Markdown("\n".join(rows)))
 
 fig, ax = plt.subplots(figsize=(5.5, 3.8))
 ax.semilogx(list(bounds), list(bounds.values()), "o-")
-ax.set(xlabel="importance samples k", ylabel="mean bound on log p(x) [nats/image]",
-       title=f"MNIST VAE: IWAE bound vs k ({n_iwae} test images)");
+ax.set(
+    xlabel="importance samples k",
+    ylabel="mean bound on log p(x) [nats/image]",
+    title=f"MNIST VAE: IWAE bound vs k ({n_iwae} test images)",
+);
 
 # %% [markdown]
 # The bound rises with $k$, each tenfold increase gaining less than the one before, as on the exact model. The gain from $k = 1$ to the largest $k$ is a
@@ -407,11 +564,29 @@ for name, kwargs in likelihoods.items():
         continue
     seed_everything(0)
     models[name] = MLPVAE(latent_dim=20)
-    record = (lambda epoch, model, hist: sigma_path.append(model.log_sigma.exp().item())) \
-        if kwargs["likelihood"] == "gaussian_learned" else None
-    results[name] = fit(models[name], train.images, test_images=test.images, epochs=epochs, device=device,
-                        seed=0, progress=False, callback=record, **kwargs)
-print("learned σ after each epoch:", ", ".join(f"{s:.3f}" for s in sigma_path))
+    record = (
+        (
+            lambda epoch, model, hist: sigma_path.append(
+                model.log_sigma.exp().item()
+            )
+        )
+        if kwargs["likelihood"] == "gaussian_learned"
+        else None
+    )
+    results[name] = fit(
+        models[name],
+        train.images,
+        test_images=test.images,
+        epochs=epochs,
+        device=device,
+        seed=0,
+        progress=False,
+        callback=record,
+        **kwargs,
+    )
+print(
+    "learned σ after each epoch:", ", ".join(f"{s:.3f}" for s in sigma_path)
+)
 
 # %% [markdown]
 # The nats of the reconstruction term cannot be compared across likelihoods (a Bernoulli probability and a
@@ -422,28 +597,46 @@ print("learned σ after each epoch:", ", ".join(f"{s:.3f}" for s in sigma_path))
 # %%
 def sample_spread(images):
     """Mean pairwise RMS pixel distance between images (N, 1, H, W)."""
-    return (torch.pdist(images.flatten(1)).pow(2).mean() / images[0].numel()).sqrt().item()
+    return (
+        (torch.pdist(images.flatten(1)).pow(2).mean() / images[0].numel())
+        .sqrt()
+        .item()
+    )
 
 
 x_eval = test.images[:1000]
-rows = ["| likelihood | test KL (nats) | reconstruction MSE per pixel | sample spread (RMS) | σ at the end |",
-        "|---|---|---|---|---|"]
+rows = [
+    "| likelihood | test KL (nats) | reconstruction MSE per pixel "
+    "| sample spread (RMS) | σ at the end |",
+    "|---|---|---|---|---|",
+]
 samples = {}
 for name, model in models.items():
     model.cpu()
     mse = (model.reconstruct(x_eval) - x_eval).pow(2).mean().item()
-    samples[name] = model.sample(200, generator=torch.Generator().manual_seed(0))
+    samples[name] = model.sample(
+        200, generator=torch.Generator().manual_seed(0)
+    )
     kind = likelihoods[name]["likelihood"]
-    sigma_txt = {"bernoulli": "—", "gaussian": f"{likelihoods[name].get('sigma')} (fixed)",
-                 "gaussian_learned": f"{model.log_sigma.exp().item():.3f} (learned)"}[kind]
-    rows.append(f"| {name} | {results[name].test_kl[-1]:.1f} | {mse:.4f} | {sample_spread(samples[name]):.3f} | {sigma_txt} |")
+    sigma_txt = {
+        "bernoulli": "—",
+        "gaussian": f"{likelihoods[name].get('sigma')} (fixed)",
+        "gaussian_learned": f"{model.log_sigma.exp().item():.3f} (learned)",
+    }[kind]
+    rows.append(
+        f"| {name} | {results[name].test_kl[-1]:.1f} | {mse:.4f} "
+        f"| {sample_spread(samples[name]):.3f} | {sigma_txt} |"
+    )
 rows.append(f"| *test images* | | | {sample_spread(x_eval[:200]):.3f} | |")
 display(Markdown("\n".join(rows)))
 
 fig, axes = plt.subplots(1, 4, figsize=(14, 4))
 for ax, (name, s) in zip(axes, samples.items()):
     plots.image_grid(s[:36], nrow=6, ax=ax, title=name)
-fig.suptitle("Samples z ~ N(0, I) from four decoders that differ only in the likelihood")
+fig.suptitle(
+    "Samples z ~ N(0, I) from four decoders that differ only in "
+    "the likelihood"
+)
 fig.tight_layout();
 
 # %% [markdown]
@@ -482,6 +675,12 @@ fig.tight_layout();
 # %%
 from betavae_lib.report import headline
 
-headline(exact_log_px=log_px, exact_mean_field_gap=log_px - exact.elbo(x0, mf_mean, mf_var).item(),
-         score_to_reparam_variance_ratio=float(np.median(ratio)), test_neg_elbo=history.test_recon[-1] + history.test_kl[-1],
-         iwae_k1=bounds[1], iwae_kmax=bounds[iwae_ks[-1]], learned_sigma=models["Gaussian, learned σ"].log_sigma.exp().item());
+headline(
+    exact_log_px=log_px,
+    exact_mean_field_gap=log_px - exact.elbo(x0, mf_mean, mf_var).item(),
+    score_to_reparam_variance_ratio=float(np.median(ratio)),
+    test_neg_elbo=history.test_recon[-1] + history.test_kl[-1],
+    iwae_k1=bounds[1],
+    iwae_kmax=bounds[iwae_ks[-1]],
+    learned_sigma=models["Gaussian, learned σ"].log_sigma.exp().item(),
+);
