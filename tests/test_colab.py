@@ -239,3 +239,30 @@ def test_no_local_file_reads(path):
         if (hits := local_reads(code))
     }
     assert not found, f"code cells reading local files (use betavae_lib.data): {found}"
+
+
+def test_set_repository_rewrites_every_copy_of_the_url(tmp_path):
+    """tools/set_repository.py changes the one setting and every copy of it."""
+    import shutil
+
+    spec = importlib.util.spec_from_file_location(
+        "set_repository", ROOT / "tools" / "set_repository.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for path in tool.files_to_rewrite(ROOT):
+        target = tmp_path / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    new = "https://github.com/someone/a-fork"
+    changed = tool.set_repository(new, root=tmp_path)
+    assert tmp_path / "_config.yml" in changed
+    assert tool.current_url(tmp_path) == new
+    for path in tool.files_to_rewrite(tmp_path):
+        text = path.read_text(encoding="utf-8")
+        assert REPO_URL not in text and REPO_URL[19:] not in text, path
+    for path in CHAPTERS:
+        first = nbformat.read(tmp_path / path, as_version=4).cells[0].source
+        assert f"/github/someone/a-fork/blob/main/{path}" in first
+    with pytest.raises(ValueError, match="OWNER/NAME"):
+        tool.set_repository("https://example.org/x", root=tmp_path)
