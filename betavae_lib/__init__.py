@@ -2,7 +2,8 @@
 
 Modules: ``data`` (datasets), ``models`` (MLPVAE, ConvVAE), ``losses`` (the β-VAE objective),
 ``schedules`` (annealing), ``train`` (the one training loop), ``checkpoints``, ``metrics``,
-``plots``, ``profile`` (the BETAVAE_PROFILE switch).
+``plots``, ``profile`` (the BETAVAE_PROFILE switch), ``sweep`` (grids of runs, here or
+on a Ray cluster).
 
 Convention: losses are in nats, summed over pixels and latents, averaged over the batch;
 β multiplies that summed KL.
