@@ -5,7 +5,8 @@ Modules: ``data`` (datasets), ``models`` (MLPVAE, ConvVAE), ``losses`` (the β-V
 training states), ``metrics`` (disentanglement, active units, IWAE), ``fid`` (Fréchet distances
 and their feature extractors), ``linear_gaussian`` (an exact model to check the ELBO against),
 ``traversal`` (latent traversals and the slider panel), ``plots``, ``report`` (headline
-numbers), ``profile`` (the BETAVAE_PROFILE switch).
+numbers), ``profile`` (the BETAVAE_PROFILE switch), ``sweep`` (grids of runs, here or
+on a Ray cluster).
 
 Convention: losses are in nats, summed over pixels and latents, averaged over the batch;
 β multiplies that summed KL.

@@ -1,0 +1,457 @@
+"""Sweeps: grids address runs by index; runs are trained once, resumed after an
+interruption, recorded and collected; the Ray backend gives the local backend's
+numbers."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from betavae_lib import sweep
+from betavae_lib.metrics import mig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Four runs of a tiny ConvVAE on 64 dSprites images: seconds on one CPU thread.
+TINY = {
+    "name": "tiny",
+    "base": {
+        "train_size": 64,
+        "batch_size": 32,
+        "epochs": 2,
+        "lr": 2e-3,
+        "latent_dim": 4,
+        "width": 4,
+        "hidden": 16,
+        "eval_size": 200,
+        "factor_vae_train": 10,
+        "factor_vae_eval": 10,
+        "factor_vae_variance": 64,
+        "factor_vae_batch": 8,
+    },
+    "blocks": [{"objective": "beta_vae", "beta": [1, 4], "seed": [0, 1]}],
+}
+SCORES = ["mig", "factor_vae", "kl", "recon", "neg_elbo", "active_units", "train_kl"]
+
+
+def tiny_grid(**base) -> sweep.Grid:
+    return sweep.Grid.from_spec({**TINY, "base": {**TINY["base"], **base}})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_downloads():
+    """dSprites from $BETAVAE_DATA_DIR or rendered, never downloaded."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BETAVAE_OFFLINE", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """The tiny grid trained once with the local backend: (grid, root, report)."""
+    grid, root = tiny_grid(), tmp_path_factory.mktemp("local")
+    return grid, root, sweep.run(grid, root, progress=False)
+
+
+def same_scores(a, b) -> bool:
+    """The score columns of two collect() frames hold the same numbers, row for row."""
+    return np.array_equal(a[SCORES].to_numpy(), b[SCORES].to_numpy())
+
+
+# ------------------------------------------------------------------ grids
+
+
+def test_grid_indices_follow_the_spec_first_axis_slowest():
+    grid = tiny_grid()
+    assert len(grid) == 4
+    expected = [(1.0, 0), (1.0, 1), (4.0, 0), (4.0, 1)]
+    assert [(c.coefficients["beta"], c.seed) for c in grid] == expected
+    assert grid[2] == tiny_grid()[2]  # the same index is the same run
+    assert grid[2].coefficients == {"beta": 4.0, "warmup": 0.25}  # default filled in
+    assert grid[0].steps == 2 * 2  # 2 epochs of 64 / 32 batches
+    assert grid.fingerprint() == tiny_grid().fingerprint()
+    assert grid.fingerprint() != tiny_grid(lr=1e-3).fingerprint()
+
+
+def test_blocks_concatenate_and_range_expands():
+    grid = sweep.Grid.from_spec(
+        {
+            "base": {"train_size": 64},
+            "blocks": [
+                {"objective": "beta_vae", "beta": 2, "seed": {"range": [0, 3]}},
+                {"objective": "capacity", "capacity": [5, 25], "gamma": 100},
+            ],
+        }
+    )
+    assert [c.objective for c in grid] == ["beta_vae"] * 3 + ["capacity"] * 2
+    assert [c.seed for c in grid] == [0, 1, 2, 0, 0]
+    assert grid[4].coefficients == {"capacity": 25.0, "gamma": 100.0}
+
+
+def test_objectives_become_fit_options():
+    config = sweep.RunConfig(
+        "beta_tcvae", {"beta": 6}, train_size=1_000, batch_size=100, epochs=2
+    )
+    options = config.fit_options()
+    assert options["tc"] is True and config.steps == 20
+    assert options["beta"](0) == 0 and options["beta"](5) == 6  # warm-up: 1/4 of 20
+    free = sweep.RunConfig("free_bits", {"beta": 2, "free_bits": 0.5, "warmup": 0})
+    assert free.fit_options() == {"beta": 2.0, "free_bits": 0.5}
+    cap = sweep.RunConfig("capacity", {"capacity": 20}, train_size=100, batch_size=10)
+    assert (
+        cap.fit_options()["capacity"](10) == 20 and cap.fit_options()["gamma"] == 1000
+    )
+
+
+def test_chapter6_grid_sizes_per_profile():
+    sizes = {p: len(sweep.get_grid("chapter6-seeds", p)) for p in ("smoke", "full")}
+    assert sizes == {"smoke": 4, "full": 6 * 5}
+    full = sweep.get_grid("chapter6-seeds", "full")
+    assert sorted({c.coefficients["beta"] for c in full}) == [1, 2, 4, 6, 8, 16]
+
+
+# ------------------------------------------------------------------ local backend
+
+
+def test_local_run_writes_records_that_collect_returns(local_sweep):
+    grid, root, report = local_sweep
+    assert report.trained == [0, 1, 2, 3] and not report.busy and not report.failed
+    for i in range(4):
+        files = sorted(p.name for p in sweep.run_dir(root, i).iterdir())
+        assert files == ["checkpoint.pt", "record.json"]  # the claim is gone
+    df = sweep.collect(root)
+    assert list(df["index"]) == [0, 1, 2, 3]
+    assert list(zip(df["beta"], df["seed"])) == [(1, 0), (1, 1), (4, 0), (4, 1)]
+    assert df[SCORES].notna().all().all()
+    assert ((df["mig"] >= 0) & (df["mig"] <= 1)).all()
+    assert (df["device"] == "cpu").all() and (df["threads"] == 1).all()
+    assert (df["steps"] == 4).all() and (df["train_seconds"] > 0).all()
+
+
+def test_record_scores_describe_the_stored_checkpoint(local_sweep):
+    """MIG recomputed from the checkpoint, on evaluation images drawn as documented."""
+    grid, root, _ = local_sweep
+    model, record = sweep.load_run(root, 3)
+    assert record["config"] == grid[3].as_dict()
+    ds = sweep._dataset("dsprites")
+    index = np.random.default_rng(0 + 1).choice(len(ds), 200, replace=False)
+    with torch.no_grad():
+        mu = model.encode(ds.images(index))[0]
+    assert mig(mu, ds.index_to_factors(index)).score == pytest.approx(
+        record["metrics"]["mig"], abs=1e-12
+    )
+
+
+def test_second_run_trains_nothing(local_sweep):
+    grid, root, _ = local_sweep
+    before = {
+        i: sweep.run_dir(root, i).joinpath("record.json").stat().st_mtime_ns
+        for i in range(4)
+    }
+    report = sweep.run(grid, root, progress=False)
+    assert report.trained == [] and report.finished_before == [0, 1, 2, 3]
+    after = {
+        i: sweep.run_dir(root, i).joinpath("record.json").stat().st_mtime_ns
+        for i in range(4)
+    }
+    assert after == before
+
+
+class _InterruptAfterEpoch1:
+    def __call__(self, epoch, model, history):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    grid = tiny_grid(epochs=3)
+    reference = sweep.run(grid, tmp_path / "whole", indices=[2], progress=False)
+    assert reference.trained == [2]
+
+    real_fit = sweep.fit
+    monkeypatch.setattr(
+        sweep,
+        "fit",
+        lambda *a, **k: real_fit(*a, callback=_InterruptAfterEpoch1(), **k),
+    )
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(grid, tmp_path / "cut", indices=[2], progress=False)
+    directory = sweep.run_dir(tmp_path / "cut", 2)
+    assert sorted(p.name for p in directory.iterdir()) == ["checkpoint.pt"]  # no claim
+    monkeypatch.setattr(sweep, "fit", real_fit)
+
+    assert sweep.run(grid, tmp_path / "cut", progress=False).trained == [0, 1, 2, 3]
+    whole, cut = sweep.collect(tmp_path / "whole"), sweep.collect(tmp_path / "cut")
+    assert cut.loc[cut["index"] == 2, "resumed_from_epoch"].item() == 1
+    assert same_scores(cut[cut["index"] == 2], whole)
+
+
+# The command line, pausing after each epoch (in fit's callback, whose RNG is forked, so
+# the numbers do not change).
+SLOW_CLI = (
+    "import sys, time; from betavae_lib import sweep; real = sweep.fit; "
+    "sweep.fit = lambda *a, **k: "
+    "real(*a, callback=lambda *_: time.sleep({pause}), **k); "
+    "sys.exit(sweep.main(sys.argv[1:]))"
+)
+
+
+def pause(epoch, model, history):
+    time.sleep(0.3)
+
+
+def test_killed_worker_is_taken_over_and_resumed(tmp_path):
+    """A worker killed (SIGKILL) mid-run leaves its claim; the next sweep breaks it (its
+    process is gone) and resumes from the checkpoint to an uninterrupted run's
+    numbers."""
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps({**TINY, "base": {**TINY["base"], "epochs": 3}}))
+    script = SLOW_CLI.format(pause=30)
+    root = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "--grid",
+            str(spec),
+            "--root",
+            str(root),
+            "--indices",
+            "0",
+            "--no-progress",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = sweep.run_dir(root, 0) / "checkpoint.pt"
+    try:
+        deadline = time.monotonic() + 60
+        while not checkpoint.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert checkpoint.is_file(), "the worker wrote no checkpoint within 60 s"
+    assert (
+        sweep.run_dir(root, 0) / "claim"
+    ).is_file()  # left behind by the dead worker
+
+    grid = sweep.Grid.from_file(spec)
+    assert sweep.run(grid, root, indices=[0], progress=False).trained == [0]
+    sweep.run(grid, tmp_path / "whole", indices=[0], progress=False)
+    killed, whole = sweep.collect(root), sweep.collect(tmp_path / "whole")
+    assert killed["resumed_from_epoch"].item() == 1
+    assert same_scores(killed, whole)
+
+
+def test_a_live_claim_is_left_alone_and_a_stale_one_taken_over(tmp_path):
+    grid = tiny_grid()
+    root = tmp_path / "root"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        claim = sweep.run_dir(root, 0) / "claim"
+        claim.parent.mkdir(parents=True)
+        owner = {"host": socket.gethostname(), "pid": holder.pid, "token": "t"}
+        claim.write_text(json.dumps(owner))
+        report = sweep.run(grid, root, indices=[0], progress=False)
+        assert report.busy == [0] and report.trained == []
+        old = time.time() - 3_600  # untouched for an hour: its holder is hung
+        os.utime(claim, (old, old))
+        report = sweep.run(grid, root, indices=[0], progress=False, stale_after=600)
+        assert report.trained == [0] and not claim.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_one_claimant_wins(tmp_path):
+    """Eight threads claim one run at once: one wins; likewise for a stale claim."""
+    claim = tmp_path / "claim"
+
+    def race() -> list:
+        with ThreadPoolExecutor(8) as pool:
+            tokens = list(pool.map(lambda _: sweep._try_claim(claim, 600), range(8)))
+        return [t for t in tokens if t is not None]
+
+    assert len(race()) == 1
+    old = time.time() - 3_600
+    os.utime(claim, (old, old))  # its holder stopped touching it an hour ago
+    winners = race()
+    assert len(winners) == 1 and json.loads(claim.read_text())["token"] == winners[0]
+
+
+def test_two_workers_never_train_the_same_run(tmp_path, monkeypatch):
+    """A worker process and this process sweep one root at once: each run once."""
+    spec, root = tmp_path / "tiny.json", tmp_path / "root"
+    spec.write_text(json.dumps(TINY))
+    other = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            SLOW_CLI.format(pause=0.3),
+            "--grid",
+            str(spec),
+            "--root",
+            str(root),
+            "--no-progress",
+        ],  # fmt: skip
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (root / "runs" / "00000" / "claim").exists():
+            assert time.monotonic() < deadline and other.poll() is None
+            time.sleep(0.02)
+        real_fit = sweep.fit
+        monkeypatch.setattr(
+            sweep, "fit", lambda *a, **k: real_fit(*a, callback=pause, **k)
+        )
+        mine = sweep.run(sweep.Grid.from_file(spec), root, progress=False)
+        out = other.communicate(timeout=120)[0]
+    finally:
+        other.kill()
+        other.wait()
+    theirs = int(out.split("trained ")[1].split(" ")[0])
+    assert len(mine.trained) + theirs == 4  # a run trained twice would count twice
+    assert 0 in mine.busy + mine.finished_before  # the other worker held run 0
+    records = sweep.collect(root)
+    assert list(records["index"]) == [0, 1, 2, 3]
+    assert sorted(records.loc[records["pid"] == os.getpid(), "index"]) == mine.trained
+
+
+# ------------------------------------------------------------------ Ray backend
+
+
+@pytest.fixture
+def ray_instance():
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install ray)")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_backend_gives_the_local_backends_numbers(
+    ray_instance, local_sweep, tmp_path
+):
+    grid, local_root, _ = local_sweep
+    report = sweep.run(grid, tmp_path, backend="ray", progress=False)
+    assert report.trained == [0, 1, 2, 3] and report.backend == "ray"
+    local, remote = sweep.collect(local_root), sweep.collect(tmp_path)
+    assert same_scores(remote, local)
+    assert (remote["pid"] != os.getpid()).all()  # trained in Ray's worker processes
+    assert sweep.run(grid, tmp_path, backend="ray", progress=False).trained == []
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "block, message",
+    [
+        ({"objective": "beta_vea", "beta": 4}, "unknown objective 'beta_vea'"),
+        ({"objective": "beta_vae", "betta": 4}, "unknown coefficient.*'betta'"),
+        ({"objective": "capacity", "gamma": 10}, "needs coefficient.*capacity"),
+        ({"objective": "beta_vae", "beta": -1}, "'beta' must be a finite number"),
+        ({"objective": "beta_vae", "beta": 4, "seed": []}, "axis 'seed' has no values"),
+        ({"objective": "beta_vae", "beta": 4, "dataset": "mnist"}, "known factors"),
+        ({"beta": 4}, "needs an objective"),
+    ],
+)
+def test_bad_grid_specs_are_rejected(block, message):
+    with pytest.raises(ValueError, match=message):
+        sweep.Grid.from_spec({"blocks": [block]})
+
+
+def test_index_out_of_range(tmp_path):
+    grid = tiny_grid()
+    with pytest.raises(IndexError, match="4 runs .*index 4 is out of range"):
+        grid[4]
+    with pytest.raises(IndexError, match="index 99 is out of range"):
+        sweep.run(grid, tmp_path, indices=[99], progress=False)
+
+
+def test_root_that_is_not_writable(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(NotADirectoryError, match="sweep root"):
+        sweep.run(tiny_grid(), afile, progress=False)
+    with pytest.raises(PermissionError, match="cannot write to the sweep root"):
+        sweep.run(tiny_grid(), afile / "below", progress=False)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_root(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match="cannot write to the sweep root"):
+            sweep.run(tiny_grid(), tmp_path / "sweep", progress=False)
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_root_of_another_grid_is_refused(local_sweep):
+    _, root, _ = local_sweep
+    with pytest.raises(sweep.SweepError, match="holds another grid"):
+        sweep.run(tiny_grid(lr=1e-3), root, progress=False)
+
+
+def test_unknown_backend_and_missing_ray(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown backend 'dask'"):
+        sweep.run(tiny_grid(), tmp_path, backend="dask")
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ImportError, match=r"pip install \"betavae_lib\[ray\]\""):
+        sweep.run(tiny_grid(), tmp_path, backend="ray")
+
+
+def test_ray_address_that_does_not_answer_fails_fast(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install ray)")
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(
+        ConnectionError, match=f"no Ray cluster answers at 127.0.0.1:{port}"
+    ):
+        sweep.run(tiny_grid(), tmp_path, backend="ray", address=f"127.0.0.1:{port}",
+                  connect_timeout=3)  # fmt: skip
+    assert time.monotonic() - start < 10
+
+
+def test_ray_address_that_answers_without_ray_fails_in_bounded_time(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install ray)")
+    with socket.socket() as listener:  # accepts connections, says nothing
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(
+            ConnectionError, match="Ray did not connect to it within 3 s"
+        ):
+            sweep.run(tiny_grid(), tmp_path, backend="ray", address=address,
+                      connect_timeout=3)  # fmt: skip
+    assert time.monotonic() - start < 20
+
+
+def test_command_line_errors_and_listing(tmp_path, capsys):
+    assert sweep.main(["--grid", "no-such-grid", "--root", str(tmp_path)]) == 2
+    assert "unknown grid 'no-such-grid'" in capsys.readouterr().err
+    assert sweep.main(["--grid", "chapter6-seeds", "--profile", "smoke", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("chapter6-seeds-smoke: 4 runs")
+    assert lines[1].split()[:2] == ["0", "beta_vae(beta=1,"]
+    with pytest.raises(SystemExit):
+        sweep.main(["--grid", "chapter6-seeds", "--indices", "a-b"])
