@@ -1,13 +1,15 @@
 """Latent traversals: change one latent at a time and decode, three ways.
 
 * :func:`traversal_grid`: a static grid, one row per latent, one column per value.
-* :func:`traversal_animation`: the same sweep as a self-contained HTML animation (``to_jshtml``).
-* :func:`latent_playground`: an ipywidgets panel with one slider per latent and a model chooser;
-  the decoded image updates as the sliders move (Jupyter and Colab; saved with the notebook's widget
-  state, it shows its last image in the static book).
+* :func:`traversal_animation`: the same sweep as a self-contained HTML animation
+  (``to_jshtml``).
+* :func:`latent_playground`: an ipywidgets panel with one slider per latent and a model
+  chooser, decoded by the kernel (live only while one runs; the book shows its last
+  image).
 
-Every function takes a model with ``latent_dim`` and ``decode(z) -> logits`` (B, C, H, W), like
-:class:`betavae_lib.models.VAE`; decoded images are ``sigmoid(logits)`` in [0, 1].
+Every function takes a model with ``latent_dim`` and ``decode(z) -> logits``
+(B, C, H, W), like :class:`betavae_lib.models.VAE`; decoded images are
+``sigmoid(logits)`` in [0, 1].
 """
 
 from __future__ import annotations
@@ -53,6 +55,23 @@ def _check_z0(model, z0) -> torch.Tensor:
     return z0
 
 
+def _as_models(models, caller: str) -> dict:
+    """``models`` as a dict name -> model: one model becomes ``{class name: model}``."""
+    if not isinstance(models, dict):
+        models = {type(models).__name__: models}
+    if not models:
+        raise ValueError(f"{caller} needs at least one model, got an empty dict")
+    for name, model in models.items():
+        if not isinstance(name, str):
+            raise TypeError(f"model names must be strings, got {name!r}")
+        if not hasattr(model, "latent_dim") or not hasattr(model, "decode"):
+            raise TypeError(
+                f"{name!r} is a {type(model).__name__}, not a model with latent_dim "
+                "and decode()"
+            )
+    return models
+
+
 def _check_dims(model, dims) -> list[int]:
     dims = list(range(model.latent_dim)) if dims is None else [int(d) for d in dims]
     bad = [d for d in dims if not 0 <= d < model.latent_dim]
@@ -64,7 +83,7 @@ def _check_dims(model, dims) -> list[int]:
 
 
 def traversal_codes(z0: torch.Tensor, values, dims) -> torch.Tensor:
-    """Codes for a traversal: z0 (D,) repeated, with latent ``dims[i]`` set to ``values[j]``.
+    """Codes for a traversal: z0 (D,) repeated, latent ``dims[i]`` set to ``values[j]``.
 
     Returns (len(dims), len(values), D).
     """
@@ -78,8 +97,9 @@ def traversal_codes(z0: torch.Tensor, values, dims) -> torch.Tensor:
 def traversal_images(model, z0=None, values=DEFAULT_VALUES, dims=None) -> torch.Tensor:
     """Decoded traversals: (len(dims), len(values), C, H, W) in [0, 1].
 
-    z0: the code (D,) every row starts from (default zeros, the prior mean); values: the values each
-    latent in ``dims`` (default all) takes in turn while the others stay at z0.
+    z0: the code (D,) every row starts from (default zeros, the prior mean); values: the
+    values each latent in ``dims`` (default all) takes in turn while the others stay at
+    z0.
     """
     z0, dims = _check_z0(model, z0), _check_dims(model, dims)
     codes = traversal_codes(z0, values, dims)
@@ -89,8 +109,11 @@ def traversal_images(model, z0=None, values=DEFAULT_VALUES, dims=None) -> torch.
 
 @dataclass
 class TraversalGrid:
-    """What :func:`traversal_grid` returns: ``images`` (len(dims), len(values), C, H, W), the
-    ``figure``, and the ``dims`` and ``values`` used."""
+    """What :func:`traversal_grid` returns.
+
+    ``images`` (len(dims), len(values), C, H, W), the ``figure``, and the ``dims`` and
+    ``values`` used.
+    """
 
     images: torch.Tensor
     figure: object
@@ -108,9 +131,9 @@ def traversal_grid(
     title: str | None = None,
     ax=None,
 ) -> TraversalGrid:
-    """Static traversal grid: row i decodes z0 with latent ``dims[i]`` swept over ``values``.
+    """Static traversal grid: row i decodes z0 with ``dims[i]`` swept over ``values``.
 
-    row_labels: one label per row (default ``z3`` or, with extra text, e.g. ``z3 (KL 2.1)``).
+    row_labels: one label per row (default ``z3``; or with extra text, ``z3 (KL 2.1)``).
     Returns a :class:`TraversalGrid` (images and the Figure).
     """
     import matplotlib.pyplot as plt
@@ -141,11 +164,21 @@ def traversal_grid(
     return TraversalGrid(images, fig, dims, values)
 
 
+def there_and_back(steps: int) -> list[int]:
+    """Value indices for a looping sweep: 0, 1, …, steps − 1, steps − 2, …, 1.
+
+    2·steps − 2 indices (just ``[0]`` for one step).
+    """
+    return list(range(steps)) + list(range(steps - 2, 0, -1))
+
+
 def traversal_frames(
     model, z0=None, values=DEFAULT_VALUES, dims=None, pad: int = 2
 ) -> list[np.ndarray]:
-    """Animation frames: frame t shows, side by side, one image per latent in ``dims`` with that latent
-    set to ``values[t]``; the sweep goes there and back so it loops smoothly.
+    """Animation frames for a sweep that goes there and back, so that it loops smoothly.
+
+    Frame t shows, side by side, one image per latent in ``dims`` with that latent set
+    to ``values[t]``.
 
     Returns a list of 2·len(values) − 2 arrays (H, len(dims)·(W + pad) − pad) in [0, 1]
     (len(values) frames when there is only one value).
@@ -154,9 +187,8 @@ def traversal_frames(
         :, :, 0
     ].numpy()  # (rows, T, H, W)
     rows, steps, h, w = images.shape
-    order = list(range(steps)) + list(range(steps - 2, 0, -1))
     frames = []
-    for t in order:
+    for t in there_and_back(steps):
         canvas = np.ones((h, rows * (w + pad) - pad), dtype=np.float32)
         for i in range(rows):
             canvas[:, i * (w + pad) : i * (w + pad) + w] = images[i, t]
@@ -174,21 +206,20 @@ def traversal_animation(
     interval: int = 150,
     height: float = 1.2,
 ):
-    """Traversal as a looping HTML animation (``IPython.display.HTML`` from ``to_jshtml``).
+    """Traversal as a looping HTML animation (``IPython.display.HTML``, ``to_jshtml``).
 
-    Each frame shows every latent in ``dims`` (left to right) set to the same value, the others at z0;
-    the frame title gives that value. Plays in the static book without a kernel.
+    Each frame shows every latent in ``dims`` (left to right) set to the same value, the
+    others at z0; the frame title gives that value. Plays in the book without a kernel.
     """
     from .plots import animate
 
     values = np.asarray(values, dtype=np.float64)
     dims = _check_dims(model, dims)
     frames = traversal_frames(model, z0, values, dims)
-    steps = len(values)
-    order = list(range(steps)) + list(range(steps - 2, 0, -1))
     label = " · ".join(f"z{d}" for d in dims)
     titles = [
-        f"{title + ': ' if title else ''}{label}  =  {values[t]:+.1f}" for t in order
+        f"{title + ': ' if title else ''}{label}  =  {values[t]:+.1f}"
+        for t in there_and_back(len(values))
     ]
     width = height * frames[0].shape[1] / frames[0].shape[0]
     return animate(
@@ -196,11 +227,11 @@ def traversal_animation(
     )
 
 
-# ----------------------------------------------------------------------------- the widget
+# --------------------------------------------------------------------------- the widget
 
 
 def image_png(image, size: int = 128) -> bytes:
-    """One image (C, H, W) or (H, W) in [0, 1] as PNG bytes, scaled to ``size`` pixels (nearest)."""
+    """One image (C, H, W) or (H, W) in [0, 1] as PNG bytes, ``size`` pixels wide."""
     from PIL import Image
 
     arr = (
@@ -223,20 +254,18 @@ def latent_playground(
     """An ipywidgets panel to drive a decoder by hand.
 
     models: one model or a dict ``name -> model`` (a Dropdown chooses among them).
-    z0: the starting code: None (zeros), a code (D,), or a dict ``name -> code`` (D,) per model; the
-    sliders jump to the chosen model's z0 when the Dropdown changes. span, step: slider range
-    [−span, span] and step; size: displayed image side in pixels.
+    z0: the starting code: None (zeros), a code (D,), or a dict ``name -> code`` (D,)
+    per model; the sliders jump to the chosen model's z0 when the Dropdown changes.
+    span, step: slider range [−span, span] and step; size: image side in pixels.
 
-    Returns an ``ipywidgets.VBox`` with attributes ``dropdown``, ``sliders`` (one ``FloatSlider`` per
-    latent of the current model), ``image`` (an ``Image`` widget holding a PNG) and ``models``.
+    Returns an ``ipywidgets.VBox`` with attributes ``dropdown``, ``sliders`` (one
+    ``FloatSlider`` per latent of the current model), ``image`` (an ``Image`` widget
+    holding a PNG) and ``models``.
     Every slider change decodes the code (one small image) and replaces the PNG.
     """
     import ipywidgets as widgets
 
-    if not isinstance(models, dict):
-        models = {type(models).__name__: models}
-    if not models:
-        raise ValueError("latent_playground needs at least one model")
+    models = _as_models(models, "latent_playground")
     starts = {
         name: _check_z0(m, z0.get(name) if isinstance(z0, dict) else z0)
         for name, m in models.items()
@@ -298,6 +327,7 @@ __all__ = [
     "decode_images",
     "image_png",
     "latent_playground",
+    "there_and_back",
     "traversal_animation",
     "traversal_codes",
     "traversal_frames",
