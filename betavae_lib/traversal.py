@@ -1,19 +1,29 @@
 """Latent traversals: change one latent at a time and decode, three ways.
 
 * :func:`traversal_grid`: a static grid, one row per latent, one column per value.
-* :func:`traversal_animation`: the same sweep as a self-contained HTML animation (``to_jshtml``).
-* :func:`latent_playground`: an ipywidgets panel with one slider per latent and a model chooser;
-  the decoded image updates as the sliders move (Jupyter and Colab; saved with the notebook's widget
-  state, it shows its last image in the static book).
+* :func:`traversal_animation`: the same sweep as a self-contained HTML animation
+  (``to_jshtml``).
+* :func:`live_explorer`: one slider per latent (by KL), a model menu and a 2-D pad; the
+  decoder runs in the page's JavaScript from the model's own (quantised) weights, so it
+  is live in Jupyter, Colab and the static book alike, with no kernel.
+* :func:`latent_playground`: an ipywidgets panel with one slider per latent and a model
+  chooser, decoded by the kernel (live only while one runs; the book shows its last
+  image).
 
-Every function takes a model with ``latent_dim`` and ``decode(z) -> logits`` (B, C, H, W), like
-:class:`betavae_lib.models.VAE`; decoded images are ``sigmoid(logits)`` in [0, 1].
+Every function takes a model with ``latent_dim`` and ``decode(z) -> logits``
+(B, C, H, W), like :class:`betavae_lib.models.VAE`; decoded images are
+``sigmoid(logits)`` in [0, 1].
 """
 
 from __future__ import annotations
 
+import html
 import io
+import json
+import uuid
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,6 +63,23 @@ def _check_z0(model, z0) -> torch.Tensor:
     return z0
 
 
+def _as_models(models, caller: str) -> dict:
+    """``models`` as a dict name -> model: one model becomes ``{class name: model}``."""
+    if not isinstance(models, dict):
+        models = {type(models).__name__: models}
+    if not models:
+        raise ValueError(f"{caller} needs at least one model, got an empty dict")
+    for name, model in models.items():
+        if not isinstance(name, str):
+            raise TypeError(f"model names must be strings, got {name!r}")
+        if not hasattr(model, "latent_dim") or not hasattr(model, "decode"):
+            raise TypeError(
+                f"{name!r} is a {type(model).__name__}, not a model with latent_dim "
+                "and decode()"
+            )
+    return models
+
+
 def _check_dims(model, dims) -> list[int]:
     dims = list(range(model.latent_dim)) if dims is None else [int(d) for d in dims]
     bad = [d for d in dims if not 0 <= d < model.latent_dim]
@@ -64,7 +91,7 @@ def _check_dims(model, dims) -> list[int]:
 
 
 def traversal_codes(z0: torch.Tensor, values, dims) -> torch.Tensor:
-    """Codes for a traversal: z0 (D,) repeated, with latent ``dims[i]`` set to ``values[j]``.
+    """Codes for a traversal: z0 (D,) repeated, latent ``dims[i]`` set to ``values[j]``.
 
     Returns (len(dims), len(values), D).
     """
@@ -78,8 +105,9 @@ def traversal_codes(z0: torch.Tensor, values, dims) -> torch.Tensor:
 def traversal_images(model, z0=None, values=DEFAULT_VALUES, dims=None) -> torch.Tensor:
     """Decoded traversals: (len(dims), len(values), C, H, W) in [0, 1].
 
-    z0: the code (D,) every row starts from (default zeros, the prior mean); values: the values each
-    latent in ``dims`` (default all) takes in turn while the others stay at z0.
+    z0: the code (D,) every row starts from (default zeros, the prior mean); values: the
+    values each latent in ``dims`` (default all) takes in turn while the others stay at
+    z0.
     """
     z0, dims = _check_z0(model, z0), _check_dims(model, dims)
     codes = traversal_codes(z0, values, dims)
@@ -89,8 +117,11 @@ def traversal_images(model, z0=None, values=DEFAULT_VALUES, dims=None) -> torch.
 
 @dataclass
 class TraversalGrid:
-    """What :func:`traversal_grid` returns: ``images`` (len(dims), len(values), C, H, W), the
-    ``figure``, and the ``dims`` and ``values`` used."""
+    """What :func:`traversal_grid` returns.
+
+    ``images`` (len(dims), len(values), C, H, W), the ``figure``, and the ``dims`` and
+    ``values`` used.
+    """
 
     images: torch.Tensor
     figure: object
@@ -108,9 +139,9 @@ def traversal_grid(
     title: str | None = None,
     ax=None,
 ) -> TraversalGrid:
-    """Static traversal grid: row i decodes z0 with latent ``dims[i]`` swept over ``values``.
+    """Static traversal grid: row i decodes z0 with ``dims[i]`` swept over ``values``.
 
-    row_labels: one label per row (default ``z3`` or, with extra text, e.g. ``z3 (KL 2.1)``).
+    row_labels: one label per row (default ``z3``; or with extra text, ``z3 (KL 2.1)``).
     Returns a :class:`TraversalGrid` (images and the Figure).
     """
     import matplotlib.pyplot as plt
@@ -141,11 +172,21 @@ def traversal_grid(
     return TraversalGrid(images, fig, dims, values)
 
 
+def there_and_back(steps: int) -> list[int]:
+    """Value indices for a looping sweep: 0, 1, …, steps − 1, steps − 2, …, 1.
+
+    2·steps − 2 indices (just ``[0]`` for one step).
+    """
+    return list(range(steps)) + list(range(steps - 2, 0, -1))
+
+
 def traversal_frames(
     model, z0=None, values=DEFAULT_VALUES, dims=None, pad: int = 2
 ) -> list[np.ndarray]:
-    """Animation frames: frame t shows, side by side, one image per latent in ``dims`` with that latent
-    set to ``values[t]``; the sweep goes there and back so it loops smoothly.
+    """Animation frames for a sweep that goes there and back, so that it loops smoothly.
+
+    Frame t shows, side by side, one image per latent in ``dims`` with that latent set
+    to ``values[t]``.
 
     Returns a list of 2·len(values) − 2 arrays (H, len(dims)·(W + pad) − pad) in [0, 1]
     (len(values) frames when there is only one value).
@@ -154,9 +195,8 @@ def traversal_frames(
         :, :, 0
     ].numpy()  # (rows, T, H, W)
     rows, steps, h, w = images.shape
-    order = list(range(steps)) + list(range(steps - 2, 0, -1))
     frames = []
-    for t in order:
+    for t in there_and_back(steps):
         canvas = np.ones((h, rows * (w + pad) - pad), dtype=np.float32)
         for i in range(rows):
             canvas[:, i * (w + pad) : i * (w + pad) + w] = images[i, t]
@@ -174,21 +214,20 @@ def traversal_animation(
     interval: int = 150,
     height: float = 1.2,
 ):
-    """Traversal as a looping HTML animation (``IPython.display.HTML`` from ``to_jshtml``).
+    """Traversal as a looping HTML animation (``IPython.display.HTML``, ``to_jshtml``).
 
-    Each frame shows every latent in ``dims`` (left to right) set to the same value, the others at z0;
-    the frame title gives that value. Plays in the static book without a kernel.
+    Each frame shows every latent in ``dims`` (left to right) set to the same value, the
+    others at z0; the frame title gives that value. Plays in the book without a kernel.
     """
     from .plots import animate
 
     values = np.asarray(values, dtype=np.float64)
     dims = _check_dims(model, dims)
     frames = traversal_frames(model, z0, values, dims)
-    steps = len(values)
-    order = list(range(steps)) + list(range(steps - 2, 0, -1))
     label = " · ".join(f"z{d}" for d in dims)
     titles = [
-        f"{title + ': ' if title else ''}{label}  =  {values[t]:+.1f}" for t in order
+        f"{title + ': ' if title else ''}{label}  =  {values[t]:+.1f}"
+        for t in there_and_back(len(values))
     ]
     width = height * frames[0].shape[1] / frames[0].shape[0]
     return animate(
@@ -196,11 +235,11 @@ def traversal_animation(
     )
 
 
-# ----------------------------------------------------------------------------- the widget
+# --------------------------------------------------------------------------- the widget
 
 
 def image_png(image, size: int = 128) -> bytes:
-    """One image (C, H, W) or (H, W) in [0, 1] as PNG bytes, scaled to ``size`` pixels (nearest)."""
+    """One image (C, H, W) or (H, W) in [0, 1] as PNG bytes, ``size`` pixels wide."""
     from PIL import Image
 
     arr = (
@@ -223,20 +262,18 @@ def latent_playground(
     """An ipywidgets panel to drive a decoder by hand.
 
     models: one model or a dict ``name -> model`` (a Dropdown chooses among them).
-    z0: the starting code: None (zeros), a code (D,), or a dict ``name -> code`` (D,) per model; the
-    sliders jump to the chosen model's z0 when the Dropdown changes. span, step: slider range
-    [−span, span] and step; size: displayed image side in pixels.
+    z0: the starting code: None (zeros), a code (D,), or a dict ``name -> code`` (D,)
+    per model; the sliders jump to the chosen model's z0 when the Dropdown changes.
+    span, step: slider range [−span, span] and step; size: image side in pixels.
 
-    Returns an ``ipywidgets.VBox`` with attributes ``dropdown``, ``sliders`` (one ``FloatSlider`` per
-    latent of the current model), ``image`` (an ``Image`` widget holding a PNG) and ``models``.
+    Returns an ``ipywidgets.VBox`` with attributes ``dropdown``, ``sliders`` (one
+    ``FloatSlider`` per latent of the current model), ``image`` (an ``Image`` widget
+    holding a PNG) and ``models``.
     Every slider change decodes the code (one small image) and replaces the PNG.
     """
     import ipywidgets as widgets
 
-    if not isinstance(models, dict):
-        models = {type(models).__name__: models}
-    if not models:
-        raise ValueError("latent_playground needs at least one model")
+    models = _as_models(models, "latent_playground")
     starts = {
         name: _check_z0(m, z0.get(name) if isinstance(z0, dict) else z0)
         for name, m in models.items()
@@ -293,11 +330,247 @@ def latent_playground(
     return panel
 
 
+# ------------------------------------------------------------------------ in the page
+
+INACTIVE_KL = 0.05
+"""Latents with a KL below this many nats are shown as inactive (greyed and folded)."""
+PAGE_BUDGET = 5_000_000
+"""Bytes a book page should stay under; :func:`live_explorer` warns beyond it."""
+
+
+@torch.no_grad()
+def kl_per_latent(model, images, batch_size: int = 512) -> np.ndarray:
+    """Mean KL(q(z_d|x) ‖ N(0, 1)) per latent over images (N, C, H, W): (D,), nats."""
+    from .losses import gaussian_kl
+
+    images = torch.as_tensor(images)
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(
+            f"images must be a non-empty batch (N, C, H, W), got {tuple(images.shape)}"
+        )
+    device = _model_device(model)
+    total = torch.zeros(model.latent_dim, dtype=torch.float64)
+    for i in range(0, len(images), batch_size):
+        mu, logvar = model.encode(images[i : i + batch_size].to(device).float())
+        total += gaussian_kl(mu, logvar).sum(0).double().cpu()
+    return (total / len(images)).float().numpy()
+
+
+def _per_model(value, models: dict, what: str) -> dict:
+    """``value`` for each model: a dict must name every model (and only those); anything
+    else is shared (for kl, only allowed with a single model)."""
+    if isinstance(value, dict):
+        if set(value) != set(models):
+            raise ValueError(
+                f"{what} must have one entry per model {sorted(models)}, "
+                f"got {sorted(value)}"
+            )
+        return dict(value)
+    if value is not None and what == "kl" and len(models) > 1:
+        raise ValueError(
+            "with several models, give kl as a dict name -> (D,) KL values"
+        )
+    return {name: value for name in models}
+
+
+def _kl_values(model, kl) -> np.ndarray:
+    from .metrics import kl_summary
+
+    values = kl_summary(kl).per_dim
+    if values.shape != (model.latent_dim,):
+        raise ValueError(
+            f"kl must hold one value per latent ({model.latent_dim}), "
+            f"got {values.shape}"
+        )
+    return values
+
+
+def _pad_dims(model, pad, order: list[int]) -> list[int] | None:
+    """The two latents the 2-D pad drives: the top two by KL for ``pad=True``."""
+    if pad is None or pad is False:
+        return None
+    if pad is True:
+        return order[:2] if model.latent_dim >= 2 else None
+    dims = [int(d) for d in pad]
+    if len(dims) != 2 or dims[0] == dims[1]:
+        raise ValueError(
+            f"pad must be True, False or two different latents, got {pad!r}"
+        )
+    _check_dims(model, dims)
+    return dims
+
+
+@dataclass
+class LiveExplorer:
+    """What :func:`live_explorer` returns: a self-contained HTML/JavaScript output.
+
+    ``config`` is what the page's script reads (models, codes, KL order, settings);
+    ``decoders`` maps each model name to its
+    :class:`~betavae_lib.jsdecoder.SerialisedDecoder` (``nbytes``, ``precision``,
+    ``max_error``). ``html`` is the output; Jupyter shows it through ``_repr_html_``;
+    :meth:`save` writes it as a standalone page.
+    """
+
+    config: dict
+    decoders: dict
+
+    @property
+    def html(self) -> str:
+        from .jsdecoder import asset
+
+        data = json.dumps(self.config, separators=(",", ":")).replace("<", "\\u003c")
+        return (
+            f"<style>{asset('explorer.css')}</style>"
+            f'<div class="bvx" id="{self.config["id"]}">'
+            '<div class="bvx-foot">Latent explorer: it decodes images with JavaScript '
+            "in the page, and did not run here. In Jupyter, trust the notebook or run "
+            "the cell again.</div></div>"
+            '<script>(function () {\n"use strict";\n'
+            "var module; // decoder.js must not export to a page-level `module`\n"
+            f"{asset('decoder.js')}\n{asset('explorer.js')}\n"
+            f"BetaVAEExplorer.mount(document.currentScript, {data});\n"
+            "})();</script>"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the output adds to a page (UTF-8), weights, code and style included."""
+        return len(self.html.encode("utf-8"))
+
+    def save(self, path) -> Path:
+        """Write the explorer as a standalone HTML page (no other file needed)."""
+        path = Path(path)
+        path.write_text(
+            '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.config['title'] or 'Latent explorer')}</title>"
+            f"</head><body>\n{self.html}\n</body></html>\n",
+            encoding="utf-8",
+        )
+        return path
+
+    def __repr__(self) -> str:
+        parts = ", ".join(
+            f"{name}: {d.precision} {d.nbytes / 1e3:.0f} kB"
+            for name, d in self.decoders.items()
+        )
+        return f"LiveExplorer({parts}; {self.nbytes / 1e6:.2f} MB in all)"
+
+
+def live_explorer(
+    models,
+    z0=None,
+    *,
+    kl=None,
+    images=None,
+    inactive_below: float = INACTIVE_KL,
+    pad=True,
+    span: float = 3.0,
+    step: float = 0.05,
+    precision: str = "auto",
+    size: int = 196,
+    title: str = "",
+) -> LiveExplorer:
+    """A latent explorer that decodes in the reader's browser: no kernel, no server.
+
+    models: one model or a dict name -> model (a menu switches between them); each an
+    ``MLPVAE`` or ``ConvVAE`` whose decoder is serialised into the output
+    (:func:`betavae_lib.jsdecoder.serialise_decoder`; ``precision="auto"`` takes int8
+    weights when the decoded pixels stay within 2/255 of
+    ``torch.sigmoid(model.decode(z))``, else moves layers to fp16 until they do).
+    z0: the starting code: None (zeros), a code (D,), or a dict name -> code (D,); reset
+    returns to it, and each model keeps its own code while another is shown.
+    kl: KL per latent in nats, (D,) or (B, D), for one model, or a dict name -> KL; or
+    images: (N, C, H, W) (or a dict name -> images) to compute it from
+    (:func:`kl_per_latent`). Sliders are ordered by decreasing KL; latents with
+    KL < ``inactive_below`` nats are greyed and folded away. Without kl or images the
+    sliders keep latent order and none is folded.
+    pad: True (a 2-D pad drives the two highest-KL latents), False, or two latents.
+    span, step: slider range [−span, span] and step; size: image side on screen in CSS
+    pixels.
+
+    Returns a :class:`LiveExplorer`; displayed, it is a ``text/html`` output that needs
+    nothing outside itself (code, style and weights inline).
+    """
+    from .jsdecoder import serialise_decoder
+
+    models = _as_models(models, "live_explorer")
+    if kl is not None and images is not None:
+        raise ValueError("give kl or images (to compute the KL from), not both")
+    if not (span > 0 and step > 0 and step <= span):
+        raise ValueError(f"need span > 0 and 0 < step <= span, got {span}, {step}")
+    if not inactive_below >= 0:
+        raise ValueError(f"inactive_below must be >= 0 nats, got {inactive_below!r}")
+    if int(size) < 16:
+        raise ValueError(f"size must be at least 16 pixels, got {size!r}")
+    starts = _per_model(z0, models, "z0")
+    kls = _per_model(kl, models, "kl")
+    batches = _per_model(images, models, "images")
+
+    entries, decoders = [], {}
+    for name, model in models.items():
+        start = _check_z0(model, starts[name])
+        if batches[name] is not None:
+            values = _kl_values(model, kl_per_latent(model, batches[name]))
+        elif kls[name] is not None:
+            values = _kl_values(model, kls[name])
+        else:
+            values = None
+        if values is None:
+            order, active = list(range(model.latent_dim)), [True] * model.latent_dim
+        else:
+            order = [int(d) for d in np.argsort(-values, kind="stable")]
+            active = [bool(v >= inactive_below) for v in values]
+        decoder = serialise_decoder(
+            model, precision, span=span, extra_codes=start[None]
+        )
+        decoders[name] = decoder
+        entries.append(
+            {
+                "name": name,
+                "decoder": decoder.spec,
+                "z0": [round(float(v), 5) for v in start],
+                "order": order,
+                "kl": None if values is None else [round(float(v), 4) for v in values],
+                "active": active,
+                "pad": _pad_dims(model, pad, order),
+                "nbytes": decoder.nbytes,
+                "precision": decoder.precision,
+                "max_error": decoder.max_error,
+            }
+        )
+    config = {
+        "id": f"bvx-{uuid.uuid4().hex[:12]}",
+        "title": title,
+        "span": float(span),
+        "step": float(step),
+        "size": int(size),
+        "threshold": float(inactive_below),
+        "models": entries,
+    }
+    explorer = LiveExplorer(config, decoders)
+    if explorer.nbytes > PAGE_BUDGET:
+        warnings.warn(
+            f"this explorer adds {explorer.nbytes / 1e6:.1f} MB to its page (over "
+            f"{PAGE_BUDGET / 1e6:.0f} MB): show fewer models",
+            stacklevel=2,
+        )
+    return explorer
+
+
 __all__ = [
+    "INACTIVE_KL",
+    "PAGE_BUDGET",
+    "LiveExplorer",
     "TraversalGrid",
     "decode_images",
     "image_png",
+    "kl_per_latent",
     "latent_playground",
+    "live_explorer",
+    "there_and_back",
     "traversal_animation",
     "traversal_codes",
     "traversal_frames",

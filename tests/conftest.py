@@ -1,6 +1,10 @@
-"""Shared fixtures: real datasets from $BETAVAE_DATA_DIR (skipped with a reason when absent)."""
+"""Shared fixtures: real datasets from $BETAVAE_DATA_DIR (skipped with a reason when
+absent), and headless Chromium for the tests that open pages in a browser."""
 
+import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -43,3 +47,59 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("BETAVAE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("BETAVAE_DATA_DIR", raising=False)
     return tmp_path
+
+
+# ------------------------------------------------------------------- headless Chromium
+CHROMIUM = next(
+    (
+        shutil.which(n)
+        for n in ("chromium", "chromium-browser", "google-chrome")
+        if shutil.which(n)
+    ),
+    None,
+)
+VIRTUAL_TIME_MS = (
+    20_000  # virtual time: timers fast-forward, so this is not a wall-clock wait
+)
+
+
+def chromium_args(user_dir: Path) -> list[str]:
+    return [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--disable-extensions",
+        f"--user-data-dir={user_dir}",
+        f"--virtual-time-budget={VIRTUAL_TIME_MS}",
+    ]
+
+
+def console_messages(log: str) -> list[str]:
+    """Console messages in Chromium's stderr log (``INFO:CONSOLE:12] "message", …``)."""
+    return re.findall(r':CONSOLE(?:\(\d+\)|:\d+)\] "(.*)", source: ', log)
+
+
+def page_requests(netlog: Path) -> list[str]:
+    """URLs other than file: and data: that the page asked for (Chromium's network log).
+
+    The browser's own requests (component updates, accounts) carry the initiator "not an
+    origin"; a file:// page's carry "null".
+    """
+    if not netlog.is_file():
+        return []
+    events = json.loads(netlog.read_text(encoding="utf-8", errors="replace"))["events"]
+    return sorted(
+        {
+            e["params"]["url"]
+            for e in events
+            if "initiator" in e.get("params", {})
+            and e["params"]["initiator"] != "not an origin"
+            and not e["params"].get("url", "file:").startswith(("file:", "data:"))
+        }
+    )

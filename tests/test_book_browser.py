@@ -1,6 +1,7 @@
-"""The built book in a real browser: every page of `_build/html` opened from disk (file://) in headless
-Chromium, with no network, checked for typeset math, figures, animations, widgets, missing files and
-JavaScript errors. Screenshots of two pages are saved to `_build/screenshots/`.
+"""The built book in a real browser: every page of `_build/html` opened from disk
+(file://) in headless Chromium, with no network, checked for typeset math, figures,
+animations, widgets, live latent explorers (driven through their self-test hook),
+missing files and JavaScript errors. Screenshots of two pages: `_build/screenshots/`.
 
 Runs after `jupyter-book build .` (CI builds the book first); skipped when the build or Chromium is absent.
 """
@@ -11,7 +12,6 @@ import html
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 import urllib.parse
 from dataclasses import dataclass
@@ -19,25 +19,15 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import CHROMIUM, chromium_args, console_messages, page_requests
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM = next(
-    (
-        shutil.which(n)
-        for n in ("chromium", "chromium-browser", "google-chrome")
-        if shutil.which(n)
-    ),
-    None,
-)
 CDN_HOSTS = ("cdn.jsdelivr.net", "cdnjs.cloudflare.com", "unpkg.com")
 # sphinx-thebe (pulled in by the theme) writes its config script into every page twice; the second copy
 # fails to redeclare a const while the first works, so nothing on the page depends on it.
 KNOWN_HARMLESS = ("Identifier 'THEBE_JS_URL' has already been declared",)
-VIRTUAL_TIME_MS = (
-    20_000  # virtual time: timers fast-forward, so this is not a wall-clock wait
-)
 
 pytestmark = [
     pytest.mark.skipif(
@@ -74,36 +64,17 @@ PAGES = [p for p in toc_files() if (HTML / f"{p}.html").is_file()]
 
 
 # --------------------------------------------------------------------------------------------- chromium
-def chromium_args(user_dir: Path) -> list[str]:
-    return [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--disable-extensions",
-        f"--user-data-dir={user_dir}",
-        f"--virtual-time-budget={VIRTUAL_TIME_MS}",
-    ]
-
-
 @dataclass
 class PageLoad:
-    """What Chromium saw for one page: the DOM after scripts ran, console messages, files and URLs loaded."""
+    """What Chromium saw for one page: the DOM after scripts ran, console messages, files
+    and URLs loaded (``remote``: every http(s) URL in the network log; ``requests``: the
+    non-file URLs the page itself asked for, not the browser's background requests)."""
 
     dom: str
     console: list[str]
     files: list[str]
     remote: list[str]
-
-
-def console_messages(log: str) -> list[str]:
-    """Console messages in Chromium's stderr log (``INFO:CONSOLE:12] "message", source: ...``)."""
-    return re.findall(r':CONSOLE(?:\(\d+\)|:\d+)\] "(.*)", source: ', log)
+    requests: list[str]
 
 
 def loaded_files(log: str) -> list[str]:
@@ -119,6 +90,28 @@ def remote_urls(netlog: Path) -> list[str]:
     return sorted(set(re.findall(r'"url":"(https?://[^"]+)"', text)))
 
 
+def open_page(url: str, work: Path) -> PageLoad:
+    """Open ``url`` in headless Chromium; what it saw (``work``: a fresh folder)."""
+    netlog = work / "netlog.json"
+    cmd = chromium_args(work / "profile") + [
+        "--enable-logging=stderr",
+        "--v=0",
+        "--vmodule=file_url_loader_factory=1",
+        f"--log-net-log={netlog}",
+        "--dump-dom",
+        url,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"chromium failed on {url}: {done.stderr[-2000:]}"
+    return PageLoad(
+        dom=done.stdout,
+        console=console_messages(done.stderr),
+        files=loaded_files(done.stderr),
+        remote=remote_urls(netlog),
+        requests=page_requests(netlog),
+    )
+
+
 _loads: dict[str, PageLoad] = {}
 
 
@@ -126,24 +119,7 @@ def load(page: str, tmp_path_factory) -> PageLoad:
     """Open ``_build/html/<page>.html`` once per test session and keep what Chromium saw."""
     if page not in _loads:
         work = tmp_path_factory.mktemp("chromium")
-        netlog = work / "netlog.json"
-        url = (HTML / f"{page}.html").as_uri()
-        cmd = chromium_args(work / "profile") + [
-            "--enable-logging=stderr",
-            "--v=0",
-            "--vmodule=file_url_loader_factory=1",
-            f"--log-net-log={netlog}",
-            "--dump-dom",
-            url,
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, f"chromium failed on {page}: {done.stderr[-2000:]}"
-        _loads[page] = PageLoad(
-            dom=done.stdout,
-            console=console_messages(done.stderr),
-            files=loaded_files(done.stderr),
-            remote=remote_urls(netlog),
-        )
+        _loads[page] = open_page((HTML / f"{page}.html").as_uri(), work)
     return _loads[page]
 
 
@@ -182,6 +158,21 @@ def widget_views(nb) -> int:
         if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
     ]
     return sum(1 for model_id in views if model_id in state)
+
+
+EXPLORER_BLOCK = re.compile(
+    r"<style>/\* The latent explorer.*?BetaVAEExplorer\.mount\(.*?\}\)\(\);</script>",
+    re.S,
+)
+
+
+def explorers(nb) -> int:
+    """Live latent explorers (``traversal.live_explorer`` outputs) ``nb`` stores."""
+    return sum(
+        1
+        for o in outputs(nb)
+        if 'class="bvx"' in "".join(o.get("data", {}).get("text/html", ""))
+    )
 
 
 # ------------------------------------------------------------------------------------------------ tests
@@ -496,3 +487,52 @@ def test_display_equations_fit_the_page(page, tmp_path_factory):
         f"{page}: display equations scroll sideways at {FIT_WIDTH} px (break them "
         "into aligned lines):\n" + "\n".join(wide)
     )
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_explorers_respond(chapter, tmp_path):
+    """Each live explorer on the page, driven by its self-test hook (``#bvx-selftest``).
+
+    Setting a slider changes the canvas pixels, choosing another model changes them
+    again; no script error, and the page asks for nothing outside the book.
+    """
+    n = explorers(notebook(chapter))
+    if n == 0:
+        pytest.skip(f"{chapter} has no live explorer")
+    seen = open_page((HTML / f"{chapter}.html").as_uri() + "#bvx-selftest", tmp_path)
+    results = [
+        json.loads(html.unescape(m))
+        for m in re.findall(r'<pre class="bvx-selftest"[^>]*>(.*?)</pre>', seen.dom)
+    ]
+    assert len(results) == n, f"{chapter}: {n} explorers stored, {len(results)} ran"
+    assert len({r["id"] for r in results}) == n, "explorers share an id"
+    for r in results:
+        assert r["ok"], f"{chapter}: {r.get('error')}"
+        assert r["slider"]["changed"], (
+            f"{chapter}: moving z{r['slider']['latent']} changed nothing"
+        )
+        if len(r["models"]) > 1:
+            assert r["model"]["changed"], (
+                f"{chapter}: another model drew the same image"
+            )
+    errors = [
+        m
+        for m in seen.console
+        if (m.startswith("Uncaught") and not any(k in m for k in KNOWN_HARMLESS))
+        or "betavae explorer" in m
+    ]
+    assert not errors, f"JavaScript errors on {chapter}: {errors}"
+    # Other outputs may link to the network (matplotlib's animation links a stylesheet):
+    # only URLs that the page's source names outside its explorers are allowed.
+    others = EXPLORER_BLOCK.sub("", source(chapter))
+    added = [u for u in seen.requests if u not in others]
+    assert not added, f"the explorers on {chapter} asked for URLs: {added}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_pages_with_explorers_stay_light(chapter):
+    """An explorer carries its models' weights: the page must stay under 5 MB."""
+    if explorers(notebook(chapter)) == 0:
+        pytest.skip(f"{chapter} has no live explorer")
+    size = (HTML / f"{chapter}.html").stat().st_size
+    assert size < 5_000_000, f"{chapter}.html is {size / 1e6:.1f} MB"

@@ -118,6 +118,12 @@ def test_frames_go_there_and_back_with_one_panel_per_latent():
         assert (frame[:, 4:6] == 1.0).all()  # white gap between panels
 
 
+def test_there_and_back():
+    assert traversal.there_and_back(4) == [0, 1, 2, 3, 2, 1]
+    assert traversal.there_and_back(2) == [0, 1]
+    assert traversal.there_and_back(1) == [0]
+
+
 def test_animation_embeds_one_image_per_frame():
     model = RecordingDecoder(2, side=4)
     html = traversal.traversal_animation(

@@ -255,6 +255,34 @@ plots.image_grid(torch.cat(rows_img), nrow=10, row_labels=[f"β={b:g}" for b in 
 # Small-β paths stay sharp but can pass through broken intermediate shapes; large-β paths are smooth but blurry,
 # and at β = 10 the two ends themselves are already blurred versions of the inputs.
 #
+# (beta-explorer)=
+# ## Moving through the latent space yourself
+#
+# An interpolation is one straight line through a 20-dimensional space; the explorer below lets you go anywhere in
+# it. It holds three of the MNIST models (β = 0.1, 1 and 10; the menu switches between them), each starting from its
+# code for the same test 2. There is one slider per latent, ordered by the KL that latent carries on the test set
+# (printed beside it, in nats); latents below 0.05 nats are switched off and folded away at the bottom. The pad drives
+# the two highest-KL latents at once. The decoder runs in this page, from each model's own weights, so the image
+# follows the sliders here in the book as well as in Jupyter or Colab.
+#
+# What to look for:
+#
+# - **How many sliders are alive.** At β = 0.1 nearly every latent carries information; at β = 10 most are folded
+#   away, because each nat of rate costs ten times as much.
+# - **How much one slider does.** At β = 0.1 a single latent usually changes the digit a little, in a way that is
+#   hard to name; at β = 10 each remaining latent moves the image a lot (thickness, slant, or one digit turning into
+#   another), since a few latents must carry all the information there is.
+# - **Where the prior is.** Press "random z ~ N(0, I)" a few times for each model: these are exactly the model's
+#   samples. At β = 0.1 many look broken, at β = 10 they are blurry but plausible, as in the sample grids above.
+
+# %%
+from betavae_lib.traversal import live_explorer
+
+explored = {f"β = {b:g}": models["mnist", b] for b in (0.1, 1.0, 10.0)}
+live_explorer(explored, z0={name: m.encode(x_a)[0][0] for name, m in explored.items()},
+              images=data["mnist"].images, title="MNIST, one 20-latent MLP per β")
+
+# %% [markdown]
 # (beta-animation)=
 # ## Watching a latent space organise
 #
@@ -365,6 +393,8 @@ for key, name in datasets.items():
 #   Bernoulli sweep at a much smaller β.
 # - Fit a Gaussian to the posterior means of the β = 0.1 model and sample from it instead of $\mathcal N(0, I)$:
 #   how much of the FID gap to β = 1 does that close?
+# - Give the explorer the Fashion-MNIST models (`models["fashion_mnist", b]`, with a test garment as `z0`): which
+#   latents stay alive at β = 10 there, and what do they change?
 #
 # Chapter 4 looks at the far end of the β axis: what happens when the KL term wins completely.
 

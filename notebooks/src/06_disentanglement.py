@@ -24,7 +24,7 @@
 # To measure disentanglement we need data whose factors of variation are known exactly. dSprites is
 # such a dataset. This chapter trains five models on it, scores them with the mutual information gap
 # (MIG) and the FactorVAE score, looks at *where* the information goes latent by latent, and walks the
-# latent space three ways: a static grid, an animation and a slider panel.
+# latent space three ways: a static grid, an animation and a live explorer.
 
 # %%
 # Setup: in Colab, install the book's library first (a no-op where it is already installed).
@@ -298,9 +298,9 @@ for name in configs:
 #
 # A **traversal** encodes one image, then moves a single latent over a range of values while holding the
 # others, decoding at each step. If the latent is disentangled, exactly one factor changes. The book's
-# library builds all three views from the same decoded codes (`betavae_lib.traversal`), so any chapter
-# can reuse them. We take the model with the highest MIG above and start from a centred heart; the rows
-# are its latents with KL above 0.1 nats (at most eight), by decreasing KL.
+# library builds all three views (`betavae_lib.traversal`), so any chapter can reuse them. We take the
+# model with the highest MIG above and start from a centred heart; the rows are its latents with KL
+# above 0.1 nats (at most eight), by decreasing KL.
 
 # %%
 model, _ = trained[best, seeds[0]]
@@ -324,14 +324,30 @@ print(f"traversal images {tuple(grid.images.shape)}: (latents, values, channels,
 traversal.traversal_animation(model, z0, values=np.linspace(-3, 3, 9), dims=alive[:6], title=best)
 
 # %% [markdown]
-# Finally, a **playground**: one slider per latent, a menu to switch between the five models (each
-# starts from its own code for the same heart), and the decoded image updating as you drag. In Jupyter
-# or Colab it is live; in the static book it shows the state it was saved in.
+# Finally, a **live explorer**: one slider per latent, a menu to switch between the five models (each
+# starts from its own code for the same centred heart), and the decoded image following as you drag.
+# The sliders are ordered by KL, the number beside each; latents below 0.1 nats (the grid's cut) are
+# switched off and folded away at the bottom. The pad moves the two highest-KL latents together. The
+# decoder runs in this page from each model's own weights, so it is as live here in the book as in
+# Jupyter or Colab.
+#
+# Things to find out:
+#
+# - **Which slider moves which factor.** For each model, drag every alive slider from one end to the
+#   other and name what changes: posX, posY, scale, orientation, shape, or several at once. Then check
+#   your answers against the heat maps above: a latent that is bright in one column should move one
+#   factor only.
+# - **The pad.** When the two highest-KL latents are posX and posY, the pad is a map of the image: the
+#   sprite follows the dot. In a model where position is spread over several latents the sprite moves
+#   diagonally, or changes size while it moves.
+# - **The folded latents.** Open the fold and drag them: with a KL near zero the decoder has learned to
+#   ignore them, and the image barely changes.
 
 # %%
-playground_models = {name: trained[name, seeds[0]][0] for name in configs}
-playground_z0 = {name: encode_all(m, x0)[0][0] for name, m in playground_models.items()}
-traversal.latent_playground(playground_models, z0=playground_z0)
+explored = {name: trained[name, seeds[0]][0] for name in configs}
+traversal.live_explorer(explored, z0={name: encode_all(m, x0)[0][0] for name, m in explored.items()},
+                        kl={name: scores[name, seeds[0]]["kl_per_dim"] for name in configs},
+                        inactive_below=0.1, title="dSprites: the five objectives")
 
 # %% [markdown]
 # ## How much does the seed matter?
@@ -479,7 +495,7 @@ display(Markdown(" ".join(t for t in (seed_text, pair_text, rank_text, note) if 
 # %% [markdown]
 # ## What to try
 #
-# - Build the playground with `span=6` and drag a slider beyond ±3: the decoder has never seen such
+# - Build the explorer with `span=6` and drag a slider beyond ±3: the decoder has never seen such
 #   codes, and what it draws there is a guess.
 # - Replace `Linear(1.0, warmup)` by `1.0` (no warm-up) and compare the β = 1 model's KL after a short
 #   run.
