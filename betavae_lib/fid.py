@@ -13,7 +13,8 @@
   the cache; pool3 features are exact, logits are not); else pytorch-fid downloads it.
 
 The distance itself is :func:`frechet_distance` on the :func:`feature_statistics` of each set,
-both exactly as pytorch-fid computes them.
+the values pytorch-fid computes (the distance through eigenvalues, which also holds
+for singular covariances).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-import scipy
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -463,25 +462,55 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def _sqrtm(matrix: np.ndarray) -> np.ndarray:
-    """``scipy.linalg.sqrtm(matrix, disp=False)``: the root, without printing or warning about its
-    accuracy (SciPy 1.16 deprecated ``disp``; its replacement warns instead, which is silenced here)."""
-    major, minor = (int(p) for p in scipy.__version__.split(".")[:2])
-    if (major, minor) < (1, 16):
-        return scipy.linalg.sqrtm(matrix, disp=False)[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        return scipy.linalg.sqrtm(matrix)
+def _symmetric_eigen(sigma: np.ndarray, name: str, vectors: bool):
+    """Eigenvalues (and eigenvectors when ``vectors``) of a covariance matrix (F, F).
+
+    Raises ValueError unless ``sigma`` is symmetric and positive semi-definite up to
+    rounding; eigenvalues that rounding made slightly negative are returned as 0.
+    """
+    scale = max(float(np.abs(sigma).max()), np.finfo(np.float64).tiny)
+    if np.abs(sigma - sigma.T).max() > 1e-5 * scale:
+        raise ValueError(f"{name} is not a covariance matrix: it is not symmetric")
+    symmetric = (sigma + sigma.T) / 2
+    values, basis = (
+        np.linalg.eigh(symmetric) if vectors else (np.linalg.eigvalsh(symmetric), None)
+    )
+    if values.min() < -1e-6 * max(values.max(), 0.0) - 1e-12 * scale:
+        raise ValueError(
+            f"{name} is not a covariance matrix: it has the negative eigenvalue "
+            f"{values.min():.3g}, so its square root would be imaginary"
+        )
+    return np.clip(values, 0.0, None), basis
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), exactly pytorch-fid's
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """Tr (sigma1 sigma2)^½ for covariance matrices (F, F), singular ones included.
+
+    sigma1 sigma2 is similar to the symmetric PSD matrix M = sigma1^½ sigma2 sigma1^½, so
+    the eigenvalues of the product are those of M (real and >= 0) and the trace of its
+    root is Σ √λ(M). Unlike ``scipy.linalg.sqrtm`` of the product, this needs no retry with
+    a regularised diagonal and gives the same value on every CPU, also with rank-deficient
+    covariances (fewer samples than features); on well-conditioned inputs it equals
+    pytorch-fid's ``np.trace(sqrtm(sigma1 @ sigma2))`` to rounding (about 1e-14 relative).
+    """
+    values, vectors = _symmetric_eigen(sigma1, "sigma1", vectors=True)
+    _symmetric_eigen(sigma2, "sigma2", vectors=False)
+    root1 = (vectors * np.sqrt(values)) @ vectors.T
+    middle = root1 @ sigma2 @ root1
+    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2)
+    return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), the value of pytorch-fid's
     ``calculate_frechet_distance``:
 
         d² = ‖mu1 − mu2‖² + Tr(sigma1 + sigma2 − 2 (sigma1 sigma2)^½)
 
-    mu: (F,); sigma: (F, F). If the matrix square root is not finite, ``eps`` is added to both
-    diagonals; an imaginary part larger than 1e-3 on the diagonal raises ValueError.
+    mu: (F,); sigma: (F, F) covariance matrices (symmetric, positive semi-definite; others
+    raise ValueError). Tr (sigma1 sigma2)^½ comes from :func:`trace_sqrt_product`, so singular
+    covariances (fewer samples than features, where pytorch-fid may fail) give the exact
+    distance of the two Gaussians, which is a biased FID (:func:`feature_statistics` warns).
     """
     mu1 = np.atleast_1d(to_numpy(mu1, "mu1")).astype(np.float64)
     mu2 = np.atleast_1d(to_numpy(mu2, "mu2")).astype(np.float64)
@@ -489,7 +518,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     sigma2 = np.atleast_2d(to_numpy(sigma2, "sigma2")).astype(np.float64)
     if mu1.ndim != 1 or mu1.shape != mu2.shape:
         raise ValueError(
-            f"mu1 and mu2 must be vectors of the same length, got {mu1.shape} and {mu2.shape}"
+            f"mu1 and mu2 must be vectors of the same length, got {mu1.shape} and "
+            f"{mu2.shape}"
         )
     if sigma1.shape != (len(mu1), len(mu1)) or sigma2.shape != sigma1.shape:
         raise ValueError(
@@ -500,23 +530,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         if not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or Inf")
     diff = mu1 - mu2
-    covmean = _sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        warnings.warn(
-            f"Fréchet distance: singular covariance product; adding {eps} to the diagonals",
-            stacklevel=2,
-        )
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(
-                f"Fréchet distance: the matrix square root has an imaginary component "
-                f"of {np.max(np.abs(covmean.imag)):.3g}"
-            )
-        covmean = covmean.real
     return float(
-        diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
+        diff.dot(diff)
+        + np.trace(sigma1)
+        + np.trace(sigma2)
+        - 2 * trace_sqrt_product(sigma1, sigma2)
     )
 
 

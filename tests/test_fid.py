@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 
 from betavae_lib import fid as fidlib
@@ -129,6 +130,57 @@ def test_fid_separates_classes(mnist, mnist_features):
     within = fidlib.fid(zeros[:300], zeros[300:600], extractor=mnist_features).value
     across = fidlib.fid(zeros[:300], ones[:300], extractor=mnist_features).value
     assert across > 5 * within
+
+
+def pytorch_fid_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """pytorch-fid 0.3.0's ``calculate_frechet_distance``, line for line (its print and
+    assertions left out)."""
+    diff = mu1 - mu2
+    covmean = scipy.linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = scipy.linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"Imaginary component {np.max(np.abs(covmean.imag))}")
+        covmean = covmean.real
+    return diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
+
+
+@pytest.mark.parametrize("dim, n", [(4, 50), (64, 400), (256, 1000)])
+def test_frechet_distance_equals_pytorch_fid_on_well_conditioned_inputs(dim, n):
+    rng = np.random.default_rng(dim)
+    a = rng.normal(size=(n, dim)) @ rng.normal(size=(dim, dim)) / np.sqrt(dim)
+    b = rng.normal(size=(n, dim)) * rng.uniform(0.5, 2.0, size=dim) + 0.2
+    stats = [a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)]
+    assert fidlib.frechet_distance(*stats) == pytest.approx(
+        pytorch_fid_distance(*stats), rel=1e-6
+    )
+
+
+def test_small_sample_fid_does_not_depend_on_the_matrix_square_root(
+    mnist, mnist_features, monkeypatch
+):
+    """50 vs 50 images, 128-d features: the covariance product is singular. Some CPUs'
+    BLAS kernels make sqrtm's root carry an imaginary part of about 0.003; simulate that
+    everywhere: the distance must still be the exact one, through the eigenvalues."""
+    real_sqrtm = scipy.linalg.sqrtm
+
+    def sqrtm_with_imaginary_noise(matrix, *args, **kwargs):
+        root = real_sqrtm(matrix, *args, **kwargs)
+        root = root[0] if isinstance(root, tuple) else root
+        return root + 0.003j * np.eye(len(root))
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", sqrtm_with_imaginary_noise)
+    features = mnist_features(mnist.images[:1000])
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        pick = rng.choice(len(features), 100, replace=False)
+        a, b = features[pick[:50]], features[pick[50:]]
+        stats = [a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)]
+        assert fidlib.frechet_distance(*stats) == pytest.approx(
+            reference_fid(a, b), rel=1e-6
+        )
 
 
 def test_fid_warns_with_fewer_samples_than_feature_dims(mnist, mnist_features):
