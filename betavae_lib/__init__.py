@@ -17,7 +17,7 @@ from .data import load_dataset
 from .losses import beta_vae_loss, gaussian_kl
 from .models import MLPVAE, ConvVAE
 from .profile import get_profile, start_chapter
-from .train import History, NonFiniteLossError, evaluate, fit
+from .train import History, NonFiniteLossError, NonFiniteWeightsError, evaluate, fit
 
 __version__ = "0.1.0"
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "History",
     "MLPVAE",
     "NonFiniteLossError",
+    "NonFiniteWeightsError",
     "beta_vae_loss",
     "evaluate",
     "fit",

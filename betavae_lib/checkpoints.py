@@ -15,9 +15,11 @@ training state records, and restoring them into a model, an optimiser and the ge
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
+import hashlib
 import os
 import random
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -188,21 +190,35 @@ def _set_rng_states(states: dict, device: torch.device, order: torch.Generator) 
 
 
 def _comparable_setting(value):
-    """A comparable description of a number or schedule, for checking a resumed run's settings."""
+    """A description of a number or schedule that is equal for equal settings: numbers as
+    floats, dataclass schedules by their fields (``repr``), ``functools.partial`` by its
+    function and arguments, other callables by name. Callables are also compared by value,
+    step by step (:func:`_schedule_differences`)."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if not callable(value):
         return float(value)
     if dataclasses.is_dataclass(value):
         return repr(value)
+    if isinstance(value, functools.partial):
+        return (
+            f"partial({_comparable_setting(value.func)}, {value.args!r}, "
+            f"{value.keywords!r})"
+        )
     return getattr(value, "__qualname__", type(value).__qualname__)
 
 
-def _fingerprint(images: torch.Tensor, samples: int = 100_000) -> float:
-    """Sum of an evenly spaced sample of the pixel values: cheap, and different for different data."""
-    flat = images.reshape(-1)
-    sample = flat[:: max(1, flat.numel() // samples)].cpu()
-    return float(sample.sum(dtype=torch.float64))
+def data_fingerprint(images: torch.Tensor, chunk: int = 1 << 24) -> str:
+    """A BLAKE2b digest (hex) of the images' dtype, shape and every byte, in order: any
+    change of the pixels, their order, dtype or shape changes it. Read in chunks of
+    ``chunk`` elements, so tensors on an accelerator are copied to the host piecewise."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{images.dtype} {tuple(images.shape)}".encode())
+    flat = images.detach().reshape(-1)
+    for start in range(0, flat.numel(), chunk):
+        part = flat[start : start + chunk].cpu().contiguous()
+        digest.update(part.view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def run_settings(
@@ -218,11 +234,14 @@ def run_settings(
     gamma,
     tc,
     seed,
+    amp,
+    compile,
 ) -> dict:
-    """What defines the run: a checkpoint made with other settings cannot be resumed."""
+    """What defines the run's arithmetic: a checkpoint made with other settings cannot be
+    resumed. (β and capacity schedules are also compared step by step on resume.)"""
     return {
         "n_images": len(images),
-        "images_fingerprint": _fingerprint(images),
+        "images_fingerprint": data_fingerprint(images),
         "batch_size": int(batch_size),
         "beta": _comparable_setting(beta),
         "lr": float(lr),
@@ -233,27 +252,85 @@ def run_settings(
         "gamma": float(gamma),
         "tc": bool(tc),
         "seed": int(seed),
+        "amp": bool(amp),
+        "compile": bool(compile),
     }
 
 
 def _settings_differences(saved: dict, now: dict) -> list[str]:
+    return [
+        f"{key}: {saved.get(key)!r} in the checkpoint, {value!r} now"
+        for key, value in now.items()
+        if saved.get(key) != value
+    ]
+
+
+def _schedule_differences(saved: dict, schedules: dict, steps: int) -> list[str]:
+    """Where the schedules (``name -> callable or None``) disagree with the values the
+    checkpointed run used at steps 0..steps-1 (``saved``: name -> float64 tensor)."""
     diffs = []
-    for key, value in now.items():
-        old = saved.get(key)
-        if key == "images_fingerprint":
-            same = old is not None and math.isclose(
-                old, value, rel_tol=1e-6, abs_tol=1e-6
-            )
-        else:
-            same = old == value
-        if not same:
-            diffs.append(f"{key}: {old!r} in the checkpoint, {value!r} now")
+    for name, schedule in schedules.items():
+        used = saved.get(name, torch.zeros(0, dtype=torch.float64)).tolist()
+        if schedule is None:
+            if used:
+                diffs.append(f"{name}: a schedule in the checkpoint, none now")
+            continue
+        for step in range(steps):
+            now = float(schedule(step))
+            if step >= len(used) or now != used[step]:
+                was = used[step] if step < len(used) else None
+                diffs.append(
+                    f"{name} at step {step}: {was!r} in the checkpoint, {now!r} now"
+                )
+                break
     return diffs
 
 
+def check_checkpoint_path(path, resume: bool, overwrite: bool) -> None:
+    """Before training: refuse to replace an existing file unless ``resume`` or
+    ``overwrite``, and make sure a checkpoint can be written at ``path`` (its folder is
+    created; a test file is written there and removed)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint_path {path} is a folder, not a file")
+    if path.exists() and not (resume or overwrite):
+        raise FileExistsError(
+            f"{path} exists, and fit would overwrite it (it may hold a finished run). "
+            f"Pass resume=True to continue it, overwrite=True to replace it, or another "
+            f"checkpoint_path."
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".probe"
+        )
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise type(e)(
+            f"checkpoints cannot be written to {path}: {e}; choose another "
+            f"checkpoint_path"
+        ) from None
+
+
 def save_training_state(
-    path, model, opt, *, epoch, step, order, device, history, settings
+    path,
+    model,
+    opt,
+    *,
+    epoch,
+    step,
+    order,
+    device,
+    history,
+    settings,
+    schedule_values,
 ) -> None:
+    """Atomically save everything a resumed run needs (see :func:`restore_training_state`).
+    schedule_values: name -> the values used at steps 0..step-1 (converted in place to
+    floats, so each value is read back from an accelerator once)."""
+    for values in schedule_values.values():
+        values[:] = [float(v) for v in values]
     state_dict = {
         k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
     }
@@ -269,14 +346,22 @@ def save_training_state(
             "rng": _rng_states(device, order),
             "history": history,
             "settings": settings,
+            "schedule_values": {
+                name: torch.tensor(values, dtype=torch.float64)
+                for name, values in schedule_values.items()
+            },
             "meta": {"epoch": epoch, "step": step},
         },
         path,
     )
 
 
-def restore_training_state(path, model, opt, *, order, device, settings):
-    """Load ``path`` into ``model``, ``opt`` and the RNGs; returns ``(epoch, step, history)`` or None."""
+def restore_training_state(path, model, opt, *, order, device, settings, schedules):
+    """Load ``path`` into ``model``, ``opt`` and the RNGs, after checking that it was
+    written by this model with these ``settings`` and that ``schedules`` (name -> callable
+    or None) give the values the run used at every step it trained. Returns ``(epoch,
+    step, history dict, schedule values: name -> list of floats)``, or None without a file.
+    """
     if not Path(path).is_file():
         warnings.warn(
             f"resume=True but there is no checkpoint at {path} yet; training starts from epoch 1",
@@ -285,11 +370,20 @@ def restore_training_state(path, model, opt, *, order, device, settings):
         return None
     state = read_training_state(path)
     check_model_matches(state, model, path)
+    if "schedule_values" not in state:
+        raise CheckpointError(
+            f"{path} was written by an older betavae_lib that did not record the β and "
+            f"capacity of each step, so a changed schedule could not be detected; "
+            f"start a new run (overwrite=True or a new checkpoint_path)"
+        )
     diffs = _settings_differences(state["settings"], settings)
+    diffs += _schedule_differences(state["schedule_values"], schedules, state["step"])
     if diffs:
         raise CheckpointError(
-            f"{path} was written by a run with other settings ({'; '.join(diffs)}). Resume with the same "
-            f"data and settings, or pass resume=False or a new checkpoint_path to start a new run."
+            f"{path} was written by a run with other settings ({'; '.join(diffs)}). "
+            f"Resume with the same data (the same images in the same order) and "
+            f"settings, or pass overwrite=True or a new checkpoint_path to start a new "
+            f"run."
         )
     model.load_state_dict(state["state_dict"])
     fresh = {
@@ -314,7 +408,8 @@ def restore_training_state(path, model, opt, *, order, device, settings):
                 elif isinstance(v, torch.Tensor) and v.shape == p.shape:
                     opt.state[p][k] = torch.empty_like(p).copy_(v)
     _set_rng_states(state["rng"], device, order)
-    return state["epoch"], state["step"], state["history"]
+    used = {name: values.tolist() for name, values in state["schedule_values"].items()}
+    return state["epoch"], state["step"], state["history"], used
 
 
 def load(path: str | os.PathLike, expect: type | str | None = None, **expect_config):
