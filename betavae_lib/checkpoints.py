@@ -15,6 +15,7 @@ training state records, and restoring them into a model, an optimiser and the ge
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import hashlib
 import os
@@ -44,8 +45,41 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def plain_value(value, where: str = "meta"):
+    """``value`` as data that ``torch.load(weights_only=True)`` reads back: None, bool,
+    int, float, str, tensors, and lists, tuples and dicts (str or int keys) of them.
+    NumPy scalars become Python numbers, NumPy arrays tensors, paths strings, dates and
+    times ISO 8601 strings; anything else raises TypeError naming ``where``, so that a
+    file :func:`save` writes can always be loaded."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return value.item()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return torch.from_numpy(np.ascontiguousarray(value).copy())
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().contiguous()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if type(value) in (list, tuple):
+        return type(value)(plain_value(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, dict):
+        bad = [k for k in value if type(k) not in (str, int)]
+        if bad:
+            raise TypeError(f"{where} has a key {bad[0]!r}: keys must be str or int")
+        return {k: plain_value(v, f"{where}[{k!r}]") for k, v in value.items()}
+    raise TypeError(
+        f"{where} is a {type(value).__name__}, which a checkpoint cannot hold safely; "
+        f"store it as a number, string, list, dict, NumPy array or tensor"
+    )
+
+
 def save(model, path: str | os.PathLike, **meta) -> Path:
-    """Save ``model`` (an ``MLPVAE`` or ``ConvVAE``) with its config; ``meta``: JSON-like extras."""
+    """Save ``model`` (an ``MLPVAE`` or ``ConvVAE``) with its config; ``meta``: extras
+    (numbers, strings, lists, dicts, arrays, tensors, paths, dates: see
+    :func:`plain_value`; other types raise TypeError before anything is written)."""
     name = type(model).__name__
     if name not in MODELS:
         raise TypeError(f"can only save {', '.join(MODELS)} models, got {name}")
@@ -54,9 +88,9 @@ def save(model, path: str | os.PathLike, **meta) -> Path:
         {
             "format": FORMAT,
             "model": name,
-            "config": model.config,
+            "config": plain_value(model.config, "model.config"),
             "state_dict": state,
-            "meta": meta,
+            "meta": {k: plain_value(v, f"meta[{k!r}]") for k, v in meta.items()},
         },
         path,
     )
@@ -412,6 +446,89 @@ def restore_training_state(path, model, opt, *, order, device, settings, schedul
     return state["epoch"], state["step"], state["history"], used
 
 
+# What a config may ask for: a hostile 50 KB file must not make load allocate gigabytes.
+MAX_CONFIG_INT = 2**20
+MAX_PARAMETERS = 2**30  # 4 GiB of float32 weights
+
+
+def _check_layout(ckpt: dict, path) -> None:
+    """Raise :class:`CheckpointError` unless a model file has the keys and types
+    :func:`load` reads: ``model`` (str), ``config`` (dict), ``state_dict`` (dict of
+    tensors) and ``meta`` (dict)."""
+    missing = [k for k in ("model", "config", "state_dict") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
+    ckpt.setdefault("meta", {})
+    for key, kind in (("model", str), ("config", dict), ("state_dict", dict)):
+        if not isinstance(ckpt[key], kind):
+            raise CheckpointError(
+                f"{path}: {key} must be a {kind.__name__}, got a "
+                f"{type(ckpt[key]).__name__}"
+            )
+    if not isinstance(ckpt["meta"], dict):
+        raise CheckpointError(f"{path}: meta must be a dict")
+    bad = [k for k, v in ckpt["state_dict"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: state_dict[{bad[0]!r}] is not a tensor")
+
+
+def _check_config_bounds(config: dict, path) -> None:
+    """Every number in ``config`` (nested in lists) must be an int in
+    [0, MAX_CONFIG_INT], with at most 64 of them."""
+    numbers_in = [
+        v
+        for value in config.values()
+        for v in (value if type(value) is list else [value])
+    ]
+    if len(numbers_in) > 64 or not all(
+        type(v) is int and 0 <= v <= MAX_CONFIG_INT for v in numbers_in
+    ):
+        raise CheckpointError(
+            f"{path}: config {str(config)[:200]} asks for more than a model may have "
+            f"(at most 64 integers in [0, {MAX_CONFIG_INT}])"
+        )
+
+
+def build_model(cls, config: dict, state_dict: dict, path) -> torch.nn.Module:
+    """``cls(**config)`` holding the weights ``state_dict``, built without allocating
+    anything before the weights are known to fit: the model is first built on the
+    ``meta`` device, its parameter count bounded by MAX_PARAMETERS and every name, shape
+    and dtype compared with ``state_dict``; then it takes the file's tensors as they are
+    (one floating dtype, e.g. float64 for a float64 model). Raises CheckpointError."""
+    _check_config_bounds(config, path)
+    description = f"{cls.__name__}({config})"
+    try:
+        with torch.device("meta"):
+            skeleton = cls(**config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: config does not build {description}: {e}"
+        ) from None
+    wanted = skeleton.state_dict()
+    size = sum(t.numel() for t in wanted.values())
+    if size > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{path}: {description} would have {size:,} weights, more than "
+            f"{MAX_PARAMETERS:,}"
+        )
+    dtypes = {t.dtype for t in state_dict.values()}
+    problems = [f"missing {k}" for k in wanted.keys() - state_dict.keys()]
+    problems += [f"unexpected {k}" for k in state_dict.keys() - wanted.keys()]
+    problems += [
+        f"{k} is {tuple(state_dict[k].shape)}, not {tuple(t.shape)}"
+        for k, t in wanted.items()
+        if k in state_dict and state_dict[k].shape != t.shape
+    ]
+    if len(dtypes) > 1 or not all(d.is_floating_point for d in dtypes):
+        problems.append(f"the weights must share one floating dtype, got {dtypes}")
+    if problems:
+        raise CheckpointError(
+            f"{path}: weights do not fit {description}: {'; '.join(problems)[:300]}"
+        )
+    skeleton.load_state_dict(state_dict, assign=True)
+    return skeleton
+
+
 def load(path: str | os.PathLike, expect: type | str | None = None, **expect_config):
     """Rebuild the saved model (in eval mode) and return ``(model, meta)``.
 
@@ -424,6 +541,7 @@ def load(path: str | os.PathLike, expect: type | str | None = None, **expect_con
             f"unknown model {want!r} asked for; valid are {', '.join(MODELS)}"
         )
     ckpt = read(path)
+    _check_layout(ckpt, path)
     name, config = ckpt["model"], ckpt["config"]
     if name not in MODELS:
         raise CheckpointError(
@@ -437,11 +555,5 @@ def load(path: str | os.PathLike, expect: type | str | None = None, **expect_con
             raise CheckpointError(
                 f"{path} holds a {name} with {k}={got!r}, not {v!r} as asked"
             )
-    try:
-        model = MODELS[name](**config)
-        model.load_state_dict(ckpt["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(
-            f"{path}: weights do not fit {name}({config}): {str(e)[:300]}"
-        ) from None
-    return model.eval(), ckpt.get("meta", {})
+    model = build_model(MODELS[name], config, ckpt["state_dict"], path)
+    return model.eval(), ckpt["meta"]

@@ -39,7 +39,7 @@ from ._common import (
     pick_device,
     to_numpy,
 )
-from .checkpoints import atomic_torch_save, read_safely
+from .checkpoints import CheckpointError, atomic_torch_save, build_model, read_safely
 from .data import load_dataset, offline, search_roots
 
 DOMAIN_DATASETS = ("mnist", "fashion_mnist")
@@ -167,8 +167,10 @@ def load_domain_classifier(
             f"betavae_lib.fid.train_domain_classifier({dataset!r}, save_to=...)"
         )
     ckpt = read_safely(path, (DOMAIN_FORMAT,), "domain classifier checkpoint")
-    model = DomainClassifier(**ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
+    for key, kind in (("config", dict), ("state_dict", dict), ("meta", dict)):
+        if not isinstance(ckpt.get(key), kind):
+            raise CheckpointError(f"{path}: {key} is missing or not a {kind.__name__}")
+    model = build_model(DomainClassifier, ckpt["config"], ckpt["state_dict"], path)
     return model.eval(), dict(ckpt["meta"])
 
 
