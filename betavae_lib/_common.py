@@ -108,6 +108,8 @@ def finite_matrix(x, name: str, columns: str = "latent dimension") -> np.ndarray
         )
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if len(arr) == 0:
+        raise ValueError(f"{name} is empty: shape {arr.shape}, need at least one row")
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():

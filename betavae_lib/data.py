@@ -19,7 +19,7 @@ import gzip
 import hashlib
 import math
 import os
-import shutil
+import time
 import urllib.request
 import warnings
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import atomic_write, positive_int
+from ._common import atomic_write, positive_int, real_number
 
 DATASETS = ("mnist", "fashion_mnist", "dsprites")
 SPLITS = ("train", "test")
@@ -137,15 +137,23 @@ def file_digest(path: Path, algorithm: str = "md5") -> str:
 
 
 def download(
-    url: str, dest: Path, checksum: str, algorithm: str = "md5", timeout: float = 30.0
+    url: str,
+    dest: Path,
+    checksum: str,
+    algorithm: str = "md5",
+    timeout: float = 30.0,
+    deadline: float = 600.0,
 ) -> Path:
-    """Download ``url`` to ``dest`` through a temporary file renamed only after its checksum matches."""
+    """Download ``url`` to ``dest`` through a temporary file renamed only after its
+    checksum matches. timeout: seconds one network read may wait; deadline: seconds the
+    whole body may take (a server that trickles bytes is abandoned after it, and the
+    next mirror is tried)."""
     with (
         atomic_write(dest, suffix=".part") as (out, tmp),
         urllib.request.urlopen(url, timeout=timeout) as response,
     ):
         expected = response.headers.get("Content-Length")
-        shutil.copyfileobj(response, out, length=1 << 20)
+        _copy_before_deadline(response, out, url, deadline)
         received = out.tell()
         if expected is not None and received != int(expected):
             raise IncompleteDownloadError(
@@ -160,6 +168,20 @@ def download(
                 f"nothing was kept"
             )
     return dest
+
+
+def _copy_before_deadline(response, out, url: str, deadline: float) -> None:
+    """Copy ``response`` to ``out``, each read returning what has arrived (``read1``), and
+    raise IncompleteDownloadError once ``deadline`` seconds have passed."""
+    deadline = real_number("deadline", deadline, strict=True)
+    end = time.monotonic() + deadline
+    while block := response.read1(1 << 20):
+        out.write(block)
+        if time.monotonic() > end:
+            raise IncompleteDownloadError(
+                f"download of {url} took longer than its deadline of {deadline:g} s "
+                f"({out.tell()} bytes received); nothing was kept"
+            )
 
 
 def _locate(

@@ -37,6 +37,7 @@ from ._common import (
     finite_matrix,
     model_device,
     pick_device,
+    positive_int,
     to_numpy,
 )
 from .checkpoints import CheckpointError, atomic_torch_save, build_model, read_safely
@@ -179,6 +180,7 @@ def classifier_accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
 ) -> float:
     """Fraction of ``images`` (N, 1, 28, 28) whose argmax logit equals ``labels`` (N,)."""
+    batch_size = positive_int("batch_size", batch_size)
     model.eval()
     device = model_device(model)
     correct = 0
@@ -187,6 +189,8 @@ def classifier_accuracy(
         correct += int(
             (logits.argmax(1).cpu() == labels[start : start + batch_size]).sum()
         )
+    if len(images) == 0:
+        raise ValueError("classifier_accuracy needs at least one image, got 0")
     return correct / len(images)
 
 
@@ -212,6 +216,10 @@ def train_domain_classifier(
     :func:`load_domain_classifier` reads.
     """
     name = _domain_name(dataset)
+    epochs, batch_size = (
+        positive_int("epochs", epochs),
+        positive_int("batch_size", batch_size),
+    )
     device = _device_or_auto(device)
     train = load_dataset(name, "train", root).subset(train_size, seed=seed)
     test = load_dataset(name, "test", root).subset(test_size, seed=seed)
@@ -306,7 +314,7 @@ class DomainFeatures:
         self.device = _device_or_auto(device)
         self.model, self.meta = load_domain_classifier(self.dataset, path)
         self.model.to(self.device)
-        self.batch_size = int(batch_size)
+        self.batch_size = positive_int("batch_size", batch_size)
         self.dim = self.model.config["feature_dim"]
         self.name = f"domain:{self.dataset}"
 
@@ -406,7 +414,7 @@ class InceptionFeatures:
         self.weights = path
         self.device = _device_or_auto(device)
         self.model = model.eval().to(self.device)
-        self.batch_size = int(batch_size)
+        self.batch_size = positive_int("batch_size", batch_size)
         self.dim = 2048
         self.name = "inception"
 
@@ -429,9 +437,15 @@ def get_extractor(
     """A feature extractor by name: ``"domain"`` (:class:`DomainFeatures` for ``dataset``) or
     ``"inception"`` (:class:`InceptionFeatures`)."""
     if features == "domain":
-        return DomainFeatures(dataset, device=device, batch_size=batch_size or 1000)
+        return DomainFeatures(
+            dataset,
+            device=device,
+            batch_size=1000 if batch_size is None else batch_size,
+        )
     if features == "inception":
-        return InceptionFeatures(device=device, batch_size=batch_size or 50)
+        return InceptionFeatures(
+            device=device, batch_size=50 if batch_size is None else batch_size
+        )
     raise ValueError(
         f"unknown features {features!r}; valid are 'domain' and 'inception'"
     )

@@ -95,6 +95,7 @@ class VAE(nn.Module):
         self, n: int, std: float = 1.0, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Decode ``n`` draws z ~ N(0, std^2 I): mean images (n, C, H, W) in [0, 1]."""
+        n = positive_int("n", n)
         z = torch.randn(
             n, self.latent_dim, generator=generator, device=model_device(self)
         )

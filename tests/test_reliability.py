@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,12 @@ from betavae_lib import (
     checkpoints,
     data,
     evaluate,
+    fid,
     fit,
     load,
     load_dataset,
+    metrics,
+    plots,
     save,
 )
 from betavae_lib.checkpoints import CheckpointError
@@ -700,3 +704,74 @@ def test_temporary_files_of_killed_saves_are_removed_by_the_next_save(tmp_path):
     os.utime(old, (0, 0))
     save(small_mlp(), path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+@pytest.mark.parametrize(
+    "call, err, match",
+    [
+        (lambda: metrics.iwae_bound(small_mlp(), torch.zeros(0, 1, 28, 28), k=5),
+         ValueError, "x is empty"),
+        (lambda: metrics.mig(np.zeros((0, 3)), np.zeros((0, 2), int)),
+         ValueError, "codes is empty"),
+        (lambda: metrics.discrete_entropy(np.zeros((0, 2), int)),
+         ValueError, "factors is empty"),
+        (lambda: metrics.histogram_discretize(np.zeros((10, 2)), n_bins=10**8),
+         ValueError, r"n_bins must be an integer in \[1, 100000\], got 100000000"),
+        (lambda: small_mlp().sample(2.5), ValueError, "n must be a positive integer"),
+        (lambda: plots.image_grid(torch.zeros(0, 1, 28, 28)), ValueError, "non-empty"),
+        (lambda: plots.image_grid(torch.zeros(4, 1, 28, 28), nrow=0), ValueError,
+         "nrow must be a positive integer"),
+        (lambda: fid.get_extractor("domain", batch_size=0), ValueError,
+         "batch_size must be a positive integer, got 0"),
+        (lambda: data.ImageDataset("toy", "train", binary_images(10),
+         torch.zeros(10, dtype=torch.long), ["a"]).subset(2.5), ValueError,
+         "subset size must be a positive integer or None, got 2.5"),
+    ],
+    ids=["iwae-empty", "mig-empty", "entropy-empty", "n_bins-huge", "sample-2.5",
+         "grid-empty", "grid-nrow-0", "extractor-batch-0", "subset-2.5"],
+)  # fmt: skip
+def test_degenerate_arguments_are_named_at_the_boundary(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
+
+
+def test_subset_accepts_a_whole_float():
+    ds = data.ImageDataset(
+        "toy", "train", binary_images(10), torch.zeros(10, dtype=torch.long), ["a"]
+    )
+    assert len(ds.subset(3.0)) == 3
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Announces 100 bytes, then sends one every 0.2 s (at most 20 s)."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        for _ in range(100):
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:  # the client gave up
+                return
+            time.sleep(0.2)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_download_that_trickles_is_abandoned_at_its_deadline(tmp_path):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/slow"
+        start = time.monotonic()
+        with pytest.raises(IncompleteDownloadError, match="deadline of 1 s"):
+            data.download(url, tmp_path / "f.gz", "0" * 32, timeout=5, deadline=1)
+        assert time.monotonic() - start < 3
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
