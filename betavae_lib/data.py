@@ -346,7 +346,7 @@ class DSprites:
 
     def index_to_factors(self, index) -> np.ndarray:
         """Flat indices (N,) -> factor classes (N, 5)."""
-        index = np.asarray(index, dtype=np.int64)
+        index = _integer_indices(index)
         if index.size and (index.min() < 0 or index.max() >= len(self)):
             raise IndexError(
                 f"dSprites indices must be in [0, {len(self)}), got {index.min()}..{index.max()}"
@@ -380,7 +380,7 @@ class DSprites:
 
     def images(self, index) -> torch.Tensor:
         """Images at flat indices (N,) as (N, 1, 64, 64) float32 in {0, 1}."""
-        index = np.atleast_1d(np.asarray(index, dtype=np.int64))
+        index = np.atleast_1d(_integer_indices(index))
         classes = self.index_to_factors(index)
         if self._imgs is not None:
             return torch.from_numpy(self._imgs[index].astype(np.float32)).unsqueeze(1)
@@ -397,6 +397,19 @@ class DSprites:
     ) -> torch.Tensor:
         """Images for factor classes (N, 5); every factor is observed, so ``rng`` is unused."""
         return self.images(self.factors_to_index(classes))
+
+
+def _integer_indices(index) -> np.ndarray:
+    """Indices as int64, refusing fractional values (which ``astype`` would truncate)."""
+    array = np.asarray(index)
+    if array.size and not (
+        np.issubdtype(array.dtype, np.integer)
+        or (
+            np.issubdtype(array.dtype, np.floating) and (array == np.round(array)).all()
+        )
+    ):
+        raise ValueError(f"dSprites indices must be integers, got dtype {array.dtype}")
+    return array.astype(np.int64)
 
 
 def _heart_mask(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -212,6 +212,8 @@ def _check_fit_args(
     resume,
     amp,
     device,
+    seed,
+    callback,
 ) -> None:
     _check_model(model)
     _check_dataset_images(model, images, "images")
@@ -224,6 +226,7 @@ def _check_fit_args(
         ("checkpoint_every", checkpoint_every),
     ):
         positive_int(name, value)
+    positive_int("seed", seed, minimum=0, what="a non-negative integer")
     if not isinstance(lr, numbers.Real):
         raise TypeError(f"lr must be a number, got {type(lr).__name__}")
     real_number("lr", lr, strict=True)
@@ -236,6 +239,11 @@ def _check_fit_args(
     real_number("free_bits", free_bits, unit=" nats")
     real_number("gamma", gamma)
     check_objective_options(tc=tc, capacity=capacity, free_bits=free_bits)
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"callback must be callable as callback(epoch, model, history), got "
+            f"{type(callback).__name__}"
+        )
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
     if amp and device.type not in ("cuda", "cpu"):
@@ -482,6 +490,8 @@ def fit(
         resume=resume,
         amp=amp,
         device=device,
+        seed=seed,
+        callback=callback,
     )
     beta_at = as_schedule(beta, "beta")
     capacity_at = None if capacity is None else as_schedule(capacity, "capacity")

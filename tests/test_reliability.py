@@ -775,3 +775,19 @@ def test_a_download_that_trickles_is_abandoned_at_its_deadline(tmp_path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_arguments_found_beyond_the_reported_cases_are_checked():
+    """The same pattern elsewhere: arguments that failed late, or were silently changed."""
+    with pytest.raises(TypeError, match="callback must be callable"):  # after an epoch
+        fit(small_mlp(), binary_images(), epochs=1, progress=False, callback=3)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        fit(small_mlp(), binary_images(), epochs=1, progress=False, seed=1.5)
+    with pytest.raises(ValueError, match="hidden sizes must be a positive integer"):
+        MLPVAE(hidden=(0,))  # a zero-width layer
+    with pytest.raises(ValueError, match="width must be a positive integer"):
+        ConvVAE(width=0)
+    with pytest.raises(ValueError, match="dSprites indices must be integers"):
+        data.DSprites(source="procedural").images([2.5])  # was read as index 2
+    config = MLPVAE(latent_dim=np.int64(2), hidden=np.array([8])).config
+    assert all(type(v) is int for v in [config["latent_dim"], *config["hidden"]])
