@@ -255,40 +255,32 @@ def data_fingerprint(images: torch.Tensor, chunk: int = 1 << 24) -> str:
     return digest.hexdigest()
 
 
-def run_settings(
-    images,
-    *,
-    batch_size,
-    beta,
-    lr,
-    likelihood,
-    sigma,
-    free_bits,
-    capacity,
-    gamma,
-    tc,
-    seed,
-    amp,
-    compile,
-) -> dict:
-    """What defines the run's arithmetic: a checkpoint made with other settings cannot be
-    resumed. (β and capacity schedules are also compared step by step on resume.)"""
-    return {
-        "n_images": len(images),
-        "images_fingerprint": data_fingerprint(images),
-        "batch_size": int(batch_size),
-        "beta": _comparable_setting(beta),
-        "lr": float(lr),
-        "likelihood": likelihood,
-        "sigma": float(sigma),
-        "free_bits": float(free_bits),
-        "capacity": _comparable_setting(capacity),
-        "gamma": float(gamma),
-        "tc": bool(tc),
-        "seed": int(seed),
-        "amp": bool(amp),
-        "compile": bool(compile),
-    }
+# How each of fit's arithmetic settings is recorded; beta and capacity may be schedules.
+_SETTING_TYPES = {
+    "batch_size": int,
+    "lr": float,
+    "likelihood": str,
+    "sigma": float,
+    "free_bits": float,
+    "gamma": float,
+    "tc": bool,
+    "seed": int,
+    "amp": bool,
+    "compile": bool,
+}
+
+
+def run_settings(images, arithmetic: dict) -> dict:
+    """What defines the run's numbers, as recorded in a training state: the images
+    (count and :func:`data_fingerprint`) and ``arithmetic``, fit's settings by name
+    (batch_size, beta, lr, likelihood, sigma, free_bits, capacity, gamma, tc, seed, amp,
+    compile). A checkpoint made with other settings cannot be resumed; β and capacity
+    schedules are also compared step by step (:func:`restore_training_state`)."""
+    recorded = {"n_images": len(images), "images_fingerprint": data_fingerprint(images)}
+    for name, value in arithmetic.items():
+        kind = _SETTING_TYPES.get(name, _comparable_setting)
+        recorded[name] = kind(value)
+    return recorded
 
 
 def _settings_differences(saved: dict, now: dict) -> list[str]:

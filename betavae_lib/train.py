@@ -196,37 +196,32 @@ def _check_fit_args(
     model,
     images,
     test_images,
+    arithmetic: dict,
     *,
     epochs,
-    batch_size,
-    lr,
-    likelihood,
-    sigma,
-    free_bits,
-    capacity,
-    gamma,
-    tc,
     log_every,
     checkpoint_path,
     checkpoint_every,
     resume,
-    amp,
     device,
-    seed,
     callback,
 ) -> None:
+    """Raise on the first argument of ``fit`` that is wrong, before any work starts;
+    ``arithmetic``: the settings that define the run's numbers, by name."""
+    lr, likelihood, sigma = (arithmetic[k] for k in ("lr", "likelihood", "sigma"))
+    free_bits, capacity, tc = (arithmetic[k] for k in ("free_bits", "capacity", "tc"))
     _check_model(model)
     _check_dataset_images(model, images, "images")
     if test_images is not None:
         _check_dataset_images(model, test_images, "test_images")
     for name, value in (
         ("epochs", epochs),
-        ("batch_size", batch_size),
+        ("batch_size", arithmetic["batch_size"]),
         ("log_every", log_every),
         ("checkpoint_every", checkpoint_every),
     ):
         positive_int(name, value)
-    positive_int("seed", seed, minimum=0, what="a non-negative integer")
+    positive_int("seed", arithmetic["seed"], minimum=0, what="a non-negative integer")
     if not isinstance(lr, numbers.Real):
         raise TypeError(f"lr must be a number, got {type(lr).__name__}")
     real_number("lr", lr, strict=True)
@@ -237,7 +232,7 @@ def _check_fit_args(
     if likelihood == "gaussian":
         real_number("sigma", sigma, strict=True, unit=" (Gaussian likelihood)")
     real_number("free_bits", free_bits, unit=" nats")
-    real_number("gamma", gamma)
+    real_number("gamma", arithmetic["gamma"])
     check_objective_options(tc=tc, capacity=capacity, free_bits=free_bits)
     if callback is not None and not callable(callback):
         raise TypeError(
@@ -246,7 +241,7 @@ def _check_fit_args(
         )
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
-    if amp and device.type not in ("cuda", "cpu"):
+    if arithmetic["amp"] and device.type not in ("cuda", "cpu"):
         raise ValueError(
             f"amp=True (bfloat16 autocast) is supported on cuda and cpu, not {device.type}"
         )
@@ -471,26 +466,31 @@ def fit(
     from tqdm.auto import tqdm
 
     device = pick_device(device)
+    arithmetic = {  # what defines the run's numbers: checked, and recorded for resume
+        "batch_size": batch_size,
+        "beta": beta,
+        "lr": lr,
+        "likelihood": likelihood,
+        "sigma": sigma,
+        "free_bits": free_bits,
+        "capacity": capacity,
+        "gamma": gamma,
+        "tc": tc,
+        "seed": seed,
+        "amp": amp,
+        "compile": compile,
+    }
     _check_fit_args(
         model,
         images,
         test_images,
+        arithmetic,
         epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        likelihood=likelihood,
-        sigma=sigma,
-        free_bits=free_bits,
-        capacity=capacity,
-        gamma=gamma,
-        tc=tc,
         log_every=log_every,
         checkpoint_path=checkpoint_path,
         checkpoint_every=checkpoint_every,
         resume=resume,
-        amp=amp,
         device=device,
-        seed=seed,
         callback=callback,
     )
     beta_at = as_schedule(beta, "beta")
@@ -498,43 +498,14 @@ def fit(
     settings = (
         None
         if checkpoint_path is None
-        else checkpoints.run_settings(
-            images,
-            batch_size=batch_size,
-            beta=beta,
-            lr=lr,
-            likelihood=likelihood,
-            sigma=sigma,
-            free_bits=free_bits,
-            capacity=capacity,
-            gamma=gamma,
-            tc=tc,
-            seed=seed,
-            amp=amp,
-            compile=compile,
-        )
+        else checkpoints.run_settings(images, arithmetic)
     )
     if checkpoint_path is not None:
         checkpoints.check_checkpoint_path(checkpoint_path, resume, overwrite)
 
     seed_everything(seed)
     run = _prepare_run(
-        model,
-        images,
-        device,
-        lr=lr,
-        batch_size=batch_size,
-        beta_at=beta_at,
-        capacity_at=capacity_at,
-        amp=amp,
-        compile=compile,
-        loss_kwargs={
-            "likelihood": likelihood,
-            "sigma": sigma,
-            "free_bits": free_bits,
-            "gamma": gamma,
-            "tc": tc,
-        },
+        model, images, device, arithmetic, beta_at=beta_at, capacity_at=capacity_at
     )
     order = torch.Generator().manual_seed(seed)  # the batch order
     start_epoch, step, history = 0, 0, History()
@@ -600,33 +571,24 @@ def fit(
 
 
 def _prepare_run(
-    model,
-    images,
-    device,
-    *,
-    lr,
-    batch_size,
-    beta_at,
-    capacity_at,
-    amp,
-    compile,
-    loss_kwargs,
+    model, images, device, arithmetic: dict, *, beta_at, capacity_at
 ) -> _TrainingRun:
     """Move the model and the data to ``device``, choose the fast settings, and build the optimiser."""
     channels_last = _has_convolutions(model) and device.type in ("cuda", "cpu")
     model.to(device).train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    loss_options = ("likelihood", "sigma", "free_bits", "gamma", "tc")
     return _TrainingRun(
         model=model,
-        forward=torch.compile(model) if compile else model,
-        opt=_adam(model, lr, device),
+        forward=torch.compile(model) if arithmetic["compile"] else model,
+        opt=_adam(model, arithmetic["lr"], device),
         data=images.to(device),
-        batch_size=int(batch_size),
+        batch_size=int(arithmetic["batch_size"]),
         beta_at=beta_at,
         capacity_at=capacity_at,
-        loss_kwargs=loss_kwargs,
-        amp=amp,
+        loss_kwargs={k: arithmetic[k] for k in loss_options},
+        amp=arithmetic["amp"],
         channels_last=channels_last,
         device=device,
         dtype=model.log_sigma.dtype,
