@@ -1,11 +1,12 @@
 """betavae_lib: the library behind the β-VAE book.
 
-Modules: ``data`` (datasets), ``models`` (MLPVAE, ConvVAE), ``losses`` (the β-VAE objective),
-``schedules`` (annealing), ``train`` (the one training loop), ``checkpoints`` (model files and
-training states), ``metrics`` (disentanglement, active units, IWAE), ``fid`` (Fréchet distances
-and their feature extractors), ``linear_gaussian`` (an exact model to check the ELBO against),
-``traversal`` (latent traversals and the slider panel), ``plots``, ``report`` (headline
-numbers), ``profile`` (the BETAVAE_PROFILE switch).
+Modules: ``data`` (datasets), ``models`` (MLPVAE, ConvVAE), ``losses`` (the β-VAE
+objective), ``schedules`` (annealing), ``train`` (the one training loop),
+``checkpoints`` (model files and training states), ``metrics`` (disentanglement, active
+units, IWAE), ``fid`` (Fréchet distances and their feature extractors),
+``linear_gaussian`` (an exact model to check the ELBO against), ``traversal`` (latent
+traversals and the slider panel), ``plots``, ``report`` (headline numbers), ``profile``
+(the BETAVAE_PROFILE switch).
 
 Convention: losses are in nats, summed over pixels and latents, averaged over the batch;
 β multiplies that summed KL.

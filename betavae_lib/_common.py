@@ -227,7 +227,8 @@ _HOST = socket.gethostname().replace(".", "-")
 
 def remove_stale_temporaries(path: Path, suffix: str) -> list[Path]:
     """Delete the temporary files that interrupted writes of ``path`` left beside it
-    (``<name>.*<suffix>`` whose writer is gone, see :func:`_writer_is_gone`); returns them."""
+    (``<name>.*<suffix>`` whose writer is gone, see :func:`_writer_is_gone`); returns
+    them."""
     removed = []
     for temporary in path.parent.glob(f"{glob.escape(path.name)}.*{suffix}"):
         if _writer_is_gone(temporary, path, suffix):
@@ -243,9 +244,10 @@ def atomic_write(path: str | os.PathLike, suffix: str = ".tmp"):
     beside ``path``; when the block ends normally the file is flushed to disk and
     renamed over ``path``, otherwise it is deleted and ``path`` is left as it was.
 
-    The temporary file is named ``<name>.<host>.<pid>.<random><suffix>``. A process killed
-    mid-write (``kill -9``, power loss) cannot delete it, so each write first removes the
-    temporaries of earlier writes of the same ``path`` whose writer is gone."""
+    The temporary file is named ``<name>.<host>.<pid>.<random><suffix>``. A process
+    killed mid-write (``kill -9``, power loss) cannot delete it, so each write first
+    removes the temporaries of earlier writes of the same ``path`` whose writer is
+    gone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path, suffix)

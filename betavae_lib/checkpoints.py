@@ -6,10 +6,11 @@ A model checkpoint is a ``torch.save`` dict of tensors, strings and numbers only
 from its class name and ``config``. Saves are atomic: a temporary file, flushed to disk, then
 renamed into place, so an interrupted save leaves the previous file as it was.
 
-A training state (written by ``fit(checkpoint_path=...)``) has the same keys plus ``optimizer``,
-``epoch``, ``step``, ``rng``, ``history`` and ``settings``; :func:`load` rebuilds its model too.
-This module owns both formats: writing and reading them, the random states and run settings a
-training state records, and restoring them into a model, an optimiser and the generators.
+A training state (written by ``fit(checkpoint_path=...)``) has the same keys plus
+``optimizer``, ``epoch``, ``step``, ``rng``, ``history`` and ``settings``; :func:`load`
+rebuilds its model too. This module owns both formats: writing and reading them, the
+random states and run settings a training state records, and restoring them into a
+model, an optimiser and the generators.
 """
 
 from __future__ import annotations
@@ -101,9 +102,10 @@ def read_safely(
     formats: tuple[str, ...],
     what: str = "betavae_lib checkpoint",
 ) -> dict:
-    """The dict in ``path``, read with ``torch.load(weights_only=True)`` (tensors, numbers,
-    strings and containers, never code), whose ``format`` is one of ``formats``; anything
-    else raises :class:`CheckpointError` naming the file (``what`` names the kind of file)."""
+    """The dict in ``path``, read with ``torch.load(weights_only=True)`` (tensors,
+    numbers, strings and containers, never code), whose ``format`` is one of
+    ``formats``; anything else raises :class:`CheckpointError` naming the file (``what``
+    names the kind of file)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -177,7 +179,7 @@ def check_model_matches(ckpt: dict, model, path="checkpoint") -> None:
         )
 
 
-# ----------------------------------------------------------------------------- training states
+# ---------------------------------------------------------------------- training states
 
 
 def _rng_states(device: torch.device, order: torch.Generator) -> dict:
@@ -224,10 +226,10 @@ def _set_rng_states(states: dict, device: torch.device, order: torch.Generator) 
 
 
 def _comparable_setting(value):
-    """A description of a number or schedule that is equal for equal settings: numbers as
-    floats, dataclass schedules by their fields (``repr``), ``functools.partial`` by its
-    function and arguments, other callables by name. Callables are also compared by value,
-    step by step (:func:`_schedule_differences`)."""
+    """A description of a number or schedule that is equal for equal settings: numbers
+    as floats, dataclass schedules by their fields (``repr``), ``functools.partial`` by
+    its function and arguments, other callables by name. Callables are also compared by
+    value, step by step (:func:`_schedule_differences`)."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if not callable(value):
@@ -245,7 +247,8 @@ def _comparable_setting(value):
 def data_fingerprint(images: torch.Tensor, chunk: int = 1 << 24) -> str:
     """A BLAKE2b digest (hex) of the images' dtype, shape and every byte, in order: any
     change of the pixels, their order, dtype or shape changes it. Read in chunks of
-    ``chunk`` elements, so tensors on an accelerator are copied to the host piecewise."""
+    ``chunk`` elements, so tensors on an accelerator are copied to the host
+    piecewise."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{images.dtype} {tuple(images.shape)}".encode())
     flat = images.detach().reshape(-1)
@@ -322,8 +325,8 @@ def check_checkpoint_path(path, resume: bool, overwrite: bool) -> None:
     if path.exists() and not (resume or overwrite):
         raise FileExistsError(
             f"{path} exists, and fit would overwrite it (it may hold a finished run). "
-            f"Pass resume=True to continue it, overwrite=True to replace it, or another "
-            f"checkpoint_path."
+            f"Pass resume=True to continue it, overwrite=True to replace it, or "
+            f"another checkpoint_path."
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -352,7 +355,8 @@ def save_training_state(
     settings,
     schedule_values,
 ) -> None:
-    """Atomically save everything a resumed run needs (see :func:`restore_training_state`).
+    """Atomically save everything a resumed run needs (see
+    :func:`restore_training_state`).
     schedule_values: name -> the values used at steps 0..step-1 (converted in place to
     floats, so each value is read back from an accelerator once)."""
     for values in schedule_values.values():
@@ -384,9 +388,10 @@ def save_training_state(
 
 def restore_training_state(path, model, opt, *, order, device, settings, schedules):
     """Load ``path`` into ``model``, ``opt`` and the RNGs, after checking that it was
-    written by this model with these ``settings`` and that ``schedules`` (name -> callable
-    or None) give the values the run used at every step it trained. Returns ``(epoch,
-    step, history dict, schedule values: name -> list of floats)``, or None without a file.
+    written by this model with these ``settings`` and that ``schedules`` (name ->
+    callable or None) give the values the run used at every step it trained. Returns
+    ``(epoch, step, history dict, schedule values: name -> list of floats)``, or None
+    without a file.
     """
     if not Path(path).is_file():
         warnings.warn(

@@ -80,8 +80,9 @@ DSPRITES_URL = (
 # git blob id of DeepMind's file (``git hash-object``), the checksum its repository publishes.
 DSPRITES_GIT_BLOB = "d98996d3f8ee1550e06b9d4ed78d0beb478910d5"
 DSPRITES_N = 3 * 6 * 40 * 32 * 32  # images in DeepMind's file
-# The values of scale, orientation and position, as (start, stop, count) of a linspace: the one
-# definition behind DSprites.factor_values_grid (float64) and render_dsprites (float32).
+# The values of scale, orientation and position, as (start, stop, count) of a linspace:
+# the one definition behind DSprites.factor_values_grid (float64) and render_dsprites
+# (float32).
 _DSPRITES_SCALES = (0.5, 1.0, 6)
 _DSPRITES_ORIENTATIONS = (0.0, 2 * math.pi, 40)
 _DSPRITES_POSITIONS = (0.0, 1.0, 32)
@@ -171,8 +172,9 @@ def download(
 
 
 def _copy_before_deadline(response, out, url: str, deadline: float) -> None:
-    """Copy ``response`` to ``out``, each read returning what has arrived (``read1``), and
-    raise IncompleteDownloadError once ``deadline`` seconds have passed."""
+    """Copy ``response`` to ``out``, each read returning what has arrived
+    (``read1``), and raise IncompleteDownloadError once ``deadline`` seconds have
+    passed."""
     deadline = real_number("deadline", deadline, strict=True)
     end = time.monotonic() + deadline
     while block := response.read1(1 << 20):
@@ -400,7 +402,7 @@ class DSprites:
 
 
 def _integer_indices(index) -> np.ndarray:
-    """Indices as int64, refusing fractional values (which ``astype`` would truncate)."""
+    """Indices as int64, refusing fractional values (``astype`` would truncate them)."""
     array = np.asarray(index)
     if array.size and not (
         np.issubdtype(array.dtype, np.integer)

@@ -12,9 +12,9 @@
   ``weights/pt_inception-2015-12-05-fc-zeroed.pth`` under each data root (``$BETAVAE_DATA_DIR``,
   the cache; pool3 features are exact, logits are not); else pytorch-fid downloads it.
 
-The distance itself is :func:`frechet_distance` on the :func:`feature_statistics` of each set,
-the values pytorch-fid computes (the distance through eigenvalues, which also holds
-for singular covariances).
+The distance itself is :func:`frechet_distance` on the :func:`feature_statistics` of
+each set, the values pytorch-fid computes (the distance through eigenvalues, which also
+holds for singular covariances).
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ class FIDResult:
 
 
 def grayscale_float_images(images, name: str = "images") -> torch.Tensor:
-    """Images (N, 1, H, W), tensor or array, as float32 in [0, 1]: uint8 is divided by 255,
-    bool becomes 0/1. Raises TypeError or ValueError naming the problem."""
+    """Images (N, 1, H, W), tensor or array, as float32 in [0, 1]: uint8 is divided by
+    255, bool becomes 0/1. Raises TypeError or ValueError naming the problem."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
@@ -451,14 +451,14 @@ def get_extractor(
     )
 
 
-# ----------------------------------------------------------------------------- the Fréchet distance
+# ----------------------------------------------------------------- the Fréchet distance
 
 
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     """Mean (F,) and covariance (F, F) of features (N, F), float64, as pytorch-fid computes them.
 
-    The covariance is ``np.cov(features, rowvar=False)`` (divides by N − 1). With N < F it is
-    singular and the FID biased; a warning says so.
+    The covariance is ``np.cov(features, rowvar=False)`` (divides by N − 1). With N < F
+    it is singular and the FID biased; a warning says so.
     """
     features = finite_matrix(features, "features", columns="feature").astype(
         np.float64, copy=False
@@ -502,12 +502,13 @@ def _symmetric_eigen(sigma: np.ndarray, name: str, vectors: bool):
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     """Tr (sigma1 sigma2)^½ for covariance matrices (F, F), singular ones included.
 
-    sigma1 sigma2 is similar to the symmetric PSD matrix M = sigma1^½ sigma2 sigma1^½, so
-    the eigenvalues of the product are those of M (real and >= 0) and the trace of its
-    root is Σ √λ(M). Unlike ``scipy.linalg.sqrtm`` of the product, this needs no retry with
-    a regularised diagonal and gives the same value on every CPU, also with rank-deficient
-    covariances (fewer samples than features); on well-conditioned inputs it equals
-    pytorch-fid's ``np.trace(sqrtm(sigma1 @ sigma2))`` to rounding (about 1e-14 relative).
+    sigma1 sigma2 is similar to the symmetric PSD matrix M = sigma1^½ sigma2 sigma1^½,
+    so the eigenvalues of the product are those of M (real and >= 0) and the trace of
+    its root is Σ √λ(M). Unlike ``scipy.linalg.sqrtm`` of the product, this needs no
+    retry with a regularised diagonal and gives the same value on every CPU, also with
+    rank-deficient covariances (fewer samples than features); on well-conditioned inputs
+    it equals pytorch-fid's ``np.trace(sqrtm(sigma1 @ sigma2))`` to rounding (about
+    1e-14 relative).
     """
     values, vectors = _symmetric_eigen(sigma1, "sigma1", vectors=True)
     _symmetric_eigen(sigma2, "sigma2", vectors=False)
@@ -518,15 +519,16 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), the value of pytorch-fid's
-    ``calculate_frechet_distance``:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), the value of
+    pytorch-fid's ``calculate_frechet_distance``:
 
         d² = ‖mu1 − mu2‖² + Tr(sigma1 + sigma2 − 2 (sigma1 sigma2)^½)
 
-    mu: (F,); sigma: (F, F) covariance matrices (symmetric, positive semi-definite; others
-    raise ValueError). Tr (sigma1 sigma2)^½ comes from :func:`trace_sqrt_product`, so singular
-    covariances (fewer samples than features, where pytorch-fid may fail) give the exact
-    distance of the two Gaussians, which is a biased FID (:func:`feature_statistics` warns).
+    mu: (F,); sigma: (F, F) covariance matrices (symmetric, positive semi-definite;
+    others raise ValueError). Tr (sigma1 sigma2)^½ comes from
+    :func:`trace_sqrt_product`, so singular covariances (fewer samples than features,
+    where pytorch-fid may fail) give the exact distance of the two Gaussians, which is a
+    biased FID (:func:`feature_statistics` warns).
     """
     mu1 = np.atleast_1d(to_numpy(mu1, "mu1")).astype(np.float64)
     mu2 = np.atleast_1d(to_numpy(mu2, "mu2")).astype(np.float64)

@@ -1,6 +1,7 @@
-"""Metrics of latents: disentanglement (MIG, FactorVAE, β-VAE scores), active units, KL summaries
-and the IWAE bound. The Fréchet distance and FID live in :mod:`betavae_lib.fid` (``frechet_distance``
-and ``feature_statistics`` stay importable from here).
+"""Metrics of latents: disentanglement (MIG, FactorVAE, β-VAE scores), active units, KL
+summaries and the IWAE bound. The Fréchet distance and FID live in
+:mod:`betavae_lib.fid` (``frechet_distance`` and ``feature_statistics`` stay importable
+from here).
 
 Every metric follows a published reference implementation, named in its docstring:
 

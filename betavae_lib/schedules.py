@@ -72,8 +72,8 @@ class Cyclical:
         ):  # else β would be 0 at (nearly) every step
             raise ValueError(
                 f"Cyclical needs at least 2 steps per cycle, got total_steps="
-                f"{self.total_steps} for n_cycles={self.n_cycles}; raise total_steps or "
-                f"lower n_cycles"
+                f"{self.total_steps} for n_cycles={self.n_cycles}; raise total_steps "
+                f"or lower n_cycles"
             )
 
     def __call__(self, step: int) -> float:

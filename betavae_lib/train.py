@@ -57,8 +57,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class NonFiniteWeightsError(NonFiniteLossError):
-    """An optimiser update made the weights NaN or infinite (a :class:`NonFiniteLossError`,
-    so one ``except`` clause catches both)."""
+    """An optimiser update made the weights NaN or infinite (a
+    :class:`NonFiniteLossError`, so one ``except`` clause catches both)."""
 
 
 @dataclass
@@ -170,8 +170,9 @@ def _check_model(model) -> None:
 
 
 def _check_dataset_images(model, images, name: str) -> None:
-    """Raise unless ``images`` is a non-empty (N, C, H, W) tensor of the model's image shape,
-    float in [0, 1], uint8 or bool (the whole dataset is checked once, before training)."""
+    """Raise unless ``images`` is a non-empty (N, C, H, W) tensor of the model's image
+    shape, float in [0, 1], uint8 or bool (the whole dataset is checked once, before
+    training)."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor (N, C, H, W), got {type(images).__name__}"
@@ -308,8 +309,8 @@ class _TrainingRun:
 
 
 def _batch(run: _TrainingRun, index: torch.Tensor) -> torch.Tensor:
-    """Images at ``index`` as floats in [0, 1] of the model's dtype, in the memory format
-    the model runs fastest with."""
+    """Images at ``index`` as floats in [0, 1] of the model's dtype, in the memory
+    format the model runs fastest with."""
     x = as_float_images(run.data[index]).to(run.dtype)
     return x.contiguous(memory_format=torch.channels_last) if run.channels_last else x
 
@@ -453,15 +454,17 @@ def fit(
     seed: seeds the batch order and the sampling noise. callback: ``callback(epoch, model, history)``
     after each epoch, run with torch's RNG forked so that it cannot change the training.
 
-    checkpoint_path: save the training state there (atomically) every ``checkpoint_every`` epochs and
-    after the last; resume: continue from that file if it exists (same model, images in the same
-    order, settings, and β / capacity at every step already trained; a larger ``epochs`` trains
-    on). Without ``resume``, an existing file is refused unless ``overwrite=True``; the path is
-    checked to be writable before the first epoch. amp: bfloat16 autocast (cuda, cpu); compile: ``torch.compile`` the
-    model. Both change the arithmetic, so they are off by default.
+    checkpoint_path: save the training state there (atomically) every
+    ``checkpoint_every`` epochs and after the last; resume: continue from that file if
+    it exists (same model, images in the same order, settings, and β / capacity at every
+    step already trained; a larger ``epochs`` trains on). Without ``resume``, an
+    existing file is refused unless ``overwrite=True``; the path is checked to be
+    writable before the first epoch. amp: bfloat16 autocast (cuda, cpu); compile:
+    ``torch.compile`` the model. Both change the arithmetic, so they are off by default.
 
-    Raises :class:`NonFiniteLossError`, naming the step, if the loss stops being finite, and
-    :class:`NonFiniteWeightsError` (a subclass) if an update makes the weights non-finite.
+    Raises :class:`NonFiniteLossError`, naming the step, if the loss stops being finite,
+    and :class:`NonFiniteWeightsError` (a subclass) if an update makes the weights
+    non-finite.
     """
     from tqdm.auto import tqdm
 
@@ -602,8 +605,9 @@ def _raise_if_not_finite(
     step: int,
     epoch: int,
 ) -> None:
-    """Raise if a loss since the last check, or the weights after the last update, are not
-    finite. One read back from the device, at the points where the loss is read anyway."""
+    """Raise if a loss since the last check, or the weights after the last update, are
+    not finite. One read back from the device, at the points where the loss is read
+    anyway."""
     weights_ok = torch.stack([p.isfinite().all() for p in run.model.parameters()]).all()
     bad_step, ok = torch.stack([first_bad, weights_ok.long()]).tolist()
     if bad_step >= 0:
@@ -618,8 +622,8 @@ def _raise_if_not_finite(
             else f"one of optimiser steps {unchecked_from}..{step - 1}"
         )
         raise NonFiniteWeightsError(
-            f"the weights became NaN or infinite after {steps} (epoch {epoch}) while the "
-            f"loss was still finite; {_divergence_advice(run)}"
+            f"the weights became NaN or infinite after {steps} (epoch {epoch}) while "
+            f"the loss was still finite; {_divergence_advice(run)}"
         )
 
 

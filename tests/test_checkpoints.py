@@ -72,7 +72,7 @@ def test_non_checkpoint_files_are_refused(tmp_path):
         "datetime",
         "date",
         "nested",
-    ],  # fmt: skip
+    ],
 )
 def test_meta_a_file_was_saved_with_always_loads(tmp_path, value, stored):
     path = save(MLPVAE(latent_dim=2, hidden=(8,)), tmp_path / "m.pt", value=value)
@@ -140,7 +140,8 @@ def test_a_small_file_cannot_make_load_allocate_gigabytes(tmp_path):
         f"    load({str(path)!r})\n"
         "except CheckpointError as e:\n"
         "    print('refused:', e)\n"
-        "print('grew_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print('grew_kb', after - before)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run(

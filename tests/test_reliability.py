@@ -579,18 +579,31 @@ def test_failed_training_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
 
 
-# ----------------------------------------------------------------------------- nothing silent, round two
+# ------------------------------------------------------------ nothing silent, round two
 
 
 def test_last_update_that_makes_the_weights_non_finite_is_an_error():
     """One step with a learning rate that overflows float32: the loss of that step was
-    finite, the weights after it are not; fit names the step instead of returning them."""
+    finite, the weights after it are not; fit names the step instead of returning
+    them."""
     with pytest.raises(NonFiniteWeightsError, match="after optimiser step 0 .epoch 1."):
-        fit(small_mlp(), binary_images(32), epochs=1, batch_size=32, lr=1e39,
-            progress=False)  # fmt: skip
+        fit(
+            small_mlp(),
+            binary_images(32),
+            epochs=1,
+            batch_size=32,
+            lr=1e39,
+            progress=False,
+        )
     with pytest.raises(NonFiniteLossError):  # the subclass is caught as before
-        fit(small_mlp(), binary_images(32), epochs=1, batch_size=32, lr=1e39,
-            progress=False)  # fmt: skip
+        fit(
+            small_mlp(),
+            binary_images(32),
+            epochs=1,
+            batch_size=32,
+            lr=1e39,
+            progress=False,
+        )
 
 
 INF = float("inf")
@@ -608,7 +621,8 @@ INF = float("inf")
     ],
 )
 def test_infinite_settings_are_refused_before_training(kwargs, name):
-    """Not a NonFiniteLossError advising a lower learning rate: the argument is named."""
+    """Not a NonFiniteLossError advising a lower learning rate: the argument is
+    named."""
     with pytest.raises(ValueError, match=f"{name} must be finite, got inf"):
         fit(small_mlp(), binary_images(), epochs=1, progress=False, **kwargs)
 
@@ -659,11 +673,18 @@ def test_existing_checkpoint_is_not_overwritten_unless_asked(tmp_path):
     fit(small_mlp(), binary_images(), epochs=1, progress=False, checkpoint_path=path)
     before = path.read_bytes()
     with pytest.raises(FileExistsError, match="resume=True .* overwrite=True"):
-        fit(small_mlp(), binary_images(), epochs=1, progress=False,
-            checkpoint_path=path)  # fmt: skip
+        fit(
+            small_mlp(), binary_images(), epochs=1, progress=False, checkpoint_path=path
+        )
     assert path.read_bytes() == before
-    fit(small_mlp(), binary_images(), epochs=2, progress=False, checkpoint_path=path,
-        overwrite=True)  # fmt: skip
+    fit(
+        small_mlp(),
+        binary_images(),
+        epochs=2,
+        progress=False,
+        checkpoint_path=path,
+        overwrite=True,
+    )
     assert checkpoints.read_training_state(path)["epoch"] == 2
 
 
@@ -671,9 +692,14 @@ def test_unwritable_checkpoint_path_fails_before_the_first_epoch(tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
     epochs_done = []
     with pytest.raises(OSError, match="checkpoints cannot be written to"):
-        fit(small_mlp(), binary_images(), epochs=1, progress=False,
+        fit(
+            small_mlp(),
+            binary_images(),
+            epochs=1,
+            progress=False,
             checkpoint_path=tmp_path / "a_file" / "run.pt",
-            callback=lambda epoch, *_: epochs_done.append(epoch))  # fmt: skip
+            callback=lambda epoch, *_: epochs_done.append(epoch),
+        )
     assert epochs_done == []
 
 
@@ -709,27 +735,62 @@ def test_temporary_files_of_killed_saves_are_removed_by_the_next_save(tmp_path):
 @pytest.mark.parametrize(
     "call, err, match",
     [
-        (lambda: metrics.iwae_bound(small_mlp(), torch.zeros(0, 1, 28, 28), k=5),
-         ValueError, "x is empty"),
-        (lambda: metrics.mig(np.zeros((0, 3)), np.zeros((0, 2), int)),
-         ValueError, "codes is empty"),
-        (lambda: metrics.discrete_entropy(np.zeros((0, 2), int)),
-         ValueError, "factors is empty"),
-        (lambda: metrics.histogram_discretize(np.zeros((10, 2)), n_bins=10**8),
-         ValueError, r"n_bins must be an integer in \[1, 100000\], got 100000000"),
+        (
+            lambda: metrics.iwae_bound(small_mlp(), torch.zeros(0, 1, 28, 28), k=5),
+            ValueError,
+            "x is empty",
+        ),
+        (
+            lambda: metrics.mig(np.zeros((0, 3)), np.zeros((0, 2), int)),
+            ValueError,
+            "codes is empty",
+        ),
+        (
+            lambda: metrics.discrete_entropy(np.zeros((0, 2), int)),
+            ValueError,
+            "factors is empty",
+        ),
+        (
+            lambda: metrics.histogram_discretize(np.zeros((10, 2)), n_bins=10**8),
+            ValueError,
+            r"n_bins must be an integer in \[1, 100000\], got 100000000",
+        ),
         (lambda: small_mlp().sample(2.5), ValueError, "n must be a positive integer"),
         (lambda: plots.image_grid(torch.zeros(0, 1, 28, 28)), ValueError, "non-empty"),
-        (lambda: plots.image_grid(torch.zeros(4, 1, 28, 28), nrow=0), ValueError,
-         "nrow must be a positive integer"),
-        (lambda: fid.get_extractor("domain", batch_size=0), ValueError,
-         "batch_size must be a positive integer, got 0"),
-        (lambda: data.ImageDataset("toy", "train", binary_images(10),
-         torch.zeros(10, dtype=torch.long), ["a"]).subset(2.5), ValueError,
-         "subset size must be a positive integer or None, got 2.5"),
+        (
+            lambda: plots.image_grid(torch.zeros(4, 1, 28, 28), nrow=0),
+            ValueError,
+            "nrow must be a positive integer",
+        ),
+        (
+            lambda: fid.get_extractor("domain", batch_size=0),
+            ValueError,
+            "batch_size must be a positive integer, got 0",
+        ),
+        (
+            lambda: data.ImageDataset(
+                "toy",
+                "train",
+                binary_images(10),
+                torch.zeros(10, dtype=torch.long),
+                ["a"],
+            ).subset(2.5),
+            ValueError,
+            "subset size must be a positive integer or None, got 2.5",
+        ),
     ],
-    ids=["iwae-empty", "mig-empty", "entropy-empty", "n_bins-huge", "sample-2.5",
-         "grid-empty", "grid-nrow-0", "extractor-batch-0", "subset-2.5"],
-)  # fmt: skip
+    ids=[
+        "iwae-empty",
+        "mig-empty",
+        "entropy-empty",
+        "n_bins-huge",
+        "sample-2.5",
+        "grid-empty",
+        "grid-nrow-0",
+        "extractor-batch-0",
+        "subset-2.5",
+    ],
+)
 def test_degenerate_arguments_are_named_at_the_boundary(call, err, match):
     with pytest.raises(err, match=match):
         call()
@@ -778,7 +839,8 @@ def test_a_download_that_trickles_is_abandoned_at_its_deadline(tmp_path):
 
 
 def test_arguments_found_beyond_the_reported_cases_are_checked():
-    """The same pattern elsewhere: arguments that failed late, or were silently changed."""
+    """The same pattern elsewhere: arguments that failed late, or were silently
+    changed."""
     with pytest.raises(TypeError, match="callback must be callable"):  # after an epoch
         fit(small_mlp(), binary_images(), epochs=1, progress=False, callback=3)
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
