@@ -280,6 +280,7 @@ def checkpoint_overhead(
         repeats=repeats,
         note="atomic save of the training state, fsync'd",
         checkpoint_path=path,
+        overwrite=True,  # each repeat replaces the previous repeat's file
     )
 
 

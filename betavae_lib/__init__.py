@@ -1,12 +1,13 @@
 """betavae_lib: the library behind the β-VAE book.
 
-Modules: ``data`` (datasets), ``models`` (MLPVAE, ConvVAE), ``losses`` (the β-VAE objective),
-``schedules`` (annealing), ``train`` (the one training loop), ``checkpoints`` (model files and
-training states), ``metrics`` (disentanglement, active units, IWAE), ``fid`` (Fréchet distances
-and their feature extractors), ``linear_gaussian`` (an exact model to check the ELBO against),
-``traversal`` (latent traversals and the slider panel), ``plots``, ``report`` (headline
-numbers), ``profile`` (the BETAVAE_PROFILE switch), ``sweep`` (grids of runs, here or
-on a Ray cluster).
+Modules: ``data`` (datasets), ``models`` (MLPVAE, ConvVAE), ``losses`` (the β-VAE
+objective), ``schedules`` (annealing), ``train`` (the one training loop),
+``checkpoints`` (model files and training states), ``metrics`` (disentanglement, active
+units, IWAE), ``fid`` (Fréchet distances and their feature extractors),
+``linear_gaussian`` (an exact model to check the ELBO against), ``traversal`` (latent
+traversals, the slider panel and the in-browser explorer), ``jsdecoder`` (decoders
+serialised for the browser), ``plots``, ``report`` (headline numbers), ``profile`` (the
+BETAVAE_PROFILE switch), ``sweep`` (grids of runs, here or on a Ray cluster).
 
 Convention: losses are in nats, summed over pixels and latents, averaged over the batch;
 β multiplies that summed KL.
@@ -18,7 +19,7 @@ from .data import load_dataset
 from .losses import beta_vae_loss, gaussian_kl
 from .models import MLPVAE, ConvVAE
 from .profile import get_profile, start_chapter
-from .train import History, NonFiniteLossError, evaluate, fit
+from .train import History, NonFiniteLossError, NonFiniteWeightsError, evaluate, fit
 
 __version__ = "0.1.0"
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "History",
     "MLPVAE",
     "NonFiniteLossError",
+    "NonFiniteWeightsError",
     "beta_vae_loss",
     "evaluate",
     "fit",

@@ -8,11 +8,15 @@ This module sits at the bottom of the library: it imports nothing from it.
 from __future__ import annotations
 
 import contextlib
+import glob
 import math
 import numbers
 import os
 import random
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +53,28 @@ def positive_int(
     return int(value)
 
 
+def real_number(
+    name: str, value, *, minimum: float = 0.0, strict: bool = False, unit: str = ""
+) -> float:
+    """``value`` as a finite ``float`` that is >= ``minimum`` (> with ``strict``), else
+    ValueError naming ``name`` and the valid range (``unit`` follows the bound, e.g.
+    " nats"); strings and other non-numbers raise TypeError."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a number, got the string {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name} must be a number, got {type(value).__name__}"
+        ) from None
+    if not (number > minimum if strict else number >= minimum):
+        relation = ">" if strict else ">="
+        raise ValueError(f"{name} must be {relation} {minimum:g}{unit}, got {value!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return number
+
+
 # ----------------------------------------------------------------------------- arrays
 
 
@@ -82,6 +108,8 @@ def finite_matrix(x, name: str, columns: str = "latent dimension") -> np.ndarray
         )
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if len(arr) == 0:
+        raise ValueError(f"{name} is empty: shape {arr.shape}, need at least one row")
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
@@ -165,14 +193,67 @@ def seed_everything(seed: int) -> None:
 # ----------------------------------------------------------------------------- files
 
 
+# A temporary file older than this is stale even if its writer's PID is alive (PIDs are
+# reused; a save takes seconds).
+STALE_TEMPORARY_SECONDS = 24 * 3600
+
+
+def _writer_is_gone(temporary: Path, path: Path, suffix: str) -> bool:
+    """Whether ``temporary``, a file :func:`atomic_write` made for ``path`` (named
+    ``<name>.<host>.<pid>.<random><suffix>``, or ``<name>.<random><suffix>`` by earlier
+    versions), was left by a writer that has ended: one on this host whose PID is not
+    alive, or any writer when the file has not changed for STALE_TEMPORARY_SECONDS."""
+    middle = temporary.name[len(path.name) + 1 : -len(suffix)].split(".")
+    if len(middle) not in (1, 3) or not re.fullmatch(r"[a-z0-9_]{8}", middle[-1]):
+        return False  # not a name atomic_write gives
+    try:
+        if time.time() - temporary.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+            return True
+    except OSError:
+        return False
+    if len(middle) == 1 or middle[0] != _HOST or not middle[1].isdigit():
+        return False  # an earlier version's name, or another machine's writer
+    try:
+        os.kill(int(middle[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, owned by another user
+        return False
+    return False
+
+
+_HOST = socket.gethostname().replace(".", "-")
+
+
+def remove_stale_temporaries(path: Path, suffix: str) -> list[Path]:
+    """Delete the temporary files that interrupted writes of ``path`` left beside it
+    (``<name>.*<suffix>`` whose writer is gone, see :func:`_writer_is_gone`); returns
+    them."""
+    removed = []
+    for temporary in path.parent.glob(f"{glob.escape(path.name)}.*{suffix}"):
+        if _writer_is_gone(temporary, path, suffix):
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+                removed.append(temporary)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, suffix: str = ".tmp"):
     """Write ``path`` all or nothing: yields ``(file, temporary_path)``, a binary file
     beside ``path``; when the block ends normally the file is flushed to disk and
-    renamed over ``path``, otherwise it is deleted and ``path`` is left as it was."""
+    renamed over ``path``, otherwise it is deleted and ``path`` is left as it was.
+
+    The temporary file is named ``<name>.<host>.<pid>.<random><suffix>``. A process
+    killed mid-write (``kill -9``, power loss) cannot delete it, so each write first
+    removes the temporaries of earlier writes of the same ``path`` whose writer is
+    gone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=suffix)
+    remove_stale_temporaries(path, suffix)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{path.name}.{_HOST}.{os.getpid()}.", suffix=suffix
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             yield f, Path(tmp)

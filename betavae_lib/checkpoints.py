@@ -6,18 +6,22 @@ A model checkpoint is a ``torch.save`` dict of tensors, strings and numbers only
 from its class name and ``config``. Saves are atomic: a temporary file, flushed to disk, then
 renamed into place, so an interrupted save leaves the previous file as it was.
 
-A training state (written by ``fit(checkpoint_path=...)``) has the same keys plus ``optimizer``,
-``epoch``, ``step``, ``rng``, ``history`` and ``settings``; :func:`load` rebuilds its model too.
-This module owns both formats: writing and reading them, the random states and run settings a
-training state records, and restoring them into a model, an optimiser and the generators.
+A training state (written by ``fit(checkpoint_path=...)``) has the same keys plus
+``optimizer``, ``epoch``, ``step``, ``rng``, ``history`` and ``settings``; :func:`load`
+rebuilds its model too. This module owns both formats: writing and reading them, the
+random states and run settings a training state records, and restoring them into a
+model, an optimiser and the generators.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import datetime
+import functools
+import hashlib
 import os
 import random
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -42,8 +46,41 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def plain_value(value, where: str = "meta"):
+    """``value`` as data that ``torch.load(weights_only=True)`` reads back: None, bool,
+    int, float, str, tensors, and lists, tuples and dicts (str or int keys) of them.
+    NumPy scalars become Python numbers, NumPy arrays tensors, paths strings, dates and
+    times ISO 8601 strings; anything else raises TypeError naming ``where``, so that a
+    file :func:`save` writes can always be loaded."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return value.item()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return torch.from_numpy(np.ascontiguousarray(value).copy())
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().contiguous()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if type(value) in (list, tuple):
+        return type(value)(plain_value(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, dict):
+        bad = [k for k in value if type(k) not in (str, int)]
+        if bad:
+            raise TypeError(f"{where} has a key {bad[0]!r}: keys must be str or int")
+        return {k: plain_value(v, f"{where}[{k!r}]") for k, v in value.items()}
+    raise TypeError(
+        f"{where} is a {type(value).__name__}, which a checkpoint cannot hold safely; "
+        f"store it as a number, string, list, dict, NumPy array or tensor"
+    )
+
+
 def save(model, path: str | os.PathLike, **meta) -> Path:
-    """Save ``model`` (an ``MLPVAE`` or ``ConvVAE``) with its config; ``meta``: JSON-like extras."""
+    """Save ``model`` (an ``MLPVAE`` or ``ConvVAE``) with its config; ``meta``: extras
+    (numbers, strings, lists, dicts, arrays, tensors, paths, dates: see
+    :func:`plain_value`; other types raise TypeError before anything is written)."""
     name = type(model).__name__
     if name not in MODELS:
         raise TypeError(f"can only save {', '.join(MODELS)} models, got {name}")
@@ -52,9 +89,9 @@ def save(model, path: str | os.PathLike, **meta) -> Path:
         {
             "format": FORMAT,
             "model": name,
-            "config": model.config,
+            "config": plain_value(model.config, "model.config"),
             "state_dict": state,
-            "meta": meta,
+            "meta": {k: plain_value(v, f"meta[{k!r}]") for k, v in meta.items()},
         },
         path,
     )
@@ -65,9 +102,10 @@ def read_safely(
     formats: tuple[str, ...],
     what: str = "betavae_lib checkpoint",
 ) -> dict:
-    """The dict in ``path``, read with ``torch.load(weights_only=True)`` (tensors, numbers,
-    strings and containers, never code), whose ``format`` is one of ``formats``; anything
-    else raises :class:`CheckpointError` naming the file (``what`` names the kind of file)."""
+    """The dict in ``path``, read with ``torch.load(weights_only=True)`` (tensors,
+    numbers, strings and containers, never code), whose ``format`` is one of
+    ``formats``; anything else raises :class:`CheckpointError` naming the file (``what``
+    names the kind of file)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -141,7 +179,7 @@ def check_model_matches(ckpt: dict, model, path="checkpoint") -> None:
         )
 
 
-# ----------------------------------------------------------------------------- training states
+# ---------------------------------------------------------------------- training states
 
 
 def _rng_states(device: torch.device, order: torch.Generator) -> dict:
@@ -188,72 +226,141 @@ def _set_rng_states(states: dict, device: torch.device, order: torch.Generator) 
 
 
 def _comparable_setting(value):
-    """A comparable description of a number or schedule, for checking a resumed run's settings."""
+    """A description of a number or schedule that is equal for equal settings: numbers
+    as floats, dataclass schedules by their fields (``repr``), ``functools.partial`` by
+    its function and arguments, other callables by name. Callables are also compared by
+    value, step by step (:func:`_schedule_differences`)."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if not callable(value):
         return float(value)
     if dataclasses.is_dataclass(value):
         return repr(value)
+    if isinstance(value, functools.partial):
+        return (
+            f"partial({_comparable_setting(value.func)}, {value.args!r}, "
+            f"{value.keywords!r})"
+        )
     return getattr(value, "__qualname__", type(value).__qualname__)
 
 
-def _fingerprint(images: torch.Tensor, samples: int = 100_000) -> float:
-    """Sum of an evenly spaced sample of the pixel values: cheap, and different for different data."""
-    flat = images.reshape(-1)
-    sample = flat[:: max(1, flat.numel() // samples)].cpu()
-    return float(sample.sum(dtype=torch.float64))
+def data_fingerprint(images: torch.Tensor, chunk: int = 1 << 24) -> str:
+    """A BLAKE2b digest (hex) of the images' dtype, shape and every byte, in order: any
+    change of the pixels, their order, dtype or shape changes it. Read in chunks of
+    ``chunk`` elements, so tensors on an accelerator are copied to the host
+    piecewise."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{images.dtype} {tuple(images.shape)}".encode())
+    flat = images.detach().reshape(-1)
+    for start in range(0, flat.numel(), chunk):
+        part = flat[start : start + chunk].cpu().contiguous()
+        digest.update(part.view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
-def run_settings(
-    images,
-    *,
-    batch_size,
-    beta,
-    lr,
-    likelihood,
-    sigma,
-    free_bits,
-    capacity,
-    gamma,
-    tc,
-    seed,
-) -> dict:
-    """What defines the run: a checkpoint made with other settings cannot be resumed."""
-    return {
-        "n_images": len(images),
-        "images_fingerprint": _fingerprint(images),
-        "batch_size": int(batch_size),
-        "beta": _comparable_setting(beta),
-        "lr": float(lr),
-        "likelihood": likelihood,
-        "sigma": float(sigma),
-        "free_bits": float(free_bits),
-        "capacity": _comparable_setting(capacity),
-        "gamma": float(gamma),
-        "tc": bool(tc),
-        "seed": int(seed),
-    }
+# How each of fit's arithmetic settings is recorded; beta and capacity may be schedules.
+_SETTING_TYPES = {
+    "batch_size": int,
+    "lr": float,
+    "likelihood": str,
+    "sigma": float,
+    "free_bits": float,
+    "gamma": float,
+    "tc": bool,
+    "seed": int,
+    "amp": bool,
+    "compile": bool,
+}
+
+
+def run_settings(images, arithmetic: dict) -> dict:
+    """What defines the run's numbers, as recorded in a training state: the images
+    (count and :func:`data_fingerprint`) and ``arithmetic``, fit's settings by name
+    (batch_size, beta, lr, likelihood, sigma, free_bits, capacity, gamma, tc, seed, amp,
+    compile). A checkpoint made with other settings cannot be resumed; β and capacity
+    schedules are also compared step by step (:func:`restore_training_state`)."""
+    recorded = {"n_images": len(images), "images_fingerprint": data_fingerprint(images)}
+    for name, value in arithmetic.items():
+        kind = _SETTING_TYPES.get(name, _comparable_setting)
+        recorded[name] = kind(value)
+    return recorded
 
 
 def _settings_differences(saved: dict, now: dict) -> list[str]:
+    return [
+        f"{key}: {saved.get(key)!r} in the checkpoint, {value!r} now"
+        for key, value in now.items()
+        if saved.get(key) != value
+    ]
+
+
+def _schedule_differences(saved: dict, schedules: dict, steps: int) -> list[str]:
+    """Where the schedules (``name -> callable or None``) disagree with the values the
+    checkpointed run used at steps 0..steps-1 (``saved``: name -> float64 tensor)."""
     diffs = []
-    for key, value in now.items():
-        old = saved.get(key)
-        if key == "images_fingerprint":
-            same = old is not None and math.isclose(
-                old, value, rel_tol=1e-6, abs_tol=1e-6
-            )
-        else:
-            same = old == value
-        if not same:
-            diffs.append(f"{key}: {old!r} in the checkpoint, {value!r} now")
+    for name, schedule in schedules.items():
+        used = saved.get(name, torch.zeros(0, dtype=torch.float64)).tolist()
+        if schedule is None:
+            if used:
+                diffs.append(f"{name}: a schedule in the checkpoint, none now")
+            continue
+        for step in range(steps):
+            now = float(schedule(step))
+            if step >= len(used) or now != used[step]:
+                was = used[step] if step < len(used) else None
+                diffs.append(
+                    f"{name} at step {step}: {was!r} in the checkpoint, {now!r} now"
+                )
+                break
     return diffs
 
 
+def check_checkpoint_path(path, resume: bool, overwrite: bool) -> None:
+    """Before training: refuse to replace an existing file unless ``resume`` or
+    ``overwrite``, and make sure a checkpoint can be written at ``path`` (its folder is
+    created; a test file is written there and removed)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint_path {path} is a folder, not a file")
+    if path.exists() and not (resume or overwrite):
+        raise FileExistsError(
+            f"{path} exists, and fit would overwrite it (it may hold a finished run). "
+            f"Pass resume=True to continue it, overwrite=True to replace it, or "
+            f"another checkpoint_path."
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".probe"
+        )
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise type(e)(
+            f"checkpoints cannot be written to {path}: {e}; choose another "
+            f"checkpoint_path"
+        ) from None
+
+
 def save_training_state(
-    path, model, opt, *, epoch, step, order, device, history, settings
+    path,
+    model,
+    opt,
+    *,
+    epoch,
+    step,
+    order,
+    device,
+    history,
+    settings,
+    schedule_values,
 ) -> None:
+    """Atomically save everything a resumed run needs (see
+    :func:`restore_training_state`).
+    schedule_values: name -> the values used at steps 0..step-1 (converted in place to
+    floats, so each value is read back from an accelerator once)."""
+    for values in schedule_values.values():
+        values[:] = [float(v) for v in values]
     state_dict = {
         k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
     }
@@ -269,14 +376,23 @@ def save_training_state(
             "rng": _rng_states(device, order),
             "history": history,
             "settings": settings,
+            "schedule_values": {
+                name: torch.tensor(values, dtype=torch.float64)
+                for name, values in schedule_values.items()
+            },
             "meta": {"epoch": epoch, "step": step},
         },
         path,
     )
 
 
-def restore_training_state(path, model, opt, *, order, device, settings):
-    """Load ``path`` into ``model``, ``opt`` and the RNGs; returns ``(epoch, step, history)`` or None."""
+def restore_training_state(path, model, opt, *, order, device, settings, schedules):
+    """Load ``path`` into ``model``, ``opt`` and the RNGs, after checking that it was
+    written by this model with these ``settings`` and that ``schedules`` (name ->
+    callable or None) give the values the run used at every step it trained. Returns
+    ``(epoch, step, history dict, schedule values: name -> list of floats)``, or None
+    without a file.
+    """
     if not Path(path).is_file():
         warnings.warn(
             f"resume=True but there is no checkpoint at {path} yet; training starts from epoch 1",
@@ -285,11 +401,20 @@ def restore_training_state(path, model, opt, *, order, device, settings):
         return None
     state = read_training_state(path)
     check_model_matches(state, model, path)
+    if "schedule_values" not in state:
+        raise CheckpointError(
+            f"{path} was written by an older betavae_lib that did not record the β and "
+            f"capacity of each step, so a changed schedule could not be detected; "
+            f"start a new run (overwrite=True or a new checkpoint_path)"
+        )
     diffs = _settings_differences(state["settings"], settings)
+    diffs += _schedule_differences(state["schedule_values"], schedules, state["step"])
     if diffs:
         raise CheckpointError(
-            f"{path} was written by a run with other settings ({'; '.join(diffs)}). Resume with the same "
-            f"data and settings, or pass resume=False or a new checkpoint_path to start a new run."
+            f"{path} was written by a run with other settings ({'; '.join(diffs)}). "
+            f"Resume with the same data (the same images in the same order) and "
+            f"settings, or pass overwrite=True or a new checkpoint_path to start a new "
+            f"run."
         )
     model.load_state_dict(state["state_dict"])
     fresh = {
@@ -314,7 +439,91 @@ def restore_training_state(path, model, opt, *, order, device, settings):
                 elif isinstance(v, torch.Tensor) and v.shape == p.shape:
                     opt.state[p][k] = torch.empty_like(p).copy_(v)
     _set_rng_states(state["rng"], device, order)
-    return state["epoch"], state["step"], state["history"]
+    used = {name: values.tolist() for name, values in state["schedule_values"].items()}
+    return state["epoch"], state["step"], state["history"], used
+
+
+# What a config may ask for: a hostile 50 KB file must not make load allocate gigabytes.
+MAX_CONFIG_INT = 2**20
+MAX_PARAMETERS = 2**30  # 4 GiB of float32 weights
+
+
+def _check_layout(ckpt: dict, path) -> None:
+    """Raise :class:`CheckpointError` unless a model file has the keys and types
+    :func:`load` reads: ``model`` (str), ``config`` (dict), ``state_dict`` (dict of
+    tensors) and ``meta`` (dict)."""
+    missing = [k for k in ("model", "config", "state_dict") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
+    ckpt.setdefault("meta", {})
+    for key, kind in (("model", str), ("config", dict), ("state_dict", dict)):
+        if not isinstance(ckpt[key], kind):
+            raise CheckpointError(
+                f"{path}: {key} must be a {kind.__name__}, got a "
+                f"{type(ckpt[key]).__name__}"
+            )
+    if not isinstance(ckpt["meta"], dict):
+        raise CheckpointError(f"{path}: meta must be a dict")
+    bad = [k for k, v in ckpt["state_dict"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: state_dict[{bad[0]!r}] is not a tensor")
+
+
+def _check_config_bounds(config: dict, path) -> None:
+    """Every number in ``config`` (nested in lists) must be an int in
+    [0, MAX_CONFIG_INT], with at most 64 of them."""
+    numbers_in = [
+        v
+        for value in config.values()
+        for v in (value if type(value) is list else [value])
+    ]
+    if len(numbers_in) > 64 or not all(
+        type(v) is int and 0 <= v <= MAX_CONFIG_INT for v in numbers_in
+    ):
+        raise CheckpointError(
+            f"{path}: config {str(config)[:200]} asks for more than a model may have "
+            f"(at most 64 integers in [0, {MAX_CONFIG_INT}])"
+        )
+
+
+def build_model(cls, config: dict, state_dict: dict, path) -> torch.nn.Module:
+    """``cls(**config)`` holding the weights ``state_dict``, built without allocating
+    anything before the weights are known to fit: the model is first built on the
+    ``meta`` device, its parameter count bounded by MAX_PARAMETERS and every name, shape
+    and dtype compared with ``state_dict``; then it takes the file's tensors as they are
+    (one floating dtype, e.g. float64 for a float64 model). Raises CheckpointError."""
+    _check_config_bounds(config, path)
+    description = f"{cls.__name__}({config})"
+    try:
+        with torch.device("meta"):
+            skeleton = cls(**config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: config does not build {description}: {e}"
+        ) from None
+    wanted = skeleton.state_dict()
+    size = sum(t.numel() for t in wanted.values())
+    if size > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{path}: {description} would have {size:,} weights, more than "
+            f"{MAX_PARAMETERS:,}"
+        )
+    dtypes = {t.dtype for t in state_dict.values()}
+    problems = [f"missing {k}" for k in wanted.keys() - state_dict.keys()]
+    problems += [f"unexpected {k}" for k in state_dict.keys() - wanted.keys()]
+    problems += [
+        f"{k} is {tuple(state_dict[k].shape)}, not {tuple(t.shape)}"
+        for k, t in wanted.items()
+        if k in state_dict and state_dict[k].shape != t.shape
+    ]
+    if len(dtypes) > 1 or not all(d.is_floating_point for d in dtypes):
+        problems.append(f"the weights must share one floating dtype, got {dtypes}")
+    if problems:
+        raise CheckpointError(
+            f"{path}: weights do not fit {description}: {'; '.join(problems)[:300]}"
+        )
+    skeleton.load_state_dict(state_dict, assign=True)
+    return skeleton
 
 
 def load(path: str | os.PathLike, expect: type | str | None = None, **expect_config):
@@ -329,6 +538,7 @@ def load(path: str | os.PathLike, expect: type | str | None = None, **expect_con
             f"unknown model {want!r} asked for; valid are {', '.join(MODELS)}"
         )
     ckpt = read(path)
+    _check_layout(ckpt, path)
     name, config = ckpt["model"], ckpt["config"]
     if name not in MODELS:
         raise CheckpointError(
@@ -342,11 +552,5 @@ def load(path: str | os.PathLike, expect: type | str | None = None, **expect_con
             raise CheckpointError(
                 f"{path} holds a {name} with {k}={got!r}, not {v!r} as asked"
             )
-    try:
-        model = MODELS[name](**config)
-        model.load_state_dict(ckpt["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(
-            f"{path}: weights do not fit {name}({config}): {str(e)[:300]}"
-        ) from None
-    return model.eval(), ckpt.get("meta", {})
+    model = build_model(MODELS[name], config, ckpt["state_dict"], path)
+    return model.eval(), ckpt["meta"]

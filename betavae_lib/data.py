@@ -19,7 +19,7 @@ import gzip
 import hashlib
 import math
 import os
-import shutil
+import time
 import urllib.request
 import warnings
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import atomic_write, positive_int
+from ._common import atomic_write, positive_int, real_number
 
 DATASETS = ("mnist", "fashion_mnist", "dsprites")
 SPLITS = ("train", "test")
@@ -80,8 +80,9 @@ DSPRITES_URL = (
 # git blob id of DeepMind's file (``git hash-object``), the checksum its repository publishes.
 DSPRITES_GIT_BLOB = "d98996d3f8ee1550e06b9d4ed78d0beb478910d5"
 DSPRITES_N = 3 * 6 * 40 * 32 * 32  # images in DeepMind's file
-# The values of scale, orientation and position, as (start, stop, count) of a linspace: the one
-# definition behind DSprites.factor_values_grid (float64) and render_dsprites (float32).
+# The values of scale, orientation and position, as (start, stop, count) of a linspace:
+# the one definition behind DSprites.factor_values_grid (float64) and render_dsprites
+# (float32).
 _DSPRITES_SCALES = (0.5, 1.0, 6)
 _DSPRITES_ORIENTATIONS = (0.0, 2 * math.pi, 40)
 _DSPRITES_POSITIONS = (0.0, 1.0, 32)
@@ -137,15 +138,23 @@ def file_digest(path: Path, algorithm: str = "md5") -> str:
 
 
 def download(
-    url: str, dest: Path, checksum: str, algorithm: str = "md5", timeout: float = 30.0
+    url: str,
+    dest: Path,
+    checksum: str,
+    algorithm: str = "md5",
+    timeout: float = 30.0,
+    deadline: float = 600.0,
 ) -> Path:
-    """Download ``url`` to ``dest`` through a temporary file renamed only after its checksum matches."""
+    """Download ``url`` to ``dest`` through a temporary file renamed only after its
+    checksum matches. timeout: seconds one network read may wait; deadline: seconds the
+    whole body may take (a server that trickles bytes is abandoned after it, and the
+    next mirror is tried)."""
     with (
         atomic_write(dest, suffix=".part") as (out, tmp),
         urllib.request.urlopen(url, timeout=timeout) as response,
     ):
         expected = response.headers.get("Content-Length")
-        shutil.copyfileobj(response, out, length=1 << 20)
+        _copy_before_deadline(response, out, url, deadline)
         received = out.tell()
         if expected is not None and received != int(expected):
             raise IncompleteDownloadError(
@@ -160,6 +169,21 @@ def download(
                 f"nothing was kept"
             )
     return dest
+
+
+def _copy_before_deadline(response, out, url: str, deadline: float) -> None:
+    """Copy ``response`` to ``out``, each read returning what has arrived
+    (``read1``), and raise IncompleteDownloadError once ``deadline`` seconds have
+    passed."""
+    deadline = real_number("deadline", deadline, strict=True)
+    end = time.monotonic() + deadline
+    while block := response.read1(1 << 20):
+        out.write(block)
+        if time.monotonic() > end:
+            raise IncompleteDownloadError(
+                f"download of {url} took longer than its deadline of {deadline:g} s "
+                f"({out.tell()} bytes received); nothing was kept"
+            )
 
 
 def _locate(
@@ -324,7 +348,7 @@ class DSprites:
 
     def index_to_factors(self, index) -> np.ndarray:
         """Flat indices (N,) -> factor classes (N, 5)."""
-        index = np.asarray(index, dtype=np.int64)
+        index = _integer_indices(index)
         if index.size and (index.min() < 0 or index.max() >= len(self)):
             raise IndexError(
                 f"dSprites indices must be in [0, {len(self)}), got {index.min()}..{index.max()}"
@@ -358,7 +382,7 @@ class DSprites:
 
     def images(self, index) -> torch.Tensor:
         """Images at flat indices (N,) as (N, 1, 64, 64) float32 in {0, 1}."""
-        index = np.atleast_1d(np.asarray(index, dtype=np.int64))
+        index = np.atleast_1d(_integer_indices(index))
         classes = self.index_to_factors(index)
         if self._imgs is not None:
             return torch.from_numpy(self._imgs[index].astype(np.float32)).unsqueeze(1)
@@ -375,6 +399,19 @@ class DSprites:
     ) -> torch.Tensor:
         """Images for factor classes (N, 5); every factor is observed, so ``rng`` is unused."""
         return self.images(self.factors_to_index(classes))
+
+
+def _integer_indices(index) -> np.ndarray:
+    """Indices as int64, refusing fractional values (``astype`` would truncate them)."""
+    array = np.asarray(index)
+    if array.size and not (
+        np.issubdtype(array.dtype, np.integer)
+        or (
+            np.issubdtype(array.dtype, np.floating) and (array == np.round(array)).all()
+        )
+    ):
+        raise ValueError(f"dSprites indices must be integers, got dtype {array.dtype}")
+    return array.astype(np.int64)
 
 
 def _heart_mask(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,9 @@
   ``weights/pt_inception-2015-12-05-fc-zeroed.pth`` under each data root (``$BETAVAE_DATA_DIR``,
   the cache; pool3 features are exact, logits are not); else pytorch-fid downloads it.
 
-The distance itself is :func:`frechet_distance` on the :func:`feature_statistics` of each set,
-both exactly as pytorch-fid computes them.
+The distance itself is :func:`frechet_distance` on the :func:`feature_statistics` of
+each set, the values pytorch-fid computes (the distance through eigenvalues, which also
+holds for singular covariances).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-import scipy
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,9 +37,10 @@ from ._common import (
     finite_matrix,
     model_device,
     pick_device,
+    positive_int,
     to_numpy,
 )
-from .checkpoints import atomic_torch_save, read_safely
+from .checkpoints import CheckpointError, atomic_torch_save, build_model, read_safely
 from .data import load_dataset, offline, search_roots
 
 DOMAIN_DATASETS = ("mnist", "fashion_mnist")
@@ -72,8 +72,8 @@ class FIDResult:
 
 
 def grayscale_float_images(images, name: str = "images") -> torch.Tensor:
-    """Images (N, 1, H, W), tensor or array, as float32 in [0, 1]: uint8 is divided by 255,
-    bool becomes 0/1. Raises TypeError or ValueError naming the problem."""
+    """Images (N, 1, H, W), tensor or array, as float32 in [0, 1]: uint8 is divided by
+    255, bool becomes 0/1. Raises TypeError or ValueError naming the problem."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
@@ -168,8 +168,10 @@ def load_domain_classifier(
             f"betavae_lib.fid.train_domain_classifier({dataset!r}, save_to=...)"
         )
     ckpt = read_safely(path, (DOMAIN_FORMAT,), "domain classifier checkpoint")
-    model = DomainClassifier(**ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
+    for key, kind in (("config", dict), ("state_dict", dict), ("meta", dict)):
+        if not isinstance(ckpt.get(key), kind):
+            raise CheckpointError(f"{path}: {key} is missing or not a {kind.__name__}")
+    model = build_model(DomainClassifier, ckpt["config"], ckpt["state_dict"], path)
     return model.eval(), dict(ckpt["meta"])
 
 
@@ -178,6 +180,7 @@ def classifier_accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
 ) -> float:
     """Fraction of ``images`` (N, 1, 28, 28) whose argmax logit equals ``labels`` (N,)."""
+    batch_size = positive_int("batch_size", batch_size)
     model.eval()
     device = model_device(model)
     correct = 0
@@ -186,6 +189,8 @@ def classifier_accuracy(
         correct += int(
             (logits.argmax(1).cpu() == labels[start : start + batch_size]).sum()
         )
+    if len(images) == 0:
+        raise ValueError("classifier_accuracy needs at least one image, got 0")
     return correct / len(images)
 
 
@@ -211,6 +216,10 @@ def train_domain_classifier(
     :func:`load_domain_classifier` reads.
     """
     name = _domain_name(dataset)
+    epochs, batch_size = (
+        positive_int("epochs", epochs),
+        positive_int("batch_size", batch_size),
+    )
     device = _device_or_auto(device)
     train = load_dataset(name, "train", root).subset(train_size, seed=seed)
     test = load_dataset(name, "test", root).subset(test_size, seed=seed)
@@ -305,7 +314,7 @@ class DomainFeatures:
         self.device = _device_or_auto(device)
         self.model, self.meta = load_domain_classifier(self.dataset, path)
         self.model.to(self.device)
-        self.batch_size = int(batch_size)
+        self.batch_size = positive_int("batch_size", batch_size)
         self.dim = self.model.config["feature_dim"]
         self.name = f"domain:{self.dataset}"
 
@@ -405,7 +414,7 @@ class InceptionFeatures:
         self.weights = path
         self.device = _device_or_auto(device)
         self.model = model.eval().to(self.device)
-        self.batch_size = int(batch_size)
+        self.batch_size = positive_int("batch_size", batch_size)
         self.dim = 2048
         self.name = "inception"
 
@@ -428,22 +437,28 @@ def get_extractor(
     """A feature extractor by name: ``"domain"`` (:class:`DomainFeatures` for ``dataset``) or
     ``"inception"`` (:class:`InceptionFeatures`)."""
     if features == "domain":
-        return DomainFeatures(dataset, device=device, batch_size=batch_size or 1000)
+        return DomainFeatures(
+            dataset,
+            device=device,
+            batch_size=1000 if batch_size is None else batch_size,
+        )
     if features == "inception":
-        return InceptionFeatures(device=device, batch_size=batch_size or 50)
+        return InceptionFeatures(
+            device=device, batch_size=50 if batch_size is None else batch_size
+        )
     raise ValueError(
         f"unknown features {features!r}; valid are 'domain' and 'inception'"
     )
 
 
-# ----------------------------------------------------------------------------- the Fréchet distance
+# ----------------------------------------------------------------- the Fréchet distance
 
 
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     """Mean (F,) and covariance (F, F) of features (N, F), float64, as pytorch-fid computes them.
 
-    The covariance is ``np.cov(features, rowvar=False)`` (divides by N − 1). With N < F it is
-    singular and the FID biased; a warning says so.
+    The covariance is ``np.cov(features, rowvar=False)`` (divides by N − 1). With N < F
+    it is singular and the FID biased; a warning says so.
     """
     features = finite_matrix(features, "features", columns="feature").astype(
         np.float64, copy=False
@@ -463,25 +478,57 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def _sqrtm(matrix: np.ndarray) -> np.ndarray:
-    """``scipy.linalg.sqrtm(matrix, disp=False)``: the root, without printing or warning about its
-    accuracy (SciPy 1.16 deprecated ``disp``; its replacement warns instead, which is silenced here)."""
-    major, minor = (int(p) for p in scipy.__version__.split(".")[:2])
-    if (major, minor) < (1, 16):
-        return scipy.linalg.sqrtm(matrix, disp=False)[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        return scipy.linalg.sqrtm(matrix)
+def _symmetric_eigen(sigma: np.ndarray, name: str, vectors: bool):
+    """Eigenvalues (and eigenvectors when ``vectors``) of a covariance matrix (F, F).
+
+    Raises ValueError unless ``sigma`` is symmetric and positive semi-definite up to
+    rounding; eigenvalues that rounding made slightly negative are returned as 0.
+    """
+    scale = max(float(np.abs(sigma).max()), np.finfo(np.float64).tiny)
+    if np.abs(sigma - sigma.T).max() > 1e-5 * scale:
+        raise ValueError(f"{name} is not a covariance matrix: it is not symmetric")
+    symmetric = (sigma + sigma.T) / 2
+    values, basis = (
+        np.linalg.eigh(symmetric) if vectors else (np.linalg.eigvalsh(symmetric), None)
+    )
+    if values.min() < -1e-6 * max(values.max(), 0.0) - 1e-12 * scale:
+        raise ValueError(
+            f"{name} is not a covariance matrix: it has the negative eigenvalue "
+            f"{values.min():.3g}, so its square root would be imaginary"
+        )
+    return np.clip(values, 0.0, None), basis
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), exactly pytorch-fid's
-    ``calculate_frechet_distance``:
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """Tr (sigma1 sigma2)^½ for covariance matrices (F, F), singular ones included.
+
+    sigma1 sigma2 is similar to the symmetric PSD matrix M = sigma1^½ sigma2 sigma1^½,
+    so the eigenvalues of the product are those of M (real and >= 0) and the trace of
+    its root is Σ √λ(M). Unlike ``scipy.linalg.sqrtm`` of the product, this needs no
+    retry with a regularised diagonal and gives the same value on every CPU, also with
+    rank-deficient covariances (fewer samples than features); on well-conditioned inputs
+    it equals pytorch-fid's ``np.trace(sqrtm(sigma1 @ sigma2))`` to rounding (about
+    1e-14 relative).
+    """
+    values, vectors = _symmetric_eigen(sigma1, "sigma1", vectors=True)
+    _symmetric_eigen(sigma2, "sigma2", vectors=False)
+    root1 = (vectors * np.sqrt(values)) @ vectors.T
+    middle = root1 @ sigma2 @ root1
+    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2)
+    return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), the value of
+    pytorch-fid's ``calculate_frechet_distance``:
 
         d² = ‖mu1 − mu2‖² + Tr(sigma1 + sigma2 − 2 (sigma1 sigma2)^½)
 
-    mu: (F,); sigma: (F, F). If the matrix square root is not finite, ``eps`` is added to both
-    diagonals; an imaginary part larger than 1e-3 on the diagonal raises ValueError.
+    mu: (F,); sigma: (F, F) covariance matrices (symmetric, positive semi-definite;
+    others raise ValueError). Tr (sigma1 sigma2)^½ comes from
+    :func:`trace_sqrt_product`, so singular covariances (fewer samples than features,
+    where pytorch-fid may fail) give the exact distance of the two Gaussians, which is a
+    biased FID (:func:`feature_statistics` warns).
     """
     mu1 = np.atleast_1d(to_numpy(mu1, "mu1")).astype(np.float64)
     mu2 = np.atleast_1d(to_numpy(mu2, "mu2")).astype(np.float64)
@@ -489,7 +536,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     sigma2 = np.atleast_2d(to_numpy(sigma2, "sigma2")).astype(np.float64)
     if mu1.ndim != 1 or mu1.shape != mu2.shape:
         raise ValueError(
-            f"mu1 and mu2 must be vectors of the same length, got {mu1.shape} and {mu2.shape}"
+            f"mu1 and mu2 must be vectors of the same length, got {mu1.shape} and "
+            f"{mu2.shape}"
         )
     if sigma1.shape != (len(mu1), len(mu1)) or sigma2.shape != sigma1.shape:
         raise ValueError(
@@ -500,23 +548,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         if not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or Inf")
     diff = mu1 - mu2
-    covmean = _sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        warnings.warn(
-            f"Fréchet distance: singular covariance product; adding {eps} to the diagonals",
-            stacklevel=2,
-        )
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(
-                f"Fréchet distance: the matrix square root has an imaginary component "
-                f"of {np.max(np.abs(covmean.imag)):.3g}"
-            )
-        covmean = covmean.real
     return float(
-        diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
+        diff.dot(diff)
+        + np.trace(sigma1)
+        + np.trace(sigma2)
+        - 2 * trace_sqrt_product(sigma1, sigma2)
     )
 
 

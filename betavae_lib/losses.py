@@ -21,6 +21,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ._common import real_number
+
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -85,10 +87,7 @@ def reconstruction_nll(
     if likelihood == "bernoulli":
         return bernoulli_nll(logits, x)
     if likelihood == "gaussian":
-        if not sigma > 0:
-            raise ValueError(
-                f"sigma must be > 0 for the Gaussian likelihood, got {sigma!r}"
-            )
+        sigma = real_number("sigma", sigma, strict=True, unit=" (Gaussian likelihood)")
         return gaussian_nll(logits, x, math.log(sigma))
     if likelihood == "gaussian_learned":
         if log_sigma is None:
@@ -132,6 +131,27 @@ def tc_decomposition(
     return mi, tc, dwkl
 
 
+def check_objective_options(*, tc: bool, capacity, free_bits) -> None:
+    """Raise ValueError naming both options when two objectives are asked for at once:
+    β-TCVAE (``tc=True``), the capacity objective (``capacity``) and free bits
+    (``free_bits > 0``) each replace the KL term in their own way, so one loss cannot
+    honour two of them."""
+    asked = [
+        name
+        for name, on in (
+            ("tc=True", bool(tc)),
+            (f"capacity={capacity!r}", capacity is not None),
+            (f"free_bits={free_bits!r}", free_bits > 0),
+        )
+        if on
+    ]
+    if len(asked) > 1:
+        raise ValueError(
+            f"{asked[0]} and {asked[1]} cannot be combined: β-TCVAE, the capacity "
+            f"objective and free bits are different objectives; choose one"
+        )
+
+
 def beta_vae_loss(
     x: torch.Tensor,
     logits: torch.Tensor,
@@ -155,10 +175,10 @@ def beta_vae_loss(
     z: (B, D) posterior samples (needed for ``tc=True``); dataset_size: N for the β-TCVAE estimator.
     All returned terms are batch means in nats, summed over pixels / latents.
     """
-    if not beta >= 0:
-        raise ValueError(f"beta must be >= 0, got {beta!r}")
-    if not free_bits >= 0:
-        raise ValueError(f"free_bits must be >= 0 nats, got {free_bits!r}")
+    real_number("beta", beta)
+    real_number("free_bits", free_bits, unit=" nats")
+    real_number("gamma", gamma)
+    check_objective_options(tc=tc, capacity=capacity, free_bits=free_bits)
     if logits.shape != x.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} and images {tuple(x.shape)} must have the same shape"
@@ -176,8 +196,7 @@ def beta_vae_loss(
             recon + mi + beta * tcv + dwkl, recon, kl, kl_per_dim, mi, tcv, dwkl
         )
     if capacity is not None:
-        if not capacity >= 0:
-            raise ValueError(f"capacity must be >= 0 nats, got {capacity!r}")
+        real_number("capacity", capacity, unit=" nats")
         return LossTerms(recon + gamma * (kl - capacity).abs(), recon, kl, kl_per_dim)
     kl_term = kl_per_dim.clamp(min=free_bits).sum() if free_bits > 0 else kl
     return LossTerms(recon + beta * kl_term, recon, kl, kl_per_dim)

@@ -1,6 +1,7 @@
-"""Metrics of latents: disentanglement (MIG, FactorVAE, β-VAE scores), active units, KL summaries
-and the IWAE bound. The Fréchet distance and FID live in :mod:`betavae_lib.fid` (``frechet_distance``
-and ``feature_statistics`` stay importable from here).
+"""Metrics of latents: disentanglement (MIG, FactorVAE, β-VAE scores), active units, KL
+summaries and the IWAE bound. The Fréchet distance and FID live in
+:mod:`betavae_lib.fid` (``frechet_distance`` and ``feature_statistics`` stay importable
+from here).
 
 Every metric follows a published reference implementation, named in its docstring:
 
@@ -48,6 +49,8 @@ def _check_factors(factors, n: int | None = None, name: str = "factors") -> np.n
         arr = arr.astype(np.int64)
     else:
         raise TypeError(f"{name} must be integer classes, got dtype {arr.dtype}")
+    if len(arr) == 0:
+        raise ValueError(f"{name} is empty: shape {arr.shape}, need at least one row")
     if n is not None and len(arr) != n:
         raise ValueError(
             f"codes and {name} must have the same number of rows (one per sample): "
@@ -69,8 +72,12 @@ def _bins_by_row(codes: np.ndarray, n_bins: int) -> np.ndarray:
     return out
 
 
+# np.histogram allocates two arrays of n_bins per latent: 10**8 bins would be 1.6 GB.
+MAX_BINS = 100_000
+
+
 def _check_bins(n_bins) -> int:
-    return positive_int("n_bins", n_bins)
+    return positive_int("n_bins", n_bins, maximum=MAX_BINS)
 
 
 def histogram_discretize(codes, n_bins: int = 20) -> np.ndarray:
@@ -614,6 +621,8 @@ def iwae_bound(
             f"x must be a batch tensor (B, ...), got {type(x).__name__} "
             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}"
         )
+    if len(x) == 0:
+        raise ValueError(f"x is empty: shape {tuple(x.shape)}, need at least one image")
     if chunk_size is not None:
         chunk_size = positive_int("chunk_size", chunk_size)
     if callable(likelihood):

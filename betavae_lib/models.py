@@ -36,7 +36,9 @@ class VAE(nn.Module):
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int):
         super().__init__()
-        self.image_shape = tuple(int(s) for s in image_shape)
+        if len(image_shape) != 3:
+            raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
+        self.image_shape = tuple(positive_int("image_shape", s) for s in image_shape)
         self.latent_dim = positive_int("latent_dim", latent_dim)
         # log sigma of the Gaussian likelihood with learned sigma; unused (no gradient) by the others.
         self.log_sigma = nn.Parameter(torch.zeros(()))
@@ -95,6 +97,7 @@ class VAE(nn.Module):
         self, n: int, std: float = 1.0, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Decode ``n`` draws z ~ N(0, std^2 I): mean images (n, C, H, W) in [0, 1]."""
+        n = positive_int("n", n)
         z = torch.randn(
             n, self.latent_dim, generator=generator, device=model_device(self)
         )
@@ -121,9 +124,10 @@ class MLPVAE(VAE):
         image_shape: tuple[int, int, int] = (1, 28, 28),
     ):
         super().__init__(image_shape, latent_dim)
+        hidden = [positive_int("hidden sizes", h) for h in hidden]
         self.config = {
             "latent_dim": self.latent_dim,
-            "hidden": list(hidden),
+            "hidden": hidden,
             "image_shape": list(self.image_shape),
         }
         n = math.prod(self.image_shape)
@@ -160,10 +164,12 @@ class ConvVAE(VAE):
             raise ValueError(
                 f"ConvVAE supports image_size 28 or 64, got {image_size!r}"
             )
+        width, hidden = positive_int("width", width), positive_int("hidden", hidden)
         super().__init__((channels, image_size, image_size), latent_dim)
+        channels = self.image_shape[0]
         self.config = {
             "latent_dim": self.latent_dim,
-            "image_size": image_size,
+            "image_size": self.image_shape[1],
             "channels": channels,
             "width": width,
             "hidden": hidden,

@@ -6,14 +6,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ._common import model_device, to_numpy
+from ._common import model_device, positive_int, to_numpy
 
 
 def image_grid(
     images, nrow: int = 8, title: str | None = None, ax=None, row_labels=None
 ):
     """Show images (N, 1, H, W) in [0, 1] as one grid, ``nrow`` per row; returns the Figure."""
-    imgs = to_numpy(images)[:, 0]
+    imgs = to_numpy(images, "images")
+    if imgs.ndim != 4 or len(imgs) == 0:
+        raise ValueError(
+            f"images must be a non-empty (N, 1, H, W) batch, got {imgs.shape}"
+        )
+    nrow = positive_int("nrow", nrow)
+    imgs = imgs[:, 0]
     n, h, w = imgs.shape
     rows = int(np.ceil(n / nrow))
     canvas = np.ones((rows * (h + 2) - 2, nrow * (w + 2) - 2))

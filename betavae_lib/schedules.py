@@ -7,14 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._common import positive_int
-
-
-def _check_nonneg(name: str, value: float) -> float:
-    value = float(value)
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return value
+from ._common import positive_int, real_number
 
 
 def _check_steps(name: str, steps: int) -> int:
@@ -28,7 +21,7 @@ class Constant:
     value: float
 
     def __post_init__(self):
-        _check_nonneg("value", self.value)
+        real_number("value", self.value)
 
     def __call__(self, step: int) -> float:
         return float(self.value)
@@ -47,8 +40,8 @@ class Linear:
 
     def __post_init__(self):
         (
-            _check_nonneg("end", self.end),
-            _check_nonneg("start", self.start),
+            real_number("end", self.end),
+            real_number("start", self.start),
             _check_steps("steps", self.steps),
         )
 
@@ -70,10 +63,18 @@ class Cyclical:
     ratio: float = 0.5
 
     def __post_init__(self):
-        _check_nonneg("end", self.end), _check_steps("total_steps", self.total_steps)
+        real_number("end", self.end), _check_steps("total_steps", self.total_steps)
         _check_steps("n_cycles", self.n_cycles)
         if not 0 < self.ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {self.ratio!r}")
+        if (
+            self.total_steps < 2 * self.n_cycles
+        ):  # else β would be 0 at (nearly) every step
+            raise ValueError(
+                f"Cyclical needs at least 2 steps per cycle, got total_steps="
+                f"{self.total_steps} for n_cycles={self.n_cycles}; raise total_steps "
+                f"or lower n_cycles"
+            )
 
     def __call__(self, step: int) -> float:
         period = self.total_steps / self.n_cycles
@@ -98,4 +99,4 @@ def as_schedule(value, name: str = "beta"):
             f"{name} must be a number or a schedule (a callable step -> value, e.g. "
             f"{', '.join(SCHEDULES)}), got {type(value).__name__}"
         ) from None
-    return Constant(_check_nonneg(name, number))
+    return Constant(real_number(name, number))

@@ -33,15 +33,17 @@ from ._common import (
     model_device,
     pick_device,
     positive_int,
+    real_number,
     seed_everything,
 )
-from .losses import LIKELIHOODS, beta_vae_loss
+from .losses import LIKELIHOODS, beta_vae_loss, check_objective_options
 from .models import VAEOutput
 from .schedules import as_schedule
 
 __all__ = [
     "History",
     "NonFiniteLossError",
+    "NonFiniteWeightsError",
     "as_float_images",
     "evaluate",
     "fit",
@@ -52,6 +54,11 @@ __all__ = [
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite during training."""
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """An optimiser update made the weights NaN or infinite (a
+    :class:`NonFiniteLossError`, so one ``except`` clause catches both)."""
 
 
 @dataclass
@@ -118,13 +125,13 @@ def _evaluate(
     """:func:`evaluate` without the argument checks (``fit`` checks once, before the first epoch)."""
     was_training = model.training
     model.eval()
-    device = model_device(model)
-    sums = torch.zeros(2, device=device)
-    kl_dims = torch.zeros(model.latent_dim, device=device)
+    device, dtype = model_device(model), model.log_sigma.dtype
+    sums = torch.zeros(2, device=device, dtype=dtype)
+    kl_dims = torch.zeros(model.latent_dim, device=device, dtype=dtype)
     for start in range(0, len(images), batch_size):
         x = as_float_images(
             images[start : start + batch_size].to(device, non_blocking=True)
-        ).float()
+        ).to(dtype)
         out = model(x)
         t = beta_vae_loss(
             x,
@@ -163,8 +170,9 @@ def _check_model(model) -> None:
 
 
 def _check_dataset_images(model, images, name: str) -> None:
-    """Raise unless ``images`` is a non-empty (N, C, H, W) tensor of the model's image shape,
-    float in [0, 1], uint8 or bool (the whole dataset is checked once, before training)."""
+    """Raise unless ``images`` is a non-empty (N, C, H, W) tensor of the model's image
+    shape, float in [0, 1], uint8 or bool (the whole dataset is checked once, before
+    training)."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor (N, C, H, W), got {type(images).__name__}"
@@ -189,49 +197,52 @@ def _check_fit_args(
     model,
     images,
     test_images,
+    arithmetic: dict,
     *,
     epochs,
-    batch_size,
-    lr,
-    likelihood,
-    sigma,
-    free_bits,
-    gamma,
     log_every,
     checkpoint_path,
     checkpoint_every,
     resume,
-    amp,
     device,
+    callback,
 ) -> None:
+    """Raise on the first argument of ``fit`` that is wrong, before any work starts;
+    ``arithmetic``: the settings that define the run's numbers, by name."""
+    lr, likelihood, sigma = (arithmetic[k] for k in ("lr", "likelihood", "sigma"))
+    free_bits, capacity, tc = (arithmetic[k] for k in ("free_bits", "capacity", "tc"))
     _check_model(model)
     _check_dataset_images(model, images, "images")
     if test_images is not None:
         _check_dataset_images(model, test_images, "test_images")
     for name, value in (
         ("epochs", epochs),
-        ("batch_size", batch_size),
+        ("batch_size", arithmetic["batch_size"]),
         ("log_every", log_every),
         ("checkpoint_every", checkpoint_every),
     ):
         positive_int(name, value)
-    if not (isinstance(lr, numbers.Real) and lr > 0):
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+    positive_int("seed", arithmetic["seed"], minimum=0, what="a non-negative integer")
+    if not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr must be a number, got {type(lr).__name__}")
+    real_number("lr", lr, strict=True)
     if likelihood not in LIKELIHOODS:
         raise ValueError(
             f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
         )
-    if likelihood == "gaussian" and not sigma > 0:
-        raise ValueError(
-            f"sigma must be > 0 for the Gaussian likelihood, got {sigma!r}"
+    if likelihood == "gaussian":
+        real_number("sigma", sigma, strict=True, unit=" (Gaussian likelihood)")
+    real_number("free_bits", free_bits, unit=" nats")
+    real_number("gamma", arithmetic["gamma"])
+    check_objective_options(tc=tc, capacity=capacity, free_bits=free_bits)
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"callback must be callable as callback(epoch, model, history), got "
+            f"{type(callback).__name__}"
         )
-    if not free_bits >= 0:
-        raise ValueError(f"free_bits must be >= 0 nats, got {free_bits!r}")
-    if not gamma >= 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma!r}")
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
-    if amp and device.type not in ("cuda", "cpu"):
+    if arithmetic["amp"] and device.type not in ("cuda", "cpu"):
         raise ValueError(
             f"amp=True (bfloat16 autocast) is supported on cuda and cpu, not {device.type}"
         )
@@ -291,11 +302,16 @@ class _TrainingRun:
     amp: bool
     channels_last: bool
     device: torch.device
+    dtype: torch.dtype  # the model's: batches are fed in it
+    # The β and capacity used at every step so far (a resumed run checks its schedules
+    # against them).
+    schedule_values: dict = field(default_factory=lambda: {"beta": [], "capacity": []})
 
 
 def _batch(run: _TrainingRun, index: torch.Tensor) -> torch.Tensor:
-    """Images at ``index`` as float32 in [0, 1], in the memory format the model runs fastest with."""
-    x = as_float_images(run.data[index]).float()
+    """Images at ``index`` as floats in [0, 1] of the model's dtype, in the memory
+    format the model runs fastest with."""
+    x = as_float_images(run.data[index]).to(run.dtype)
     return x.contiguous(memory_format=torch.channels_last) if run.channels_last else x
 
 
@@ -306,6 +322,10 @@ def _train_step(run: _TrainingRun, x: torch.Tensor, step: int):
     if run.amp:
         out = VAEOutput(*(t.float() for t in out))
     beta_now = run.beta_at(step)
+    capacity_now = None if run.capacity_at is None else run.capacity_at(step)
+    run.schedule_values["beta"].append(beta_now)
+    if capacity_now is not None:
+        run.schedule_values["capacity"].append(capacity_now)
     terms = beta_vae_loss(
         x,
         out.logits,
@@ -315,7 +335,7 @@ def _train_step(run: _TrainingRun, x: torch.Tensor, step: int):
         beta=beta_now,
         log_sigma=run.model.log_sigma,
         dataset_size=len(run.data),
-        capacity=None if run.capacity_at is None else run.capacity_at(step),
+        capacity=capacity_now,
         **run.loss_kwargs,
     )
     run.opt.zero_grad(set_to_none=True)
@@ -334,6 +354,7 @@ def _train_epoch(
     sums = torch.zeros(3, device=run.device)  # objective, recon, kl
     kl_dims = torch.zeros(run.model.latent_dim, device=run.device)
     first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
+    unchecked_from = step  # the first update whose weights are not checked yet
     for i in range(steps_per_epoch):
         x = _batch(run, perm[i * batch_size : (i + 1) * batch_size])
         terms, beta_now = _train_step(run, x, step)
@@ -346,7 +367,8 @@ def _train_epoch(
             kl_dims += terms.kl_per_dim.detach() * len(x)
         step += 1
         if step % log_every == 0 or i == steps_per_epoch - 1:
-            _raise_if_bad(first_bad, epoch)
+            _raise_if_not_finite(run, first_bad, unchecked_from, step, epoch)
+            unchecked_from = step
             if not bar.disable:
                 loss, recon, kl = (sums / min((i + 1) * batch_size, n)).tolist()
                 bar.set_postfix(
@@ -419,6 +441,7 @@ def fit(
     checkpoint_path=None,
     checkpoint_every: int = 1,
     resume: bool = False,
+    overwrite: bool = False,
     amp: bool = False,
     compile: bool = False,
 ) -> History:
@@ -431,72 +454,61 @@ def fit(
     seed: seeds the batch order and the sampling noise. callback: ``callback(epoch, model, history)``
     after each epoch, run with torch's RNG forked so that it cannot change the training.
 
-    checkpoint_path: save the training state there (atomically) every ``checkpoint_every`` epochs and
-    after the last; resume: continue from that file if it exists (same model, data and settings; a
-    larger ``epochs`` trains on). amp: bfloat16 autocast (cuda, cpu); compile: ``torch.compile`` the
-    model. Both change the arithmetic, so they are off by default.
+    checkpoint_path: save the training state there (atomically) every
+    ``checkpoint_every`` epochs and after the last; resume: continue from that file if
+    it exists (same model, images in the same order, settings, and β / capacity at every
+    step already trained; a larger ``epochs`` trains on). Without ``resume``, an
+    existing file is refused unless ``overwrite=True``; the path is checked to be
+    writable before the first epoch. amp: bfloat16 autocast (cuda, cpu); compile:
+    ``torch.compile`` the model. Both change the arithmetic, so they are off by default.
 
-    Raises :class:`NonFiniteLossError`, naming the step, if the loss stops being finite.
+    Raises :class:`NonFiniteLossError`, naming the step, if the loss stops being finite,
+    and :class:`NonFiniteWeightsError` (a subclass) if an update makes the weights
+    non-finite.
     """
     from tqdm.auto import tqdm
 
     device = pick_device(device)
+    arithmetic = {  # what defines the run's numbers: checked, and recorded for resume
+        "batch_size": batch_size,
+        "beta": beta,
+        "lr": lr,
+        "likelihood": likelihood,
+        "sigma": sigma,
+        "free_bits": free_bits,
+        "capacity": capacity,
+        "gamma": gamma,
+        "tc": tc,
+        "seed": seed,
+        "amp": amp,
+        "compile": compile,
+    }
     _check_fit_args(
         model,
         images,
         test_images,
+        arithmetic,
         epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        likelihood=likelihood,
-        sigma=sigma,
-        free_bits=free_bits,
-        gamma=gamma,
         log_every=log_every,
         checkpoint_path=checkpoint_path,
         checkpoint_every=checkpoint_every,
         resume=resume,
-        amp=amp,
         device=device,
+        callback=callback,
     )
     beta_at = as_schedule(beta, "beta")
     capacity_at = None if capacity is None else as_schedule(capacity, "capacity")
     settings = (
         None
         if checkpoint_path is None
-        else checkpoints.run_settings(
-            images,
-            batch_size=batch_size,
-            beta=beta,
-            lr=lr,
-            likelihood=likelihood,
-            sigma=sigma,
-            free_bits=free_bits,
-            capacity=capacity,
-            gamma=gamma,
-            tc=tc,
-            seed=seed,
-        )
+        else checkpoints.run_settings(images, arithmetic)
     )
+    if checkpoint_path is not None:
+        checkpoints.check_checkpoint_path(checkpoint_path, resume, overwrite)
 
     seed_everything(seed)
     run = _prepare_run(
-        model,
-        images,
-        device,
-        lr=lr,
-        batch_size=batch_size,
-        beta_at=beta_at,
-        capacity_at=capacity_at,
-        amp=amp,
-        compile=compile,
-        loss_kwargs={
-            "likelihood": likelihood,
-            "sigma": sigma,
-            "free_bits": free_bits,
-            "gamma": gamma,
-            "tc": tc,
-        },
+        model, images, device, arithmetic, beta_at=beta_at, capacity_at=capacity_at
     )
     order = torch.Generator().manual_seed(seed)  # the batch order
     start_epoch, step, history = 0, 0, History()
@@ -508,9 +520,10 @@ def fit(
             order=order,
             device=device,
             settings=settings,
+            schedules={"beta": beta_at, "capacity": capacity_at},
         )
         if restored is not None:
-            start_epoch, step, saved_history = restored
+            start_epoch, step, saved_history, run.schedule_values = restored
             history = History.from_dict(saved_history)
 
     total_steps = epochs * math.ceil(len(images) / batch_size)
@@ -548,6 +561,7 @@ def fit(
                         device=device,
                         history=history.as_dict(),
                         settings=settings,
+                        schedule_values=run.schedule_values,
                     )
                 if callback is not None:
                     _run_callback(callback, epoch, model, history, device)
@@ -560,42 +574,65 @@ def fit(
 
 
 def _prepare_run(
-    model,
-    images,
-    device,
-    *,
-    lr,
-    batch_size,
-    beta_at,
-    capacity_at,
-    amp,
-    compile,
-    loss_kwargs,
+    model, images, device, arithmetic: dict, *, beta_at, capacity_at
 ) -> _TrainingRun:
     """Move the model and the data to ``device``, choose the fast settings, and build the optimiser."""
     channels_last = _has_convolutions(model) and device.type in ("cuda", "cpu")
     model.to(device).train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    loss_options = ("likelihood", "sigma", "free_bits", "gamma", "tc")
     return _TrainingRun(
         model=model,
-        forward=torch.compile(model) if compile else model,
-        opt=_adam(model, lr, device),
+        forward=torch.compile(model) if arithmetic["compile"] else model,
+        opt=_adam(model, arithmetic["lr"], device),
         data=images.to(device),
-        batch_size=int(batch_size),
+        batch_size=int(arithmetic["batch_size"]),
         beta_at=beta_at,
         capacity_at=capacity_at,
-        loss_kwargs=loss_kwargs,
-        amp=amp,
+        loss_kwargs={k: arithmetic[k] for k in loss_options},
+        amp=arithmetic["amp"],
         channels_last=channels_last,
         device=device,
+        dtype=model.log_sigma.dtype,
     )
 
 
-def _raise_if_bad(first_bad: torch.Tensor, epoch: int) -> None:
-    bad_step = int(first_bad.item())
+def _raise_if_not_finite(
+    run: _TrainingRun,
+    first_bad: torch.Tensor,
+    unchecked_from: int,
+    step: int,
+    epoch: int,
+) -> None:
+    """Raise if a loss since the last check, or the weights after the last update, are
+    not finite. One read back from the device, at the points where the loss is read
+    anyway."""
+    weights_ok = torch.stack([p.isfinite().all() for p in run.model.parameters()]).all()
+    bad_step, ok = torch.stack([first_bad, weights_ok.long()]).tolist()
     if bad_step >= 0:
         raise NonFiniteLossError(
-            f"the loss became NaN or infinite at optimiser step {bad_step} (epoch {epoch}); "
-            f"lower the learning rate, check the inputs for NaN, or use the Bernoulli likelihood"
+            f"the loss became NaN or infinite at optimiser step {bad_step} (epoch "
+            f"{epoch}); {_divergence_advice(run)}"
         )
+    if not ok:
+        steps = (
+            f"optimiser step {step - 1}"
+            if step - 1 == unchecked_from
+            else f"one of optimiser steps {unchecked_from}..{step - 1}"
+        )
+        raise NonFiniteWeightsError(
+            f"the weights became NaN or infinite after {steps} (epoch {epoch}) while "
+            f"the loss was still finite; {_divergence_advice(run)}"
+        )
+
+
+def _divergence_advice(run: _TrainingRun) -> str:
+    """What can help when training diverges with these settings (the inputs, β, σ and
+    free bits were checked before training, so they are not suspects)."""
+    advice = [f"lower the learning rate (now {run.opt.param_groups[0]['lr']:g})"]
+    if run.loss_kwargs["likelihood"] != "bernoulli":
+        advice.append("use a larger sigma or the Bernoulli likelihood")
+    if run.amp:
+        advice.append("train without amp")
+    return "; or ".join(advice)

@@ -7,7 +7,11 @@ import http.server
 import os
 import pickle
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +22,23 @@ from conftest import DATA_DIR, binary_images, needs_mnist
 from betavae_lib import (
     MLPVAE,
     ConvVAE,
+    _common,
     checkpoints,
     data,
     evaluate,
+    fid,
     fit,
     load,
     load_dataset,
+    metrics,
+    plots,
     save,
 )
 from betavae_lib.checkpoints import CheckpointError
 from betavae_lib.data import ChecksumError, DataNotFoundError, IncompleteDownloadError
+from betavae_lib.losses import beta_vae_loss
 from betavae_lib.schedules import Cyclical, Linear, as_schedule
-from betavae_lib.train import pick_device
+from betavae_lib.train import NonFiniteLossError, NonFiniteWeightsError, pick_device
 
 
 def small_mlp():
@@ -562,8 +571,285 @@ def test_failed_training_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch
             batch_size=8,
             progress=False,
             checkpoint_path=path,
+            overwrite=True,
         )
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert checkpoints.read_training_state(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
+
+
+# ------------------------------------------------------------ nothing silent, round two
+
+
+def test_last_update_that_makes_the_weights_non_finite_is_an_error():
+    """One step with a learning rate that overflows float32: the loss of that step was
+    finite, the weights after it are not; fit names the step instead of returning
+    them."""
+    with pytest.raises(NonFiniteWeightsError, match="after optimiser step 0 .epoch 1."):
+        fit(
+            small_mlp(),
+            binary_images(32),
+            epochs=1,
+            batch_size=32,
+            lr=1e39,
+            progress=False,
+        )
+    with pytest.raises(NonFiniteLossError):  # the subclass is caught as before
+        fit(
+            small_mlp(),
+            binary_images(32),
+            epochs=1,
+            batch_size=32,
+            lr=1e39,
+            progress=False,
+        )
+
+
+INF = float("inf")
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"lr": INF}, "lr"),
+        ({"beta": INF}, "beta"),
+        ({"likelihood": "gaussian", "sigma": INF}, "sigma"),
+        ({"free_bits": INF}, "free_bits"),
+        ({"gamma": INF, "capacity": 1.0}, "gamma"),
+        ({"capacity": INF}, "capacity"),
+    ],
+)
+def test_infinite_settings_are_refused_before_training(kwargs, name):
+    """Not a NonFiniteLossError advising a lower learning rate: the argument is
+    named."""
+    with pytest.raises(ValueError, match=f"{name} must be finite, got inf"):
+        fit(small_mlp(), binary_images(), epochs=1, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "options, names",
+    [
+        ({"tc": True, "capacity": 2.0}, ("tc=True", "capacity=2.0")),
+        ({"capacity": 2.0, "free_bits": 0.5}, ("capacity=2.0", "free_bits=0.5")),
+        ({"tc": True, "free_bits": 0.5}, ("tc=True", "free_bits=0.5")),
+    ],
+)
+def test_objectives_that_cannot_be_combined_are_refused(options, names):
+    match = f"{names[0]} and {names[1]} cannot be combined"
+    with pytest.raises(ValueError, match=match):
+        fit(small_mlp(), binary_images(), epochs=1, progress=False, **options)
+    x = binary_images(4)
+    mu = logvar = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match=match):
+        beta_vae_loss(x, torch.zeros_like(x), mu, logvar, mu, dataset_size=4, **options)
+
+
+@pytest.mark.parametrize("total_steps, n_cycles", [(4, 4), (3, 4), (5, 4)])
+def test_cyclical_schedule_needs_two_steps_per_cycle(total_steps, n_cycles):
+    with pytest.raises(ValueError, match="at least 2 steps per cycle"):
+        Cyclical(end=1.0, total_steps=total_steps, n_cycles=n_cycles)
+
+
+def test_schedules_refuse_infinite_and_non_integer_arguments():
+    with pytest.raises(ValueError, match="end must be finite, got inf"):
+        Cyclical(end=INF, total_steps=100)
+    with pytest.raises(ValueError, match="steps must be a positive integer .*got inf"):
+        Linear(end=1.0, steps=INF)
+    with pytest.raises(ValueError, match="beta must be finite, got inf"):
+        as_schedule(INF)
+
+
+def test_float64_model_trains_and_evaluates_in_float64():
+    model = small_mlp().double()
+    history = fit(model, binary_images(), epochs=1, batch_size=8, progress=False)
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert np.isfinite(history.train_loss[-1])
+    assert np.isfinite(evaluate(model, binary_images())["neg_elbo"])
+
+
+def test_existing_checkpoint_is_not_overwritten_unless_asked(tmp_path):
+    path = tmp_path / "run.pt"
+    fit(small_mlp(), binary_images(), epochs=1, progress=False, checkpoint_path=path)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="resume=True .* overwrite=True"):
+        fit(
+            small_mlp(), binary_images(), epochs=1, progress=False, checkpoint_path=path
+        )
+    assert path.read_bytes() == before
+    fit(
+        small_mlp(),
+        binary_images(),
+        epochs=2,
+        progress=False,
+        checkpoint_path=path,
+        overwrite=True,
+    )
+    assert checkpoints.read_training_state(path)["epoch"] == 2
+
+
+def test_unwritable_checkpoint_path_fails_before_the_first_epoch(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    epochs_done = []
+    with pytest.raises(OSError, match="checkpoints cannot be written to"):
+        fit(
+            small_mlp(),
+            binary_images(),
+            epochs=1,
+            progress=False,
+            checkpoint_path=tmp_path / "a_file" / "run.pt",
+            callback=lambda epoch, *_: epochs_done.append(epoch),
+        )
+    assert epochs_done == []
+
+
+def test_temporary_files_of_killed_saves_are_removed_by_the_next_save(tmp_path):
+    """A writer killed with SIGKILL mid-save leaves its temporary file; the next save to
+    the same path removes it, but never a temporary whose writer is alive."""
+    path = tmp_path / "m.pt"
+    script = (
+        "import os, signal\n"
+        "from betavae_lib._common import atomic_write\n"
+        f"with atomic_write({str(path)!r}) as (f, tmp):\n"
+        "    f.write(b'x' * 1000); f.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killed = subprocess.run([sys.executable, "-c", script], env=env)
+    assert killed.returncode == -signal.SIGKILL
+    left = list(tmp_path.glob("m.pt.*.tmp"))
+    assert len(left) == 1 and left[0].stat().st_size == 1000
+    with _common.atomic_write(path) as (f, _):  # a writer that is still alive
+        alive = list(tmp_path.glob("m.pt.*.tmp"))
+        save(small_mlp(), path)  # another save meanwhile removes only the dead one
+        assert list(tmp_path.glob("m.pt.*.tmp")) == [p for p in alive if p != left[0]]
+        f.write(b"done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+    old = tmp_path / "m.pt.abcd1234.tmp"  # an earlier version's name, a day old
+    old.write_bytes(b"x")
+    os.utime(old, (0, 0))
+    save(small_mlp(), path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+@pytest.mark.parametrize(
+    "call, err, match",
+    [
+        (
+            lambda: metrics.iwae_bound(small_mlp(), torch.zeros(0, 1, 28, 28), k=5),
+            ValueError,
+            "x is empty",
+        ),
+        (
+            lambda: metrics.mig(np.zeros((0, 3)), np.zeros((0, 2), int)),
+            ValueError,
+            "codes is empty",
+        ),
+        (
+            lambda: metrics.discrete_entropy(np.zeros((0, 2), int)),
+            ValueError,
+            "factors is empty",
+        ),
+        (
+            lambda: metrics.histogram_discretize(np.zeros((10, 2)), n_bins=10**8),
+            ValueError,
+            r"n_bins must be an integer in \[1, 100000\], got 100000000",
+        ),
+        (lambda: small_mlp().sample(2.5), ValueError, "n must be a positive integer"),
+        (lambda: plots.image_grid(torch.zeros(0, 1, 28, 28)), ValueError, "non-empty"),
+        (
+            lambda: plots.image_grid(torch.zeros(4, 1, 28, 28), nrow=0),
+            ValueError,
+            "nrow must be a positive integer",
+        ),
+        (
+            lambda: fid.get_extractor("domain", batch_size=0),
+            ValueError,
+            "batch_size must be a positive integer, got 0",
+        ),
+        (
+            lambda: data.ImageDataset(
+                "toy",
+                "train",
+                binary_images(10),
+                torch.zeros(10, dtype=torch.long),
+                ["a"],
+            ).subset(2.5),
+            ValueError,
+            "subset size must be a positive integer or None, got 2.5",
+        ),
+    ],
+    ids=[
+        "iwae-empty",
+        "mig-empty",
+        "entropy-empty",
+        "n_bins-huge",
+        "sample-2.5",
+        "grid-empty",
+        "grid-nrow-0",
+        "extractor-batch-0",
+        "subset-2.5",
+    ],
+)
+def test_degenerate_arguments_are_named_at_the_boundary(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
+
+
+def test_subset_accepts_a_whole_float():
+    ds = data.ImageDataset(
+        "toy", "train", binary_images(10), torch.zeros(10, dtype=torch.long), ["a"]
+    )
+    assert len(ds.subset(3.0)) == 3
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Announces 100 bytes, then sends one every 0.2 s (at most 20 s)."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        for _ in range(100):
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:  # the client gave up
+                return
+            time.sleep(0.2)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_download_that_trickles_is_abandoned_at_its_deadline(tmp_path):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/slow"
+        start = time.monotonic()
+        with pytest.raises(IncompleteDownloadError, match="deadline of 1 s"):
+            data.download(url, tmp_path / "f.gz", "0" * 32, timeout=5, deadline=1)
+        assert time.monotonic() - start < 3
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_arguments_found_beyond_the_reported_cases_are_checked():
+    """The same pattern elsewhere: arguments that failed late, or were silently
+    changed."""
+    with pytest.raises(TypeError, match="callback must be callable"):  # after an epoch
+        fit(small_mlp(), binary_images(), epochs=1, progress=False, callback=3)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        fit(small_mlp(), binary_images(), epochs=1, progress=False, seed=1.5)
+    with pytest.raises(ValueError, match="hidden sizes must be a positive integer"):
+        MLPVAE(hidden=(0,))  # a zero-width layer
+    with pytest.raises(ValueError, match="width must be a positive integer"):
+        ConvVAE(width=0)
+    with pytest.raises(ValueError, match="dSprites indices must be integers"):
+        data.DSprites(source="procedural").images([2.5])  # was read as index 2
+    config = MLPVAE(latent_dim=np.int64(2), hidden=np.array([8])).config
+    assert all(type(v) is int for v in [config["latent_dim"], *config["hidden"]])

@@ -1,6 +1,8 @@
 """Determinism and interrupted training: the same seed gives the same run, and a run resumed from
 its checkpoint ends bit for bit where an uninterrupted run ends."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -235,3 +237,79 @@ def test_conv_model_is_deterministic_and_resumes_bit_for_bit(tmp_path):
     assert all(
         p.is_contiguous() for p in resumed[0].parameters()
     )  # fit hands back the usual memory format
+
+
+def resume_with(path, images=TRAIN, **kwargs):
+    settings = dict(epochs=2, batch_size=16, beta=Beta(), seed=7, progress=False)
+    settings.update(kwargs)
+    return fit(new_mlp(), images, checkpoint_path=path, resume=True, **settings)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        TRAIN[torch.arange(len(TRAIN)).roll(1)],  # the same images in another order
+        torch.cat([TRAIN[:1].transpose(2, 3), TRAIN[1:]]),  # another image, same sum
+        TRAIN.to(torch.uint8),  # the same pixels, another dtype
+    ],
+    ids=["order", "selection", "dtype"],
+)
+def test_resume_refuses_any_change_of_the_images(tmp_path, images):
+    from betavae_lib.checkpoints import CheckpointError
+
+    path = tmp_path / "run.pt"
+    run(checkpoint_path=path, epochs=1)
+    with pytest.raises(CheckpointError, match="images_fingerprint"):
+        resume_with(path, images)
+
+
+def linear_beta(step, end, steps):
+    return end * min(step / steps, 1.0)
+
+
+def closure_beta(end):
+    return lambda step: end * min(step / 10, 1.0)
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (
+            functools.partial(linear_beta, end=4.0, steps=10),
+            functools.partial(linear_beta, end=5.0, steps=10),
+        ),
+        (closure_beta(4.0), closure_beta(5.0)),
+        (Linear(4.0, steps=10), Linear(4.0, steps=20)),
+    ],
+    ids=["partial", "closure", "dataclass"],
+)
+def test_resume_refuses_a_schedule_with_other_values(tmp_path, first, second):
+    from betavae_lib.checkpoints import CheckpointError
+
+    path = tmp_path / "run.pt"
+    run(checkpoint_path=path, epochs=1, beta=first)
+    with pytest.raises(CheckpointError, match="beta"):
+        resume_with(path, beta=second)
+
+
+def test_resume_accepts_a_schedule_that_agrees_on_every_trained_step(tmp_path):
+    """The checkpoint holds steps 0..11; a schedule that differs only from step 12 on
+    gives exactly the run an uninterrupted run with it gives."""
+
+    def warm_then(late):
+        return lambda step: Linear(4.0, steps=10)(step) if step < 12 else late
+
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint_path=path, beta=warm_then(4.0), callback=Interrupt(at=2))
+    resumed = run(checkpoint_path=path, resume=True, beta=warm_then(2.0))
+    assert_same_run(run(beta=warm_then(2.0)), resumed)
+
+
+def test_resume_refuses_other_arithmetic_settings(tmp_path):
+    from betavae_lib.checkpoints import CheckpointError
+
+    path = tmp_path / "run.pt"
+    run(checkpoint_path=path, epochs=1)
+    with pytest.raises(CheckpointError, match="amp: False in the checkpoint, True now"):
+        resume_with(path, amp=True, device="cpu")
