@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from . import checkpoints
-from .losses import LIKELIHOODS, beta_vae_loss
+from .losses import LIKELIHOODS, beta_vae_loss, objective_loss
 from .models import VAEOutput
-from .schedules import as_schedule
+from .objective import Objective
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -500,9 +500,7 @@ class _Run:
     opt: torch.optim.Optimizer
     data: torch.Tensor
     batch_size: int
-    beta_at: object
-    capacity_at: object
-    loss_kwargs: dict
+    objective: Objective
     amp: bool
     channels_last: bool
     device: torch.device
@@ -520,18 +518,19 @@ def _train_step(run: _Run, x: torch.Tensor, step: int):
         out = run.forward(x)
     if run.amp:
         out = VAEOutput(*(t.float() for t in out))
-    beta_now = run.beta_at(step)
-    terms = beta_vae_loss(
+    objective = run.objective
+    beta_now = objective.beta_at(step)
+    terms = objective_loss(
         x,
         out.logits,
         out.mu,
         out.logvar,
         out.z,
-        beta=beta_now,
+        objective.coefficients(step),
+        likelihood=objective.likelihood,
+        sigma=objective.sigma,
         log_sigma=run.model.log_sigma,
         dataset_size=len(run.data),
-        capacity=None if run.capacity_at is None else run.capacity_at(step),
-        **run.loss_kwargs,
     )
     run.opt.zero_grad(set_to_none=True)
     terms.total.backward()
@@ -642,7 +641,11 @@ def fit(
     images: (N, C, H, W), float in [0, 1], uint8 (0..255) or bool; test_images likewise (optional).
     beta: a number or a schedule ``step -> β`` (see :mod:`betavae_lib.schedules`); capacity: ``None``,
     a number or a schedule ``step -> C`` (nats) for the capacity objective with weight ``gamma``;
-    likelihood, sigma, free_bits, tc: passed to :func:`betavae_lib.losses.beta_vae_loss`.
+    likelihood, sigma, free_bits, tc: as for :func:`betavae_lib.losses.beta_vae_loss`.
+    These options make one :class:`betavae_lib.objective.Objective`, which raises
+    ``ValueError`` for combinations it cannot honour (``tc`` with ``free_bits`` or
+    ``capacity``; ``capacity`` with ``free_bits`` or a β other than 1; ``gamma``
+    without ``capacity``).
     seed: seeds the batch order and the sampling noise. callback: ``callback(epoch, model, history)``
     after each epoch, run with torch's RNG forked so that it cannot change the training.
 
@@ -674,8 +677,15 @@ def fit(
         amp=amp,
         device=device,
     )
-    beta_at = as_schedule(beta, "beta")
-    capacity_at = None if capacity is None else as_schedule(capacity, "capacity")
+    objective = Objective(  # checks the options and their combination
+        beta=beta,
+        capacity=capacity,
+        gamma=gamma,
+        free_bits=free_bits,
+        tc=tc,
+        likelihood=likelihood,
+        sigma=sigma,
+    )
     settings = (
         None
         if checkpoint_path is None
@@ -701,17 +711,9 @@ def fit(
         device,
         lr=lr,
         batch_size=batch_size,
-        beta_at=beta_at,
-        capacity_at=capacity_at,
+        objective=objective,
         amp=amp,
         compile=compile,
-        loss_kwargs={
-            "likelihood": likelihood,
-            "sigma": sigma,
-            "free_bits": free_bits,
-            "gamma": gamma,
-            "tc": tc,
-        },
     )
     order = torch.Generator().manual_seed(seed)  # the batch order
     start_epoch, step, history = 0, 0, History()
@@ -780,11 +782,9 @@ def _prepare_run(
     *,
     lr,
     batch_size,
-    beta_at,
-    capacity_at,
+    objective,
     amp,
     compile,
-    loss_kwargs,
 ) -> _Run:
     """Move the model and the data to ``device``, choose the fast settings, and build the optimiser."""
     channels_last = _has_convolutions(model) and device.type in ("cuda", "cpu")
@@ -797,9 +797,7 @@ def _prepare_run(
         opt=_adam(model, lr, device),
         data=images.to(device),
         batch_size=int(batch_size),
-        beta_at=beta_at,
-        capacity_at=capacity_at,
-        loss_kwargs=loss_kwargs,
+        objective=objective,
         amp=amp,
         channels_last=channels_last,
         device=device,
