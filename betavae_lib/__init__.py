@@ -1,17 +1,22 @@
 """betavae_lib: the library behind the β-VAE book.
 
-Modules: ``data`` (datasets), ``models`` (MLPVAE, ConvVAE), ``losses`` (the β-VAE objective),
-``schedules`` (annealing), ``train`` (the one training loop), ``checkpoints``, ``metrics``,
-``plots``, ``profile`` (the BETAVAE_PROFILE switch).
+Modules: ``data`` (datasets), ``models`` (MLPVAE, ConvVAE), ``losses`` (the β-VAE
+objective), ``objective`` (its variants as one family), ``schedules`` (annealing),
+``train`` (the one training loop), ``ensemble`` (many models trained as one), ``cache``
+(the model cache and ``train_grid``), ``checkpoints``, ``metrics``, ``plots``,
+``profile`` (the BETAVAE_PROFILE switch).
 
 Convention: losses are in nats, summed over pixels and latents, averaged over the batch;
 β multiplies that summed KL.
 """
 
+from .cache import train_grid
 from .checkpoints import CheckpointError, load, save
 from .data import load_dataset
+from .ensemble import fit_ensemble
 from .losses import beta_vae_loss, gaussian_kl
 from .models import MLPVAE, ConvVAE
+from .objective import Objective
 from .profile import get_profile, start_chapter
 from .train import (
     History,
@@ -29,9 +34,11 @@ __all__ = [
     "History",
     "MLPVAE",
     "NonFiniteLossError",
+    "Objective",
     "beta_vae_loss",
     "evaluate",
     "fit",
+    "fit_ensemble",
     "gaussian_kl",
     "get_profile",
     "load",
@@ -40,4 +47,5 @@ __all__ = [
     "save",
     "seed_everything",
     "start_chapter",
+    "train_grid",
 ]
