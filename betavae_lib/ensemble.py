@@ -458,7 +458,8 @@ class _Trainer:
 
     def batch(self, index: torch.Tensor) -> torch.Tensor:
         """Images at ``index`` ((B,) or (K, B)) as float32 in [0, 1]."""
-        return as_float_images(self.data[index]).float()
+        rows = self.data.index_select(0, index.reshape(-1))
+        return as_float_images(rows.view(*index.shape, *rows.shape[1:])).float()
 
     # -- the step ----------------------------------------------------------------------
 

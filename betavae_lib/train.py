@@ -508,7 +508,7 @@ class _Run:
 
 def _batch(run: _Run, index: torch.Tensor) -> torch.Tensor:
     """Images at ``index`` as float32 in [0, 1], in the memory format the model runs fastest with."""
-    x = as_float_images(run.data[index]).float()
+    x = as_float_images(run.data.index_select(0, index)).float()  # faster than [index]
     return x.contiguous(memory_format=torch.channels_last) if run.channels_last else x
 
 
