@@ -297,4 +297,5 @@ def _print_status(model_class, grid, status, ensembles, seconds, enabled) -> Non
     )
     off = "" if enabled else " (model cache off)"
     listed = "; ".join(f"{_label(k)}: {status[k]}" for k in grid)
-    print(f"{len(grid)} {model_class.__name__} models{off}{trained} | {listed}")
+    noun = "model" if len(grid) == 1 else "models"
+    print(f"{len(grid)} {model_class.__name__} {noun}{off}{trained} | {listed}")
