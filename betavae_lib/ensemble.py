@@ -264,8 +264,8 @@ class VAEEnsemble:
         return list(self._stacked(form, h).unbind(0))
 
     def _grouped(self, form: str, h) -> torch.Tensor:
-        k, batch, c, height, width = self._stacked(form, h).shape
-        stacked = self._stacked(form, h)
+        stacked = self._stacked(form, h)  # (K, B, C, H, W)
+        k, batch, c, height, width = stacked.shape
         return stacked.transpose(0, 1).reshape(batch, k * c, height, width)
 
     def _layer(self, prefix: str, module: nn.Module, form: str, h):
