@@ -93,6 +93,29 @@ def _as_row(item) -> Row:
 METRIC_ROWS = ("MIG, dSprites codes", "FID features, 28x28 images")
 
 
+def ensemble_rows(args) -> list[Row]:
+    """Grids of models as one ensemble, fit against its matrix products, chapters."""
+    from benchmarks import bench_ensemble
+
+    repeats = 1 if args.quick else min(args.repeats, 2)
+    try:
+        out = bench_ensemble.rows(
+            torch.device("cpu"), repeats=repeats, quick=args.quick
+        )
+        if torch.cuda.is_available():
+            out += bench_ensemble.rows(
+                torch.device("cuda"), repeats=repeats, quick=args.quick
+            )
+        else:
+            out += bench_ensemble.not_measured_cuda()
+    except DataNotFoundError as e:
+        names = (bench_ensemble.CPU_ENSEMBLE_ROW, bench_ensemble.GEMM_ROW)
+        out = not_measured(
+            names, "cpu", f"{str(e).splitlines()[0]}; set BETAVAE_DATA_DIR"
+        )
+    return out + bench_ensemble.chapter_rows()
+
+
 def _mig_row(bench_metrics, args) -> Row:
     """betavae_lib.metrics.mig against disentanglement_lib's sklearn loop, on the same codes."""
     import numpy as np
@@ -316,6 +339,7 @@ def main(argv=None) -> int:
             rows += training_rows(torch.device("cuda"), args, tmp_dir)
         else:
             rows += not_measured(TRAIN_ROWS, "cuda", "no CUDA device")
+    rows += ensemble_rows(args)
     rows += metric_rows(cpu, args)
     if torch.cuda.is_available():
         rows += metric_rows(torch.device("cuda"), args)

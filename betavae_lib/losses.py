@@ -11,6 +11,10 @@ Variants (each a keyword of :func:`beta_vae_loss`):
 * ``capacity=C, gamma=γ``: Burgess et al. (2018): recon + γ |KL − C| (β is not used).
 * ``tc=True``: β-TCVAE, Chen et al. (2018): the KL is split into index-code MI + total correlation +
   dimension-wise KL, estimated with minibatch-weighted sampling; β weighs the TC term only.
+
+All of them are one objective with different coefficients
+(:mod:`betavae_lib.objective`), computed by :func:`objective_loss`; that is what lets
+models with different variants train in one batched step.
 """
 
 from __future__ import annotations
@@ -174,11 +178,67 @@ def beta_vae_loss(
     x: (B, C, H, W) targets in [0, 1]; logits: decoder output, same shape; mu, logvar: (B, D);
     z: (B, D) posterior samples (needed for ``tc=True``); dataset_size: N for the β-TCVAE estimator.
     All returned terms are batch means in nats, summed over pixels / latents.
+
+    The options are checked by :class:`betavae_lib.objective.Objective`: ``tc=True``
+    with ``free_bits`` or ``capacity``, and ``capacity`` with ``free_bits``, raise
+    ``ValueError``; β with capacity (and γ without) is ignored, as described above.
     """
-    real_number("beta", beta)
-    real_number("free_bits", free_bits, unit=" nats")
-    real_number("gamma", gamma)
-    check_objective_options(tc=tc, capacity=capacity, free_bits=free_bits)
+    # imported here: betavae_lib.objective builds on this module
+    from .objective import DEFAULT_BETA, DEFAULT_GAMMA, Objective
+
+    capacity_used = capacity is not None
+    objective = Objective(  # validates every option and their combination
+        beta=DEFAULT_BETA if capacity_used else beta,  # β plays no part with capacity
+        capacity=capacity,
+        gamma=gamma if capacity_used else DEFAULT_GAMMA,  # γ only weighs |KL − C|
+        free_bits=free_bits,
+        tc=tc,
+        likelihood=likelihood,
+        sigma=sigma,
+    )
+    return objective_loss(
+        x,
+        logits,
+        mu,
+        logvar,
+        z,
+        objective.coefficients(),
+        likelihood=likelihood,
+        sigma=sigma,
+        log_sigma=log_sigma,
+        dataset_size=dataset_size,
+    )
+
+
+def _used(coefficient) -> bool:
+    """A term is computed unless its coefficient is the number 0 (a tensor counts)."""
+    return isinstance(coefficient, torch.Tensor) or coefficient != 0
+
+
+def objective_loss(
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    z: torch.Tensor | None,
+    coefficients,
+    *,
+    likelihood: str = "bernoulli",
+    sigma: float = 0.1,
+    log_sigma: torch.Tensor | None = None,
+    dataset_size: int | None = None,
+) -> LossTerms:
+    """The unified objective of :mod:`betavae_lib.objective` with ``coefficients``.
+
+    recon + beta_kl · Σ_d max(KL_d, free_bits) + gamma · |KL − capacity|
+    + mi_dwkl · (MI + dwKL) + beta_tc · TC, in nats (batch means).
+
+    coefficients: a :class:`betavae_lib.objective.Coefficients` of numbers, or of 0-dim
+    tensors when this runs for every member of an ensemble under ``torch.vmap``; a
+    term whose coefficient is the number 0 is skipped. Shapes and returned terms as for
+    :func:`beta_vae_loss`, which is this function with an Objective's coefficients.
+    """
+    c = coefficients
     if logits.shape != x.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} and images {tuple(x.shape)} must have the same shape"
@@ -186,17 +246,22 @@ def beta_vae_loss(
     recon = reconstruction_nll(logits, x, likelihood, sigma, log_sigma).mean()
     kl_per_dim = gaussian_kl(mu, logvar).mean(0)
     kl = kl_per_dim.sum()
-    if tc:
+    total, parts = recon, (None, None, None)
+    if _used(c.beta_kl):
+        if isinstance(c.free_bits, torch.Tensor):
+            floored = kl_per_dim.clamp(min=c.free_bits).sum()
+            kl_term = torch.where(c.free_bits > 0, floored, kl)
+        else:
+            kl_term = kl_per_dim.clamp(min=c.free_bits).sum() if c.free_bits > 0 else kl
+        total = total + c.beta_kl * kl_term
+    if _used(c.gamma):
+        total = total + c.gamma * (kl - c.capacity).abs()
+    if _used(c.mi_dwkl) or _used(c.beta_tc):
         if z is None or dataset_size is None:
             raise ValueError(
                 "tc=True needs the posterior samples z and the dataset_size"
             )
-        mi, tcv, dwkl = tc_decomposition(z, mu, logvar, dataset_size)
-        return LossTerms(
-            recon + mi + beta * tcv + dwkl, recon, kl, kl_per_dim, mi, tcv, dwkl
-        )
-    if capacity is not None:
-        real_number("capacity", capacity, unit=" nats")
-        return LossTerms(recon + gamma * (kl - capacity).abs(), recon, kl, kl_per_dim)
-    kl_term = kl_per_dim.clamp(min=free_bits).sum() if free_bits > 0 else kl
-    return LossTerms(recon + beta * kl_term, recon, kl, kl_per_dim)
+        parts = tc_decomposition(z, mu, logvar, dataset_size)
+        mi, tcv, dwkl = parts
+        total = total + c.mi_dwkl * mi + c.beta_tc * tcv + c.mi_dwkl * dwkl
+    return LossTerms(total, recon, kl, kl_per_dim, *parts)

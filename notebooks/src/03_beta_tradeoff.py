@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from betavae_lib import MLPVAE, evaluate, fit, load_dataset, seed_everything, start_chapter
+from betavae_lib import MLPVAE, evaluate, fit, load_dataset, seed_everything, start_chapter, train_grid
 from betavae_lib import plots
 
 profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
@@ -65,7 +65,9 @@ profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full s
 # ## The sweep
 #
 # One `MLPVAE` (784-400-400-20) per β and per dataset, trained identically with the Bernoulli likelihood; the
-# only difference is `beta=`. For each model we measure on test images the distortion and rate (`evaluate`),
+# only difference is `beta=`. `train_grid` trains the six models of a dataset as one batched model (each exactly
+# as `fit` would train it alone) and keeps them in the book's model cache, where chapter 5 finds them. For each
+# model we measure on test images the distortion and rate (`evaluate`),
 # and the FID between decoded prior samples and test images in the feature space of a small classifier trained
 # on that dataset (`betavae_lib.fid`, `features="domain"`; lower is better; comparable within this book, not
 # with published Inception FIDs).
@@ -88,12 +90,10 @@ for key in datasets:
     data[key] = test
     extractors[key] = get_extractor("domain", dataset=key)
     fid_reference = test_full.subset(n_fid, seed=1).images
-    for beta in betas:
-        seed_everything(0)
-        model = MLPVAE(latent_dim=20)
-        fit(model, train.images, epochs=epochs, beta=beta, device=device, seed=0, progress=False)
-        ev = evaluate(model, test.images.to(device))
-        model.cpu()
+    trained, _ = train_grid(MLPVAE, dict(latent_dim=20), train.images, {beta: dict(beta=beta) for beta in betas},
+                            epochs=epochs, seed=0, device=device)
+    for beta, model in trained.items():
+        ev = evaluate(model, test.images)
         samples = model.sample(n_fid, generator=torch.Generator().manual_seed(0))
         fid_value = fid(fid_reference, samples, dataset=key, extractor=extractors[key]).value
         models[key, beta] = model

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from betavae_lib import MLPVAE, fit, load_dataset, seed_everything, start_chapter
+from betavae_lib import MLPVAE, fit, load_dataset, start_chapter, train_grid
 from betavae_lib import plots
 
 profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
@@ -87,17 +87,18 @@ epochs = profile.pick(smoke=1, reduced=4, full=30)
 steps = epochs * math.ceil(len(train.images) / 128)   # optimiser steps per run (batch size 128)
 
 
-def train_and_diagnose(latent_dim=20, **options):
-    """Train one MLPVAE with fit's options; return the model, its history and its diagnostics."""
-    seed_everything(0)
-    model = MLPVAE(latent_dim=latent_dim)
-    history = fit(model, train.images, test_images=test.images, epochs=epochs, device=device, seed=0,
-                  progress=False, **options)
-    model.cpu()
-    with torch.no_grad():
-        mu, _ = model.encode(test.images)
-    return {"model": model, "history": history, "active": active_units(mu),
-            "kl": kl_summary(history.test_kl_per_dim[-1])}
+def train_and_diagnose(runs):
+    """Train one MLPVAE per entry of runs (name -> fit's options, or latent_dim=); return, per name, the model,
+    its history and its diagnostics."""
+    models, histories = train_grid(MLPVAE, dict(latent_dim=20), train.images, runs, epochs=epochs, seed=0,
+                                   test_images=test.images, device=device)
+    diagnosed = {}
+    for name, model in models.items():
+        with torch.no_grad():
+            mu, _ = model.encode(test.images)
+        diagnosed[name] = {"model": model, "history": histories[name], "active": active_units(mu),
+                           "kl": kl_summary(histories[name].test_kl_per_dim[-1])}
+    return diagnosed
 
 
 provoke = {
@@ -106,7 +107,7 @@ provoke = {
     "β = 30, 20 latents": dict(beta=30.0),
     "β = 1, 64 latents": dict(beta=1.0, latent_dim=64),
 }
-runs = {name: train_and_diagnose(**options) for name, options in provoke.items()}
+runs = train_and_diagnose(provoke)   # the 20-latent runs train as one batched model
 
 
 def diagnosis_row(name, run):
@@ -184,7 +185,7 @@ cures = {
     "capacity C → 15, γ = 10": dict(capacity=Linear(15.0, steps // 2), gamma=10.0),
 }
 cured = {"constant β = 8": runs["β = 8, 20 latents"]}
-cured.update({name: train_and_diagnose(**options) for name, options in cures.items() if name not in cured})
+cured.update(train_and_diagnose({name: options for name, options in cures.items() if name not in cured}))
 reference = runs["β = 1, 20 latents"]
 
 

@@ -35,7 +35,6 @@ except ImportError:
     import betavae_lib
 
 import math
-import time
 import warnings
 
 import matplotlib.pyplot as plt
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from betavae_lib import ConvVAE, fit, load_dataset, seed_everything, start_chapter
+from betavae_lib import ConvVAE, load_dataset, start_chapter, train_grid
 from betavae_lib import plots, traversal
 from betavae_lib.losses import gaussian_kl, tc_decomposition
 from betavae_lib.metrics import factor_vae_score, mig
@@ -117,7 +116,9 @@ plots.image_grid(torch.cat(rows), nrow=8, row_labels=labels,
 #   weight 1 on the other two. $q(z)$ is estimated on each minibatch by minibatch-weighted sampling
 #   (`betavae_lib.losses.tc_decomposition`, tested against closed forms in `tests/test_tcvae.py`).
 #
-# All five use the same training loop, `fit`, with these options. The training set is a random subset
+# All five take `fit`'s options, and `train_grid` trains every (objective, seed) pair as one member of a
+# single batched model: the variants are coefficients of one objective, so they share each training step, and
+# each member is trained exactly as `fit` would train it alone. The training set is a random subset
 # of the grid whose size the run profile sets (the whole grid under the full profile), stored as `bool`
 # images (one byte per pixel; `fit` converts each batch to floats).
 #
@@ -150,17 +151,13 @@ configs = {
 }
 
 # %%
-trained = {}   # (name, seed) -> (model, history)
-for name, options in configs.items():
-    for seed in seeds:
-        seed_everything(seed)
-        model = ConvVAE(latent_dim=10, image_size=64)
-        t0 = time.perf_counter()
-        history = fit(model, train_images, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                      seed=seed, progress=False, **options)
-        trained[name, seed] = (model.cpu().eval(), history)
-        print(f"{name:16s} seed {seed}: recon {history.train_recon[-1]:6.1f}  KL {history.train_kl[-1]:5.1f} nats "
-              f"({time.perf_counter() - t0:.0f} s)")
+label = {(name, seed): f"{name}, seed {seed}" for name in configs for seed in seeds}
+grid = {text: {**configs[name], "seed": seed} for (name, seed), text in label.items()}
+models, histories = train_grid(ConvVAE, dict(latent_dim=10, image_size=64), train_images, grid, epochs=epochs,
+                               batch_size=batch_size, lr=lr, device=device)
+trained = {key: (models[text], histories[text]) for key, text in label.items()}   # (name, seed) -> (model, history)
+for (name, seed), (model, history) in trained.items():
+    print(f"{name:16s} seed {seed}: recon {history.train_recon[-1]:6.1f}  KL {history.train_kl[-1]:5.1f} nats")
 
 # %% [markdown]
 # The printed numbers are training averages over the last epoch, in nats per image (64×64 = 4,096

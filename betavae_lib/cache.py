@@ -1,0 +1,302 @@
+"""A model cache the chapters share, and :func:`train_grid`, which trains through it.
+
+:func:`train_grid` returns a grid of trained models: each one is loaded from the cache
+when an entry for exactly its settings exists, and the missing ones are trained
+together, as one ensemble per architecture (:func:`betavae_lib.ensemble.fit_ensemble`),
+then stored. So a chapter that trains the models another chapter already trained (in the
+same run profile) loads them, and a reader who opens that chapter alone trains them.
+
+An entry's key is the SHA-256 of everything that determines the result: the model class
+and config, the objective (schedules by value), a content hash of the training images
+(and of the test images, which the History depends on), epochs, batch size, learning
+rate, seed and the library version. An entry is one file,
+``$BETAVAE_CACHE_DIR/models/<key>.pt`` (default ``~/.cache/betavae_lib/models/``),
+written atomically by :func:`betavae_lib.checkpoints.save` with the History and the key
+beside the weights, and read back with ``weights_only`` loading. An entry that cannot
+be read, or whose stored key and settings are not the ones asked for, is never trusted:
+the model is retrained with a :class:`ModelCacheWarning` and the entry rewritten.
+``BETAVAE_CACHE=off`` turns the cache off (nothing is read or written).
+
+``BETAVAE_CUDA_GRAPH=1`` makes :func:`train_grid` capture its training steps in a CUDA
+graph on CUDA devices (``fit_ensemble(cuda_graph=True)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from . import checkpoints
+from ._common import pick_device, seed_everything
+from .data import cache_dir
+from .ensemble import fit_ensemble
+from .objective import Objective
+from .train import History
+
+CACHE_FORMAT = "betavae_lib.model_cache/1"
+OFF_VALUES = ("off", "0", "false", "no")
+OBJECTIVE_FIELDS = {f.name for f in dataclasses.fields(Objective)}
+
+
+class ModelCacheWarning(UserWarning):
+    """A cache entry was unreadable or stale and its model is being retrained."""
+
+
+def cache_enabled() -> bool:
+    """False when ``$BETAVAE_CACHE`` is ``off`` (or 0, false, no)."""
+    return os.environ.get("BETAVAE_CACHE", "on").strip().lower() not in OFF_VALUES
+
+
+def models_dir() -> Path:
+    """Where entries live: ``$BETAVAE_CACHE_DIR/models`` (see ``data.cache_dir``)."""
+    return cache_dir() / "models"
+
+
+def images_digest(images: torch.Tensor, chunk: int = 1 << 24) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes (hashed in chunks on the CPU)."""
+    digest = hashlib.sha256(f"{images.dtype}|{tuple(images.shape)}|".encode())
+    flat = images.detach().reshape(-1)
+    for start in range(0, flat.numel(), chunk):
+        part = flat[start : start + chunk].cpu().contiguous()
+        digest.update(part.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def entry_key(parts: dict) -> str:
+    """The key of an entry: SHA-256 of ``parts`` as canonical JSON."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def key_parts(
+    model_class: type,
+    config: dict,
+    objective: Objective,
+    *,
+    train_digest: str,
+    test_digest: str | None,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> dict:
+    """Everything that determines a trained model and its History, as JSON values."""
+    from . import __version__
+
+    return {
+        "format": CACHE_FORMAT,
+        "library": __version__,
+        "model": model_class.__name__,
+        "config": json.loads(json.dumps(config)),
+        "objective": objective.describe(),
+        "train_images": train_digest,
+        "test_images": test_digest,
+        "epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "seed": int(seed),
+    }
+
+
+class ModelCache:
+    """Entries under ``root`` (default :func:`models_dir`); ``enabled`` defaults to
+    :func:`cache_enabled`. :meth:`load` returns None on a miss, and on an entry it
+    does not trust (with a warning)."""
+
+    def __init__(self, root: str | os.PathLike | None = None, enabled=None):
+        self.root = Path(root) if root is not None else models_dir()
+        self.enabled = cache_enabled() if enabled is None else bool(enabled)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.pt"
+
+    def load(self, key: str, parts: dict):
+        """``(model, history)`` stored under ``key`` for ``parts``, or None."""
+        path = self.path(key)
+        if not self.enabled or not path.is_file():
+            return None
+        try:
+            model, meta = checkpoints.load(path)
+        except (checkpoints.CheckpointError, OSError) as e:
+            reason = f"it cannot be read ({str(e).splitlines()[0][:160]})"
+        else:
+            reason = _stale_reason(meta, key, parts, model)
+            if reason is None:
+                return model, History.from_dict(meta["history"])
+        warnings.warn(
+            f"model cache entry {path} is not used: {reason}; the model is retrained "
+            f"and the entry rewritten",
+            ModelCacheWarning,
+            stacklevel=3,
+        )
+        return None
+
+    def store(self, key: str, parts: dict, model, history: History) -> Path | None:
+        """Write the entry atomically; a cache that cannot be written only warns."""
+        if not self.enabled:
+            return None
+        try:
+            return checkpoints.save(
+                model,
+                self.path(key),
+                cache=CACHE_FORMAT,
+                key=key,
+                parts=parts,
+                history=history.as_dict(),
+            )
+        except OSError as e:
+            warnings.warn(
+                f"could not write the model cache entry {self.path(key)} ({e})",
+                ModelCacheWarning,
+                stacklevel=3,
+            )
+            return None
+
+
+def _stale_reason(meta: dict, key: str, parts: dict, model) -> str | None:
+    if meta.get("cache") != CACHE_FORMAT or meta.get("key") != key:
+        return "it was written for other settings (its stored key differs)"
+    if meta.get("parts") != parts:
+        return "its stored settings differ from the ones asked for"
+    if type(model).__name__ != parts["model"] or not isinstance(
+        meta.get("history"), dict
+    ):
+        return "it holds another model or no History"
+    return None
+
+
+def _label(key) -> str:
+    return " / ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+
+
+def _split_spec(spec, default_seed: int) -> tuple[Objective, dict, int]:
+    """A grid entry -> (objective, model config overrides, seed)."""
+    if isinstance(spec, Objective):
+        return spec, {}, default_seed
+    if not isinstance(spec, Mapping):
+        raise TypeError(
+            f"a grid entry must be an Objective or a dict of its options (plus seed= "
+            f"and model config overrides), got {type(spec).__name__}"
+        )
+    spec = dict(spec)
+    seed = spec.pop("seed", default_seed)
+    objective = Objective(**{k: v for k, v in spec.items() if k in OBJECTIVE_FIELDS})
+    return objective, {k: v for k, v in spec.items() if k not in OBJECTIVE_FIELDS}, seed
+
+
+def train_grid(
+    model_class: type,
+    config: dict,
+    images: torch.Tensor,
+    grid: Mapping,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    test_images: torch.Tensor | None = None,
+    device: str | torch.device = "auto",
+    cache: ModelCache | None = None,
+    cuda_graph: bool | None = None,
+    progress: bool = False,
+    verbose: bool = True,
+) -> tuple[dict, dict]:
+    """Trained models and their Histories for every entry of ``grid``: ``(models,
+    histories)``, both keyed like ``grid``; the models on the CPU, in eval mode.
+
+    model_class, config: the architecture (``MLPVAE``, ``dict(latent_dim=20)``). grid:
+    key -> an :class:`~betavae_lib.objective.Objective`, or a dict of its options
+    (``beta=``, ``capacity=``, ...) that may also hold ``seed=`` and overrides of
+    ``config`` (``latent_dim=64``). Member ``key`` is ``model_class(**config)`` built
+    after ``seed_everything(seed)`` and trained as ``fit(..., seed=seed)`` would train
+    it; missing members with one architecture train as one ensemble. images,
+    test_images, epochs, batch_size, lr, device: as for ``fit``. cache: a
+    :class:`ModelCache` (default: the shared one, off with ``BETAVAE_CACHE=off``).
+    cuda_graph: default ``BETAVAE_CUDA_GRAPH=1`` on a CUDA device. verbose: print one
+    line saying, per model, "trained" or "loaded from cache".
+    """
+    cache = cache or ModelCache()
+    device = pick_device(device)
+    if cuda_graph is None:
+        graph_env = os.environ.get("BETAVAE_CUDA_GRAPH", "").strip().lower()
+        cuda_graph = device.type == "cuda" and graph_env in ("1", "true", "yes", "on")
+    train_digest = images_digest(images)
+    test_digest = None if test_images is None else images_digest(test_images)
+    members, models, histories, status = {}, {}, {}, {}
+    for key, spec in grid.items():
+        objective, overrides, member_seed = _split_spec(spec, seed)
+        member_config = {**config, **overrides}
+        parts = key_parts(
+            model_class,
+            member_config,
+            objective,
+            train_digest=train_digest,
+            test_digest=test_digest,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=member_seed,
+        )
+        entry = entry_key(parts)
+        found = cache.load(entry, parts)
+        if found is not None:
+            models[key], histories[key] = found
+            status[key] = "loaded from cache"
+        else:
+            members[key] = (objective, member_config, member_seed, entry, parts)
+    groups: dict[str, list] = {}
+    for key, (objective, member_config, *_rest) in members.items():
+        group = json.dumps([member_config, objective.likelihood], sort_keys=True)
+        groups.setdefault(group, []).append(key)
+    t0 = time.perf_counter()
+    for keys in groups.values():
+        built = {}
+        for key in keys:
+            seed_everything(members[key][2])
+            built[key] = model_class(**members[key][1])
+        result = fit_ensemble(
+            built,
+            images,
+            objectives={k: members[k][0] for k in keys},
+            seeds={k: members[k][2] for k in keys},
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            device=device,
+            test_images=test_images,
+            progress=progress,
+            cuda_graph=cuda_graph,
+        )
+        for key in keys:
+            model = built[key].cpu().eval()
+            models[key], histories[key] = model, result.histories[key]
+            if key in result.failed:
+                status[key] = f"diverged at step {result.failed[key]}, not cached"
+                continue
+            _, _, _, entry, parts = members[key]
+            cache.store(entry, parts, model, result.histories[key])
+            status[key] = "trained"
+    if verbose:
+        seconds = time.perf_counter() - t0
+        _print_status(model_class, grid, status, len(groups), seconds, cache.enabled)
+    order = list(grid)
+    return {k: models[k] for k in order}, {k: histories[k] for k in order}
+
+
+def _print_status(model_class, grid, status, ensembles, seconds, enabled) -> None:
+    """One line: how many models, whether the cache is on, and each model's status."""
+    trained = (
+        f"; {ensembles} ensemble(s) trained in {seconds:.0f} s" if ensembles else ""
+    )
+    off = "" if enabled else " (model cache off)"
+    listed = "; ".join(f"{_label(k)}: {status[k]}" for k in grid)
+    noun = "model" if len(grid) == 1 else "models"
+    print(f"{len(grid)} {model_class.__name__} {noun}{off}{trained} | {listed}")

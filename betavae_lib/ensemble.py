@@ -1,0 +1,822 @@
+"""Many models, one loop: K VAEs of one architecture trained as one batched model.
+
+The book trains grids of small models: a β sweep, the collapse cures, five objectives
+× three seeds. One at a time such a model cannot keep a GPU busy (each step is a few
+dozen launches of tiny kernels). :class:`VAEEnsemble` stacks the parameters of K models
+of one class and config (each tensor gets a leading member dimension K) and runs the K
+models in one forward and backward pass; :func:`fit_ensemble` steps one fused Adam over
+the stacked tensors, which is exactly K Adams because Adam is elementwise.
+
+:func:`fit_ensemble` reproduces :func:`betavae_lib.train.fit` member by member. Member k
+starts from its model's weights, draws its sampling noise from its own generator seeded
+as ``fit(seed=seed_k)`` seeds torch's global one (so the noise, including that of the
+test evaluation, is what ``fit`` draws), takes its batches in the order
+``fit(seed=seed_k)`` takes them, and minimises its own
+:class:`~betavae_lib.objective.Objective`. The variants are coefficients of one
+objective, so β-VAE, capacity, free-bits and β-TCVAE members share one step. In the
+"members" layout (the CPU default) each member's products, convolutions and loss are
+the calls ``fit`` makes, in its memory layout, so every member ends with the weights and
+History ``fit`` gives it alone, bit for bit; the tests check it.
+
+Divergence: a member whose loss stops being finite is frozen at the weights it had
+before that step (from then on its gradients and Adam's first moment are zeroed, so its
+update is exactly zero); the other members train on unaffected, since no computation
+mixes members. Its History stops at its last complete epoch, and at the end
+:func:`fit_ensemble` warns, or raises :class:`~betavae_lib.train.NonFiniteLossError`
+with ``on_failure="raise"``, naming every frozen member and the step it failed at.
+
+``cuda_graph=True`` (CUDA, "grouped" layout) captures the full-batch training step
+(forward, backward, freezing, the capturable fused Adam and the running sums) in a CUDA
+graph after three eager warm-up steps, and replays it for every other full batch.
+Before each replay the batch indices, the coefficients and each member's noise are
+written into static buffers (the noise by each member's generator, outside the graph,
+which therefore holds no random state). The smaller last batch of an epoch and the test
+evaluation run eagerly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._common import as_float_images, pick_device, positive_int
+from .losses import LossTerms, objective_loss
+from .objective import (
+    Coefficients,
+    Objective,
+    log_sigma_of,
+    shared_likelihood,
+    used_terms,
+)
+from .train import (
+    History,
+    NonFiniteLossError,
+    _backend_settings,
+    _check_dataset_images,
+    _check_model,
+    _fused_adam_devices,
+)
+
+CONV_LAYERS = (nn.Conv2d, nn.ConvTranspose2d)
+SUPPORTED_LAYERS = (nn.Linear, nn.ReLU, nn.Flatten, nn.Unflatten, *CONV_LAYERS)
+LAYOUTS = ("members", "grouped")
+DEFAULT_OBJECTIVE = Objective()  # the plain VAE, as fit's defaults
+
+
+class EnsembleMemberWarning(RuntimeWarning):
+    """Members of an ensemble diverged and were frozen; the message names them."""
+
+
+# ------------------------------------------------------------------ batched layers
+
+
+class _MemberLinear(torch.autograd.Function):
+    """y[k] = x[k] W[k]ᵀ + b[k] for every member k, member by member.
+
+    x: (K, B, I), or (B, I) shared by all members; weight (K, O, I); bias (K, O); y
+    (K, B, O). Each member runs the calls ``nn.Linear`` makes for one model (``addmm``
+    forward; ``mm`` and ``sum`` backward, with the same operand layouts), writing into
+    its slice of the stacked result: ``fit``'s numbers bit for bit, on any CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        shared = x.dim() == 2
+        out = x.new_empty(weight.shape[0], x.shape[-2], weight.shape[1])
+        for k in range(weight.shape[0]):
+            torch.addmm(bias[k], x if shared else x[k], weight[k].t(), out=out[k])
+        ctx.save_for_backward(x, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        shared, members = x.dim() == 2, range(weight.shape[0])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            if shared:
+                grad_x = sum(grad[k].mm(weight[k]) for k in members)
+            else:
+                grad_x = torch.empty_like(x)
+                for k in members:
+                    torch.mm(grad[k], weight[k], out=grad_x[k])
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.empty_like(weight)
+            for k in members:
+                torch.mm(grad[k].t(), x if shared else x[k], out=grad_w[k])
+        if ctx.needs_input_grad[2]:
+            grad_b = grad.new_empty(weight.shape[0], weight.shape[1])
+            for k in members:
+                torch.sum(grad[k], 0, out=grad_b[k])
+        return grad_x, grad_w, grad_b
+
+
+class _BatchedLinear(torch.autograd.Function):
+    """:class:`_MemberLinear` as three batched products (``baddbmm``, ``bmm``).
+
+    The backward forms the same products as ``nn.Linear``'s (grad_x = g W,
+    grad_W = gᵀ x, grad_b = Σ_B g); autograd's own ``baddbmm`` backward would form
+    grad_Wᵀ = xᵀ g, which rounds differently.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(1) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+# ------------------------------------------------------------------ the batched model
+
+
+def _check_same_architecture(models: Sequence[nn.Module]) -> None:
+    if not models:
+        raise ValueError("an ensemble needs at least one model")
+    for m in models:
+        _check_model(m)
+    first = models[0]
+    for m in models[1:]:
+        if type(m) is not type(first) or m.config != first.config:
+            raise ValueError(
+                f"models trained as one ensemble must share class and config; got "
+                f"{type(first).__name__}({first.config}) and "
+                f"{type(m).__name__}({m.config})"
+            )
+    for name, module in [
+        *first.encoder.named_children(),
+        *first.decoder.named_children(),
+    ]:
+        if not isinstance(module, SUPPORTED_LAYERS):
+            supported = ", ".join(t.__name__ for t in SUPPORTED_LAYERS)
+            raise TypeError(
+                f"VAEEnsemble supports {supported} layers; layer {name} is a "
+                f"{type(module).__name__}"
+            )
+
+
+class VAEEnsemble:
+    """K models of one class and config as one model, parameters stacked (K, *shape).
+
+    models: the K members (their weights are copied; the models are not changed).
+    device: where the stacked parameters live. layout: ``"members"`` runs every matrix
+    product and convolution, and in :func:`fit_ensemble` every loss, member by member in
+    the memory layout ``fit`` uses (``fit``'s numbers bit for bit; the default on the
+    CPU); ``"grouped"`` runs one batched product per linear layer, one grouped
+    convolution (``groups=K``) per convolution and the loss vmapped over the members
+    (fewer, larger kernels; the default on CUDA).
+
+    The member dimension comes first: :meth:`encode` takes images (B, C, H, W) shared by
+    all members, or (K, B, C, H, W), and returns mu and logvar, each (K, B, D);
+    :meth:`decode` maps latents (K, B, D) to logits (K, B, C, H, W).
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        device: str | torch.device = "cpu",
+        layout: str = "auto",
+    ):
+        models = list(models)
+        _check_same_architecture(models)
+        self.device = torch.device(device)
+        if layout == "auto":
+            layout = "grouped" if self.device.type == "cuda" else "members"
+        if layout not in LAYOUTS:
+            raise ValueError(
+                f"layout must be 'auto', 'members' or 'grouped', got {layout!r}"
+            )
+        self.layout = layout
+        self.size = len(models)
+        self.model_class = type(models[0])
+        self.config = copy.deepcopy(models[0].config)
+        self.latent_dim = models[0].latent_dim
+        self.image_shape = models[0].image_shape
+        self._encoder = list(models[0].encoder.named_children())
+        self._decoder = list(models[0].decoder.named_children())
+        self.conv_weights = {
+            f"{part}.{name}.weight"
+            for part in ("encoder", "decoder")
+            for name, m in getattr(models[0], part).named_children()
+            if isinstance(m, CONV_LAYERS)
+        }
+        states = [m.state_dict() for m in models]
+        self.params: dict[str, torch.Tensor] = {}
+        for name, _ in models[0].named_parameters():
+            stacked = self._empty_stacked(name, states[0][name])
+            with torch.no_grad():
+                for k, state in enumerate(states):
+                    stacked[k].copy_(state[name])
+            self.params[name] = stacked.requires_grad_(True)
+
+    def _empty_stacked(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """(K, *shape) on the device. In the members layout a conv weight gets
+        channels-last strides per member: ``params[name][k]`` is laid out as ``fit``
+        lays out that model's weight."""
+        shape = (self.size, *like.shape)
+        if self.layout == "members" and name in self.conv_weights:
+            k, o, i, h, w = shape
+            empty = torch.empty((k, o, h, w, i), dtype=like.dtype, device=self.device)
+            return empty.permute(0, 1, 4, 2, 3)
+        return torch.empty(shape, dtype=like.dtype, device=self.device)
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The stacked parameters (leaf tensors (K, *shape)), in the models' order."""
+        return list(self.params.values())
+
+    # -- forward -----------------------------------------------------------------------
+    # An activation travels as (form, value): "shared", (B, ...) the same for every
+    # member; "stacked", (K, B, ...); "members", a list of K tensors (B, ...);
+    # "grouped", (B, K*C, H, W).
+
+    def _stacked(self, form: str, h) -> torch.Tensor:
+        if form == "shared":
+            return h.expand(self.size, *h.shape)
+        if form == "members":
+            return torch.stack(h)
+        if form == "grouped":
+            batch, kc, height, width = h.shape
+            per_member = h.view(batch, self.size, kc // self.size, height, width)
+            return per_member.transpose(0, 1)
+        return h
+
+    def _members(self, form: str, h) -> list[torch.Tensor]:
+        if form == "shared":
+            return [h] * self.size
+        if form == "members":
+            return h
+        return list(self._stacked(form, h).unbind(0))
+
+    def _grouped(self, form: str, h) -> torch.Tensor:
+        stacked = self._stacked(form, h)  # (K, B, C, H, W)
+        k, batch, c, height, width = stacked.shape
+        return stacked.transpose(0, 1).reshape(batch, k * c, height, width)
+
+    def _layer(self, prefix: str, module: nn.Module, form: str, h):
+        if isinstance(module, nn.ReLU):
+            if form == "members":
+                return form, [torch.relu(t) for t in h]
+            return form, torch.relu(h)
+        if isinstance(module, nn.Flatten):
+            start, end = module.start_dim, module.end_dim
+            if form == "members":
+                return form, [t.flatten(start, end) for t in h]
+            if form == "shared":
+                return form, h.flatten(start, end)
+            end = end if end < 0 else end + 1
+            return "stacked", self._stacked(form, h).flatten(start + 1, end)
+        if isinstance(module, nn.Unflatten):
+            sizes = module.unflattened_size
+            return "stacked", self._stacked(form, h).unflatten(module.dim + 1, sizes)
+        weight, bias = self.params[f"{prefix}.weight"], self.params[f"{prefix}.bias"]
+        if isinstance(module, nn.Linear):
+            if self.layout == "grouped":
+                stacked = self._stacked(form, h)
+                return "stacked", _BatchedLinear.apply(stacked, weight, bias)
+            if form != "shared":
+                h = self._stacked(form, h).contiguous()
+            return "stacked", _MemberLinear.apply(h, weight, bias)
+        return self._conv(module, weight, bias, form, h)
+
+    def _conv(self, module, weight, bias, form: str, h):
+        transposed = isinstance(module, nn.ConvTranspose2d)
+        op = F.conv_transpose2d if transposed else F.conv2d
+        options = dict(
+            stride=module.stride, padding=module.padding, dilation=module.dilation
+        )
+        if transposed:
+            options["output_padding"] = module.output_padding
+        if self.layout == "members":
+            members = zip(self._members(form, h), weight.unbind(0), bias.unbind(0))
+            return "members", [op(t, w, b, **options) for t, w, b in members]
+        if form == "shared" and not transposed:  # one convolution, K·O channels out
+            return "grouped", op(h, weight.flatten(0, 1), bias.flatten(), **options)
+        grouped = self._grouped(form, h)
+        return "grouped", op(
+            grouped, weight.flatten(0, 1), bias.flatten(), groups=self.size, **options
+        )
+
+    def _run(self, layers, prefix: str, form: str, h) -> torch.Tensor:
+        for name, module in layers:
+            form, h = self._layer(f"{prefix}.{name}", module, form, h)
+        return self._stacked(form, h)
+
+    def encode(
+        self, x: torch.Tensor, channels_last: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, C, H, W) shared by all members, or (K, B, C, H, W), to mu and
+        logvar, each (K, B, D). channels_last: convert the images as ``fit`` converts
+        its batches for a convolutional model."""
+        form = "shared" if x.dim() == 4 else "stacked"
+        if channels_last and self.layout == "members":
+            members = self._members(form, x)
+            form = "members"
+            x = [t.contiguous(memory_format=torch.channels_last) for t in members]
+        h = self._run(self._encoder, "encoder", form, x)
+        mu, logvar = h.chunk(2, dim=-1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (K, B, D) to decoder logits (K, B, C, H, W)."""
+        return self._run(self._decoder, "decoder", "stacked", z)
+
+    # -- members -----------------------------------------------------------------------
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member ``k``'s parameters as a state dict (detached views on the device)."""
+        return {name: p.detach()[k] for name, p in self.params.items()}
+
+    def copy_into(self, k: int, model: nn.Module) -> nn.Module:
+        """Write member ``k``'s weights into ``model`` (same class and config)."""
+        model.load_state_dict(self.member_state(k))
+        return model
+
+    def member(self, k: int) -> nn.Module:
+        """Member ``k`` as an ordinary model (a new ``MLPVAE``/``ConvVAE`` on the CPU,
+        in eval mode), ready for :func:`betavae_lib.checkpoints.save`."""
+        return self.copy_into(k, self.model_class(**self.config)).eval()
+
+
+# ------------------------------------------------------------------ training
+
+
+@dataclass
+class EnsembleResult:
+    """What :func:`fit_ensemble` returns.
+
+    histories: member name -> :class:`~betavae_lib.train.History`. failed: member name
+    -> the optimiser step at which its loss first stopped being finite.
+    """
+
+    histories: dict = field(default_factory=dict)
+    failed: dict = field(default_factory=dict)
+
+
+def _per_member(value, names, what: str, kind) -> list:
+    """One value for every member, or a mapping name -> value covering every name."""
+    if isinstance(value, Mapping):
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise ValueError(f"{what} has no entry for {', '.join(map(str, missing))}")
+        values = [value[n] for n in names]
+    else:
+        values = [value] * len(names)
+    for n, v in zip(names, values):
+        if not isinstance(v, kind) or (isinstance(v, bool) and kind is int):
+            raise TypeError(
+                f"{what} for {n!r} must be a {kind.__name__}, got {type(v).__name__}"
+            )
+    return values
+
+
+class _Trainer:
+    """One :func:`fit_ensemble` call: data, optimiser, generators and running sums."""
+
+    def __init__(self, ensemble, images, objectives, seeds, *, lr, batch_size, graph):
+        ens, device, k = ensemble, ensemble.device, ensemble.size
+        self.ens, self.device, self.size = ens, device, k
+        self.objectives, self.batch_size = objectives, batch_size
+        self.data = images.to(device)
+        self.n = len(images)
+        self.steps_per_epoch = math.ceil(self.n / batch_size)
+        fused = device.type in _fused_adam_devices() or None
+        self.opt = torch.optim.Adam(
+            ens.parameters(), lr=lr, fused=fused, capturable=graph
+        )
+        self.likelihood = shared_likelihood(objectives)
+        self.used = used_terms(objectives)
+        self.seeds = list(seeds)
+        self.noise = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.orders = {s: torch.Generator().manual_seed(s) for s in set(seeds)}
+        self.channels_last = bool(ens.conv_weights) and device.type in ("cuda", "cpu")
+        self.log_sigma = None  # the grouped layout's per-member log σ, (K,)
+        if self.likelihood == "gaussian":
+            log_sigmas = [log_sigma_of(o) for o in objectives]
+            self.log_sigma = torch.tensor(log_sigmas, device=device)
+        elif self.likelihood == "gaussian_learned":
+            self.log_sigma = ens.params["log_sigma"]
+        self.step_t = torch.zeros((), dtype=torch.long, device=device)
+        self.alive = torch.ones(k, dtype=torch.bool, device=device)
+        self.first_bad = torch.full((k,), -1, dtype=torch.long, device=device)
+        self.sums = torch.zeros(k, 3, device=device)  # objective, recon, kl; × batch
+        self.kl_dims = torch.zeros(k, ens.latent_dim, device=device)
+
+    # -- per-step inputs ---------------------------------------------------------------
+
+    def coefficient_table(self, total_steps: int) -> torch.Tensor:
+        """(steps, 6, K) float32 on the device: every step's coefficients, computed
+        once (schedules are plain Python)."""
+        rows = [
+            list(zip(*(o.coefficients(step) for o in self.objectives)))
+            for step in range(total_steps)
+        ]
+        return torch.tensor(rows, dtype=torch.float32).to(self.device)
+
+    def coefficients(self, row: torch.Tensor) -> Coefficients:
+        """A (6, K) table row as Coefficients; terms no member uses are the number 0."""
+        fields = enumerate(Coefficients._fields)
+        return Coefficients(*(row[i] if f in self.used else 0.0 for i, f in fields))
+
+    def step_coefficients(self, table: torch.Tensor, step: int):
+        """What :meth:`losses` takes at ``step``: K Coefficients of numbers in the
+        members layout, a row of the table in the grouped one."""
+        if self.ens.layout == "members":
+            return [o.coefficients(step) for o in self.objectives]
+        return self.coefficients(table[step])
+
+    def epoch_order(self) -> torch.Tensor:
+        """This epoch's batch order: (N,) when all members share a seed, else (K, N)."""
+        perms = {
+            s: torch.randperm(self.n, generator=g).to(self.device)
+            for s, g in self.orders.items()
+        }
+        if len(perms) == 1:
+            return next(iter(perms.values()))
+        return torch.stack([perms[s] for s in self.seeds])
+
+    def draw_noise(self, out: torch.Tensor) -> torch.Tensor:
+        """Fill ``out`` (K, B, D) with each member's N(0, 1) noise (its generator)."""
+        for row, generator in zip(out, self.noise):
+            row.normal_(generator=generator)
+        return out
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        """Images at ``index`` ((B,) or (K, B)) as float32 in [0, 1]."""
+        rows = self.data.index_select(0, index.reshape(-1))
+        return as_float_images(rows.view(*index.shape, *rows.shape[1:])).float()
+
+    # -- the step ----------------------------------------------------------------------
+
+    def _member_loss(self, x, logits, mu, logvar, z, coefficients, log_sigma):
+        """One member's total, recon, kl and kl per dim (vmapped when grouped)."""
+        likelihood = (
+            "bernoulli" if self.likelihood == "bernoulli" else "gaussian_learned"
+        )
+        return objective_loss(  # a fixed σ is passed as its log σ, like a learned one
+            x,
+            logits,
+            mu,
+            logvar,
+            z,
+            coefficients,
+            likelihood=likelihood,
+            log_sigma=log_sigma,
+            dataset_size=self.n,
+        )[:4]
+
+    def losses(self, x, eps, coefficients, channels_last: bool) -> LossTerms:
+        """Forward all members on images x ((B, ...) shared, or (K, B, ...)) with noise
+        eps (K, B, D); returns total, recon, kl (each (K,)) and kl_per_dim (K, D).
+
+        coefficients: in the members layout K :class:`Coefficients` of numbers (each
+        member's loss is computed exactly as ``fit`` computes it); in the grouped layout
+        one :class:`Coefficients` of (K,) tensors (the loss is vmapped over members).
+        """
+        mu, logvar = self.ens.encode(x, channels_last=channels_last)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        logits = self.ens.decode(z)
+        if self.ens.layout == "members":
+            learned = self.likelihood == "gaussian_learned"
+            log_sigmas = (
+                self.ens.params["log_sigma"].unbind(0)
+                if learned
+                else [None] * self.size
+            )
+            members = zip(
+                [x] * self.size if x.dim() == 4 else x.unbind(0),
+                logits.unbind(0),
+                mu.unbind(0),
+                logvar.unbind(0),
+                z.unbind(0),
+                coefficients,
+            )
+            terms = [
+                objective_loss(
+                    *member,
+                    likelihood=o.likelihood,
+                    sigma=o.sigma,
+                    log_sigma=log_sigma,
+                    dataset_size=self.n,
+                )[:4]
+                for member, o, log_sigma in zip(members, self.objectives, log_sigmas)
+            ]
+            return LossTerms(*(torch.stack(t) for t in zip(*terms)))
+        in_dims = (
+            None if x.dim() == 4 else 0,
+            0,
+            0,
+            0,
+            0,
+            Coefficients(*(0 if torch.is_tensor(c) else None for c in coefficients)),
+            None if self.log_sigma is None else 0,
+        )
+        batched = torch.vmap(self._member_loss, in_dims=in_dims)
+        return LossTerms(
+            *batched(x, logits, mu, logvar, z, coefficients, self.log_sigma)
+        )
+
+    def step(self, index, eps, coefficients, skip_freeze_if_alive: bool) -> None:
+        """One Adam step of every member. Updates in place the running sums, the alive
+        flags and each member's first bad step; no host synchronisation unless
+        ``skip_freeze_if_alive`` (a cheap check on the CPU)."""
+        x = self.batch(index)
+        terms = self.losses(x, eps, coefficients, self.channels_last)
+        terms.total.sum().backward()  # members share no computation: separate grads
+        with torch.no_grad():
+            ok = torch.isfinite(terms.total)
+            newly_bad = ~ok & (self.first_bad < 0)
+            self.first_bad.copy_(torch.where(newly_bad, self.step_t, self.first_bad))
+            self.alive.logical_and_(ok)
+            if not (skip_freeze_if_alive and bool(self.alive.all())):
+                self._freeze_failed()
+        self.opt.step()
+        with torch.no_grad():
+            n = x.shape[-4]
+            running = torch.stack([terms.total, terms.recon, terms.kl], dim=1)
+            self.sums.add_(running.detach() * n)
+            self.kl_dims.add_(terms.kl_per_dim.detach() * n)
+            self.step_t.add_(1)
+
+    def _freeze_failed(self) -> None:
+        """Zero each failed member's gradient and Adam first moment: its update is
+        then exactly zero, so its weights stay those before its loss went non-finite."""
+        dead = ~self.alive
+        for p in self.ens.parameters():
+            mask = dead.view(-1, *([1] * (p.dim() - 1)))
+            if p.grad is not None:
+                p.grad.masked_fill_(mask, 0)
+            exp_avg = self.opt.state.get(p, {}).get("exp_avg")
+            if exp_avg is not None:
+                exp_avg.masked_fill_(mask, 0)
+
+    # -- evaluation --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, images: torch.Tensor, batch_size: int = 1000):
+        """Each member's recon, kl ((K, 2)) and kl per dim ((K, D)) on ``images``, one
+        posterior sample per image from each member's generator, as ``fit`` draws it."""
+        sums = torch.zeros(self.size, 2, device=self.device)
+        kl_dims = torch.zeros(self.size, self.ens.latent_dim, device=self.device)
+        zero = Coefficients()
+        coefficients = zero if self.ens.layout == "grouped" else [zero] * self.size
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size].to(
+                self.device, non_blocking=True
+            )
+            x = as_float_images(chunk).float()
+            eps = torch.empty(
+                self.size, len(x), self.ens.latent_dim, device=self.device
+            )
+            terms = self.losses(x, self.draw_noise(eps), coefficients, False)
+            sums += torch.stack([terms.recon, terms.kl], dim=1) * len(x)
+            kl_dims += terms.kl_per_dim * len(x)
+        return sums / len(images), kl_dims / len(images)
+
+
+class _GraphedStep:
+    """The full-batch training step captured in a CUDA graph (module docstring).
+
+    Static buffers hold the batch indices, every member's noise and the coefficients;
+    :meth:`run` fills them, then runs the step: eagerly on a side stream for the first
+    ``warmup`` calls (capture needs Adam's state and cuDNN's choices made), captured on
+    the next call and replayed from then on. The gradients are allocated inside the
+    capture, so every replay overwrites them.
+    """
+
+    def __init__(self, trainer: _Trainer, index_shape, warmup: int = 3):
+        t = trainer
+        self.trainer, self.warmup, self.calls = t, warmup, 0
+        self.index = torch.zeros(index_shape, dtype=torch.long, device=t.device)
+        self.eps = torch.zeros(t.size, t.batch_size, t.ens.latent_dim, device=t.device)
+        self.row = torch.zeros(len(Coefficients._fields), t.size, device=t.device)
+        self.graph = None
+
+    def body(self) -> None:
+        """The step on the static buffers: what the graph holds."""
+        t = self.trainer
+        t.step(self.index, self.eps, t.coefficients(self.row), False)
+
+    def run(self, index: torch.Tensor, row: torch.Tensor) -> None:
+        """One training step on the batch ``index`` with coefficients ``row`` (6, K)."""
+        self.index.copy_(index)
+        self.row.copy_(row)
+        self.trainer.draw_noise(self.eps)
+        if self.calls < self.warmup:
+            self.warm_up()
+        else:
+            if self.graph is None:
+                self.capture()
+            self.replay()
+        self.calls += 1
+
+    def warm_up(self) -> None:
+        device = self.trainer.device
+        stream = torch.cuda.Stream(device=device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            self.trainer.opt.zero_grad(set_to_none=True)
+            self.body()
+        torch.cuda.current_stream(device).wait_stream(stream)
+
+    def capture(self) -> None:
+        t = self.trainer
+        t.opt.zero_grad(set_to_none=True)  # so that the graph allocates the gradients
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.body()
+        self.grads = [p.grad for p in t.ens.parameters()]  # what the graph writes
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
+def _check_cuda_graph(device: torch.device, layout: str) -> None:
+    if device.type != "cuda":
+        raise ValueError(
+            f"cuda_graph=True needs a CUDA device; this run is on {device.type}"
+        )
+    if layout != "grouped":
+        raise ValueError("cuda_graph=True needs layout='grouped' (or 'auto')")
+
+
+def fit_ensemble(
+    models: Mapping[object, nn.Module],
+    images: torch.Tensor,
+    *,
+    objectives: Mapping[object, Objective] | Objective = DEFAULT_OBJECTIVE,
+    seeds: Mapping[object, int] | int = 0,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    device: str | torch.device = "auto",
+    test_images: torch.Tensor | None = None,
+    log_every: int = 50,
+    progress: bool = True,
+    cuda_graph: bool = False,
+    layout: str = "auto",
+    on_failure: str = "warn",
+) -> EnsembleResult:
+    """Train ``models`` (name -> model, one class and config) as one batched model.
+
+    Member ``name`` is trained as ``fit(models[name], images, seed=seeds[name], ...)``
+    with its objective's options would train it alone (module docstring). objectives,
+    seeds: one value for all members, or a mapping name -> value. images, test_images,
+    epochs, batch_size, lr, device, log_every, progress: as for
+    :func:`betavae_lib.train.fit`. cuda_graph: capture the step in a CUDA graph (CUDA,
+    grouped layout). layout: "members" or "grouped" (:class:`VAEEnsemble`; ``"auto"``
+    picks "members" on the CPU, "grouped" elsewhere). on_failure: ``"warn"`` or
+    ``"raise"`` when members diverged and were frozen.
+
+    The models are trained in place (and, like ``fit``, left on ``device`` in eval
+    mode). Returns an :class:`EnsembleResult`: a History per member, whose ``seconds``
+    are the ensemble's, and the frozen members.
+    """
+    names = list(models)
+    model_list = [models[n] for n in names]
+    _check_same_architecture(model_list)
+    objective_list = _per_member(objectives, names, "objectives", Objective)
+    seed_list = _per_member(seeds, names, "seeds", int)
+    shared_likelihood(objective_list, names)
+    device = pick_device(device)
+    _check_dataset_images(model_list[0], images, "images")
+    if test_images is not None:
+        _check_dataset_images(model_list[0], test_images, "test_images")
+    for name, value in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("log_every", log_every),
+    ):
+        positive_int(name, value)
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if on_failure not in ("warn", "raise"):
+        raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
+    ens = VAEEnsemble(model_list, device=device, layout=layout)
+    if cuda_graph:
+        _check_cuda_graph(device, ens.layout)
+
+    trainer = _Trainer(
+        ens,
+        images,
+        objective_list,
+        seed_list,
+        lr=lr,
+        batch_size=int(batch_size),
+        graph=bool(cuda_graph),
+    )
+    histories = {n: History() for n in names}
+    with _backend_settings(device):
+        _train_epochs(
+            trainer,
+            histories,
+            epochs=int(epochs),
+            test_images=test_images,
+            log_every=int(log_every),
+            progress=progress,
+            cuda_graph=cuda_graph,
+        )
+    for k, model in enumerate(model_list):
+        ens.copy_into(k, model.to(device)).eval()
+    failed = {n: s for n, s in zip(names, trainer.first_bad.tolist()) if s >= 0}
+    if failed:
+        listed = ", ".join(f"{n} (step {s})" for n, s in failed.items())
+        message = (
+            f"{len(failed)} of {len(names)} models diverged (the loss became NaN or "
+            f"infinite) and were frozen at their last finite weights: {listed}; the "
+            f"others trained on. Lower the learning rate or β, or check the inputs."
+        )
+        if on_failure == "raise":
+            raise NonFiniteLossError(message)
+        warnings.warn(message, EnsembleMemberWarning, stacklevel=2)
+    return EnsembleResult(histories, failed)
+
+
+def _train_epochs(
+    t: _Trainer, histories, *, epochs, test_images, log_every, progress, cuda_graph
+):
+    from tqdm.auto import tqdm
+
+    batch_size, names = t.batch_size, list(histories)
+    total_steps = epochs * t.steps_per_epoch
+    table = t.coefficient_table(total_steps)
+    graphed, step = None, 0
+    label = f"ensemble of {len(names)}"
+    bar = tqdm(total=total_steps, disable=not progress, desc=label, leave=False)
+    try:
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            order = t.epoch_order()
+            t.sums.zero_()
+            t.kl_dims.zero_()
+            for i in range(t.steps_per_epoch):
+                index = order[..., i * batch_size : (i + 1) * batch_size]
+                if cuda_graph and index.shape[-1] == batch_size:
+                    if graphed is None:
+                        graphed = _GraphedStep(t, index.shape)
+                    graphed.run(index, table[step])
+                else:
+                    t.opt.zero_grad(set_to_none=True)
+                    shape = (t.size, index.shape[-1], t.ens.latent_dim)
+                    eps = t.draw_noise(torch.empty(shape, device=t.device))
+                    coefficients = t.step_coefficients(table, step)
+                    t.step(index, eps, coefficients, t.device.type == "cpu")
+                step += 1
+                if step % log_every == 0 or i == t.steps_per_epoch - 1:
+                    _report(bar, t, step, min((i + 1) * batch_size, t.n))
+            test = None if test_images is None else t.evaluate(test_images)
+            _record(histories, t, epoch, step, test, time.perf_counter() - t0)
+    finally:
+        bar.close()
+
+
+def _report(bar, t: _Trainer, step: int, seen: int) -> None:
+    if bar.disable:
+        return
+    alive = t.alive.tolist()
+    loss = (t.sums[:, 0] / seen).tolist()
+    finite = [v for v, a in zip(loss, alive) if a]
+    bar.set_postfix(
+        alive=f"{sum(alive)}/{len(alive)}",
+        loss=f"{min(finite):.1f}..{max(finite):.1f}" if finite else "-",
+    )
+    bar.update(step - bar.n)
+
+
+def _record(histories, t: _Trainer, epoch, step, test, seconds) -> None:
+    """Append this epoch to the History of every member still alive, as ``fit``
+    records it."""
+    alive = t.alive.tolist()
+    sums = (t.sums / t.n).tolist()
+    kl_dims = (t.kl_dims / t.n).tolist()
+    if test is not None:
+        test_sums, test_dims = (v.tolist() for v in test)
+    for k, h in enumerate(histories.values()):
+        if not alive[k]:
+            continue
+        loss, recon, kl = sums[k]
+        h.epoch.append(epoch)
+        h.train_loss.append(loss)
+        h.train_recon.append(recon)
+        h.train_kl.append(kl)
+        h.train_kl_per_dim.append(kl_dims[k])
+        h.beta.append(t.objectives[k].beta_at(step - 1))
+        if test is not None:
+            h.test_recon.append(test_sums[k][0])
+            h.test_kl.append(test_sums[k][1])
+            h.test_kl_per_dim.append(test_dims[k])
+        h.seconds.append(seconds)
+        h.steps = step
