@@ -1,8 +1,8 @@
-"""One switch, ``BETAVAE_PROFILE``, scales every chapter from a smoke run to the full run.
+"""One switch, ``BETAVAE_PROFILE``, scales every chapter from a smoke to a full run.
 
 ``smoke``   seconds per chapter on a CPU: the tests and CI use it.
 ``reduced`` minutes per chapter on a laptop CPU: the default without CUDA.
-``full``    full datasets, curves run to flat: the default with CUDA; the published book.
+``full``    full datasets, curves run to flat: the default with CUDA; the published run.
 
 The code path is the same in all profiles; only sizes change.
 """
@@ -26,7 +26,7 @@ class Profile:
     name: str
 
     def pick(self, smoke, reduced, full):
-        """Return the value for this profile: ``profile.pick(smoke=2, reduced=10, full=50)``."""
+        """This profile's value: ``profile.pick(smoke=2, reduced=10, full=50)``."""
         return {"smoke": smoke, "reduced": reduced, "full": full}[self.name]
 
     @property
@@ -44,7 +44,8 @@ class Profile:
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """The active profile: ``name``, else ``$BETAVAE_PROFILE``, else full on CUDA and reduced otherwise."""
+    """The active profile: ``name``, else ``$BETAVAE_PROFILE``, else ``full`` on CUDA
+    and ``reduced`` otherwise."""
     name = (
         name
         or os.environ.get("BETAVAE_PROFILE")
@@ -53,21 +54,25 @@ def get_profile(name: str | None = None) -> Profile:
     name = name.strip().lower()
     if name not in PROFILES:
         raise ValueError(
-            f"unknown profile {name!r}; BETAVAE_PROFILE must be one of {', '.join(PROFILES)}"
+            f"unknown profile {name!r}; BETAVAE_PROFILE must be one of "
+            f"{', '.join(PROFILES)}"
         )
     return Profile(name)
 
 
 def start_chapter(seed: int = 0):
-    """What every chapter does first: the book's figure style, the active profile, the device, the seed.
+    """What every chapter does first: figure style, profile, device and seed.
 
-    Prints ``profile: … | device: … | torch …`` (the book's executor reads the device from this line)
-    and returns ``(profile, device)``.
+    Prints ``profile: … | device: … | seed: … | torch …`` (the book's executor
+    reads the device and the seed from this line) and returns ``(profile, device)``.
     """
     from . import plots
 
     plots.book_style()
     profile, device = get_profile(), pick_device()
     seed_everything(seed)
-    print(f"profile: {profile.name} | device: {device} | torch {torch.__version__}")
+    print(
+        f"profile: {profile.name} | device: {device} | seed: {seed} "
+        f"| torch {torch.__version__}"
+    )
     return profile, device

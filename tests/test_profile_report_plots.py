@@ -114,7 +114,7 @@ def test_start_chapter_prints_the_line_the_executor_reads(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert profile.name == "smoke" and device.type in ("cpu", "cuda", "mps")
     assert out.startswith(
-        f"profile: smoke | device: {device} | torch {torch.__version__}"
+        f"profile: smoke | device: {device} | seed: 3 | torch {torch.__version__}"
     )
     a = torch.rand(3)
     __import__("betavae_lib").start_chapter(seed=3)

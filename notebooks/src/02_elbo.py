@@ -26,12 +26,14 @@
 # measure how loose the bound is for a real VAE on MNIST.
 
 # %%
-# Setup: in Colab, install the book's library first (a no-op where it is already installed).
+# Setup: in Colab, install the book's library first (a no-op where it is
+# already installed). BOOK_REPO is the book's home, as in _config.yml.
+BOOK_REPO = "https://github.com/betavae-book/betavae-book"
 try:
-    import betavae_lib
+    import betavae_lib  # noqa: F401
 except ImportError:
-    # %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
-    import betavae_lib
+    # %pip install -q "betavae_lib @ git+{BOOK_REPO}"
+    import betavae_lib  # noqa: F401
 
 import math
 
@@ -44,10 +46,10 @@ from betavae_lib import (
     MLPVAE,
     fit,
     load_dataset,
+    plots,
     seed_everything,
     start_chapter,
 )
-from betavae_lib import plots
 
 profile, device = start_chapter(
     seed=0

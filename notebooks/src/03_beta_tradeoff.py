@@ -24,22 +24,34 @@
 # blurry but structured" against the numbers.
 
 # %%
-# Setup: in Colab, install the book's library first (a no-op where it is already installed).
+# Setup: in Colab, install the book's library first (a no-op where it is
+# already installed). BOOK_REPO is the book's home, as in _config.yml.
+BOOK_REPO = "https://github.com/betavae-book/betavae-book"
 try:
-    import betavae_lib
+    import betavae_lib  # noqa: F401
 except ImportError:
-    # %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
-    import betavae_lib
+    # %pip install -q "betavae_lib @ git+{BOOK_REPO}"
+    import betavae_lib  # noqa: F401
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from betavae_lib import MLPVAE, evaluate, fit, load_dataset, seed_everything, start_chapter, train_grid
-from betavae_lib import plots
+from betavae_lib import (
+    MLPVAE,
+    evaluate,
+    fit,
+    load_dataset,
+    plots,
+    seed_everything,
+    start_chapter,
+    train_grid,
+)
 
-profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+profile, device = start_chapter(
+    seed=0
+)  # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
 
 # %% [markdown]
 # (beta-rate-distortion)=
@@ -79,8 +91,11 @@ betas = [0.1, 0.5, 1.0, 2.0, 4.0, 10.0]
 datasets = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 epochs = profile.pick(smoke=1, reduced=3, full=30)
 n_fid = profile.pick(smoke=500, reduced=5000, full=10000)
-print(f"{len(betas)} β values × {len(datasets)} datasets, {epochs} epochs each, "
-      f"{profile.train_size or 'all'} training images, FID on {n_fid} samples")
+print(
+    f"{len(betas)} β values × {len(datasets)} datasets, {epochs} epochs "
+    "each, "
+    f"{profile.train_size or 'all'} training images, FID on {n_fid} samples"
+)
 
 data, models, metrics, extractors = {}, {}, {}, {}
 for key in datasets:
@@ -90,14 +105,29 @@ for key in datasets:
     data[key] = test
     extractors[key] = get_extractor("domain", dataset=key)
     fid_reference = test_full.subset(n_fid, seed=1).images
-    trained, _ = train_grid(MLPVAE, dict(latent_dim=20), train.images, {beta: dict(beta=beta) for beta in betas},
-                            epochs=epochs, seed=0, device=device)
+    trained, _ = train_grid(
+        MLPVAE,
+        dict(latent_dim=20),
+        train.images,
+        {beta: dict(beta=beta) for beta in betas},
+        epochs=epochs,
+        seed=0,
+        device=device,
+    )
     for beta, model in trained.items():
         ev = evaluate(model, test.images)
-        samples = model.sample(n_fid, generator=torch.Generator().manual_seed(0))
-        fid_value = fid(fid_reference, samples, dataset=key, extractor=extractors[key]).value
+        samples = model.sample(
+            n_fid, generator=torch.Generator().manual_seed(0)
+        )
+        fid_value = fid(
+            fid_reference, samples, dataset=key, extractor=extractors[key]
+        ).value
         models[key, beta] = model
-        metrics[key, beta] = {"recon": ev["recon"], "kl": ev["kl"], "fid": fid_value}
+        metrics[key, beta] = {
+            "recon": ev["recon"],
+            "kl": ev["kl"],
+            "fid": fid_value,
+        }
     print(f"{datasets[key]}: done")
 
 # %% [markdown]
@@ -111,8 +141,11 @@ for key in datasets:
 # %%
 def best_for(rows):
     """Label each β with the criteria on which it is best: {β: [labels]}."""
-    criteria = {"reconstruction": lambda m: m["recon"], "samples": lambda m: m["fid"],
-                "likelihood (ELBO)": lambda m: m["recon"] + m["kl"]}
+    criteria = {
+        "reconstruction": lambda m: m["recon"],
+        "samples": lambda m: m["fid"],
+        "likelihood (ELBO)": lambda m: m["recon"] + m["kl"],
+    }
     labels = {beta: [] for beta in rows}
     for label, value in criteria.items():
         labels[min(rows, key=lambda b: value(rows[b]))].append(label)
@@ -122,10 +155,18 @@ def best_for(rows):
 for key, name in datasets.items():
     rows = {beta: metrics[key, beta] for beta in betas}
     best = best_for(rows)
-    table = [f"**{name}** (test set, nats per image)", "",
-             "| β | reconstruction (nats) | KL (nats) | FID (domain) | best for |", "|---|---|---|---|---|"]
+    table = [
+        f"**{name}** (test set, nats per image)",
+        "",
+        "| β | reconstruction (nats) | KL (nats) | FID (domain) | best for "
+        "|",
+        "|---|---|---|---|---|",
+    ]
     for beta, m in rows.items():
-        table.append(f"| {beta:g} | {m['recon']:.1f} | {m['kl']:.1f} | {m['fid']:.2f} | {', '.join(best[beta]) or '—'} |")
+        table.append(
+            f"| {beta:g} | {m['recon']:.1f} | {m['kl']:.1f} | "
+            f"{m['fid']:.2f} | {', '.join(best[beta]) or '—'} |"
+        )
     display(Markdown("\n".join(table)))
 
 # %% [markdown]
@@ -150,14 +191,26 @@ for ax, (key, name) in zip(axes, datasets.items()):
     dist = np.array([metrics[key, b]["recon"] for b in betas])
     ax.plot(rate, dist, "o-", color="tab:blue")
     for b, r, d in zip(betas, rate, dist):
-        ax.annotate(f"β={b:g}", (r, d), textcoords="offset points", xytext=(5, 4), fontsize=9)
+        ax.annotate(
+            f"β={b:g}",
+            (r, d),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=9,
+        )
     lo, hi = (rate + dist).min(), (rate + dist).max()
     for level in np.linspace(lo, hi, 4):
         r = np.linspace(0, rate.max() * 1.1, 2)
         ax.plot(r, level - r, color="0.8", lw=0.8, zorder=0)
-    ax.set_ylim(dist.min() - 0.1 * np.ptp(dist) - 1, dist.max() + 0.1 * np.ptp(dist) + 1)
-    ax.set(xlabel="rate R = KL(q(z|x) ‖ p(z)) [nats]", ylabel="distortion D = −log p(x|z) [nats]",
-           title=f"{name}: rate–distortion, one point per β")
+    ax.set_ylim(
+        dist.min() - 0.1 * np.ptp(dist) - 1,
+        dist.max() + 0.1 * np.ptp(dist) + 1,
+    )
+    ax.set(
+        xlabel="rate R = KL(q(z|x) ‖ p(z)) [nats]",
+        ylabel="distortion D = −log p(x|z) [nats]",
+        title=f"{name}: rate–distortion, one point per β",
+    )
 fig.tight_layout();
 
 # %% [markdown]
@@ -174,12 +227,29 @@ fig.tight_layout();
 for key, name in datasets.items():
     x = data[key].images[:8]
     recon = torch.cat([x] + [models[key, b].reconstruct(x) for b in betas])
-    samples = torch.cat([models[key, b].sample(8, generator=torch.Generator().manual_seed(3)) for b in betas])
+    samples = torch.cat(
+        [
+            models[key, b].sample(
+                8, generator=torch.Generator().manual_seed(3)
+            )
+            for b in betas
+        ]
+    )
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    plots.image_grid(recon, nrow=8, ax=axes[0], row_labels=["test"] + [f"β={b:g}" for b in betas],
-                     title=f"{name}: reconstructions")
-    plots.image_grid(samples, nrow=8, ax=axes[1], row_labels=[f"β={b:g}" for b in betas],
-                     title=f"{name}: samples z ~ N(0, I)")
+    plots.image_grid(
+        recon,
+        nrow=8,
+        ax=axes[0],
+        row_labels=["test"] + [f"β={b:g}" for b in betas],
+        title=f"{name}: reconstructions",
+    )
+    plots.image_grid(
+        samples,
+        nrow=8,
+        ax=axes[1],
+        row_labels=[f"β={b:g}" for b in betas],
+        title=f"{name}: samples z ~ N(0, I)",
+    )
     fig.tight_layout()
 
 # %% [markdown]
@@ -195,33 +265,58 @@ for key, name in datasets.items():
 # %%
 def pixel_spread(images):
     """Mean pairwise RMS pixel distance between images (N, 1, H, W)."""
-    return (torch.pdist(images.flatten(1)).pow(2).mean() / images[0].numel()).sqrt().item()
+    return (
+        (torch.pdist(images.flatten(1)).pow(2).mean() / images[0].numel())
+        .sqrt()
+        .item()
+    )
 
 
 def feature_spread(images, extractor):
-    """sqrt(trace of the covariance) of the classifier features of images (N, 1, H, W)."""
+    """sqrt(trace of the covariance) of the classifier features.
+
+    images: (N, 1, H, W).
+    """
     return float(np.sqrt(np.trace(np.cov(extractor(images), rowvar=False))))
 
 
 stds = [0.1, 0.5, 1.0]
 n_div = min(500, n_fid)
-rows = ["| dataset | σ | pixel spread (RMS) | feature spread | FID (domain) |", "|---|---|---|---|---|"]
+rows = [
+    "| dataset | σ | pixel spread (RMS) | feature spread | FID (domain) |",
+    "|---|---|---|---|---|",
+]
 std_samples = {}
 for key, name in datasets.items():
     model, ext = models[key, 1.0], extractors[key]
     reference = load_dataset(key, "test").subset(n_fid, seed=1).images
     for std in stds + ["test"]:
-        imgs = reference[:n_div] if std == "test" else model.sample(n_fid, std=std, generator=torch.Generator().manual_seed(4))
-        value = "—" if std == "test" else f"{fid(reference, imgs, dataset=key, extractor=ext).value:.2f}"
+        imgs = (
+            reference[:n_div]
+            if std == "test"
+            else model.sample(
+                n_fid, std=std, generator=torch.Generator().manual_seed(4)
+            )
+        )
+        if std == "test":
+            value = "—"
+        else:
+            result = fid(reference, imgs, dataset=key, extractor=ext)
+            value = f"{result.value:.2f}"
         label = "*test images*" if std == "test" else f"{std:g}"
-        rows.append(f"| {name} | {label} | {pixel_spread(imgs[:n_div]):.3f} | {feature_spread(imgs[:n_div], ext):.2f} | {value} |")
+        rows.append(
+            f"| {name} | {label} | {pixel_spread(imgs[:n_div]):.3f} | "
+            f"{feature_spread(imgs[:n_div], ext):.2f} | {value} |"
+        )
         if key == "mnist" and std != "test":
             std_samples[std] = imgs[:24]
 display(Markdown("\n".join(rows)))
 
 fig, axes = plt.subplots(1, 3, figsize=(12, 2.9))
 for ax, (std, imgs) in zip(axes, std_samples.items()):
-    plots.image_grid(imgs, nrow=8, ax=ax, title=f"MNIST, β = 1: z ~ N(0, {std:g}²I)")
+    plots.image_grid(
+        imgs, nrow=8, ax=ax, title=f"MNIST, β = 1: z ~ N(0, {std:g}²I)"
+    )
 fig.tight_layout();
 
 # %% [markdown]
@@ -238,8 +333,13 @@ fig.tight_layout();
 
 # %%
 labels = data["mnist"].labels
-start, end = [int((labels == digit).nonzero()[0]) for digit in (2, 6)]   # the first test 2 and 6
-x_a, x_b = data["mnist"].images[start:start + 1], data["mnist"].images[end:end + 1]
+start, end = [
+    int((labels == digit).nonzero()[0]) for digit in (2, 6)
+]  # the first test 2 and 6
+x_a, x_b = (
+    data["mnist"].images[start : start + 1],
+    data["mnist"].images[end : end + 1],
+)
 steps = torch.linspace(0, 1, 10).unsqueeze(1)
 rows_img = []
 for b in betas:
@@ -247,9 +347,15 @@ for b in betas:
     with torch.no_grad():
         mu_a, _ = model.encode(x_a)
         mu_b, _ = model.encode(x_b)
-        rows_img.append(torch.sigmoid(model.decode((1 - steps) * mu_a + steps * mu_b)))
-plots.image_grid(torch.cat(rows_img), nrow=10, row_labels=[f"β={b:g}" for b in betas],
-                 title="MNIST: interpolating between the posterior means of a 2 and a 6");
+        rows_img.append(
+            torch.sigmoid(model.decode((1 - steps) * mu_a + steps * mu_b))
+        )
+plots.image_grid(
+    torch.cat(rows_img),
+    nrow=10,
+    row_labels=[f"β={b:g}" for b in betas],
+    title="MNIST: interpolating between the posterior means of a 2 and a 6",
+);
 
 # %% [markdown]
 # Small-β paths stay sharp but can pass through broken intermediate shapes; large-β paths are smooth but blurry,
@@ -279,8 +385,12 @@ plots.image_grid(torch.cat(rows_img), nrow=10, row_labels=[f"β={b:g}" for b in 
 from betavae_lib.traversal import live_explorer
 
 explored = {f"β = {b:g}": models["mnist", b] for b in (0.1, 1.0, 10.0)}
-live_explorer(explored, z0={name: m.encode(x_a)[0][0] for name, m in explored.items()},
-              images=data["mnist"].images, title="MNIST, one 20-latent MLP per β")
+live_explorer(
+    explored,
+    z0={name: m.encode(x_a)[0][0] for name, m in explored.items()},
+    images=data["mnist"].images,
+    title="MNIST, one 20-latent MLP per β",
+)
 
 # %% [markdown]
 # (beta-animation)=
@@ -302,8 +412,22 @@ def draw_frame(epoch, model, history):
     with torch.no_grad():
         mu, _ = model.encode(anim_test.images.to(model.log_sigma.device))
     fig, ax = plt.subplots(figsize=(3.2, 3.2), dpi=60)
-    ax.scatter(*mu.cpu().T, c=anim_test.labels, cmap="tab10", s=3, vmin=-0.5, vmax=9.5)
-    ax.set(xlim=(-4, 4), ylim=(-4, 4), xticks=[-4, 0, 4], yticks=[-4, 0, 4], xlabel="$z_1$", ylabel="$z_2$")
+    ax.scatter(
+        *mu.cpu().T,
+        c=anim_test.labels,
+        cmap="tab10",
+        s=3,
+        vmin=-0.5,
+        vmax=9.5,
+    )
+    ax.set(
+        xlim=(-4, 4),
+        ylim=(-4, 4),
+        xticks=[-4, 0, 4],
+        yticks=[-4, 0, 4],
+        xlabel="$z_1$",
+        ylabel="$z_2$",
+    )
     fig.tight_layout()
     frames.append(plots.figure_to_array(fig))
     titles.append(f"epoch {epoch}")
@@ -313,8 +437,16 @@ def draw_frame(epoch, model, history):
 seed_everything(0)
 model_2d = MLPVAE(latent_dim=2)
 draw_frame(0, model_2d, None)
-fit(model_2d, anim_train.images, epochs=anim_epochs, beta=1.0, device=device, seed=0, progress=False,
-    callback=draw_frame)
+fit(
+    model_2d,
+    anim_train.images,
+    epochs=anim_epochs,
+    beta=1.0,
+    device=device,
+    seed=0,
+    progress=False,
+    callback=draw_frame,
+)
 plots.animate(frames, titles, interval=500, figsize=(3.6, 3.6))
 
 # %% [markdown]
@@ -334,33 +466,81 @@ plots.animate(frames, titles, interval=500, figsize=(3.6, 3.6))
 # %%
 def holds(key, claim):
     m = {b: metrics[key, b] for b in betas}
-    return "yes" if claim(m) else "**no**"
+    return "yes" if claim(key, m) else "**no**"
 
 
-diversity_samples = {(key, b): models[key, b].sample(n_div, generator=torch.Generator().manual_seed(5))
-                     for key in datasets for b in betas}
-samples_spread = {kb: pixel_spread(imgs) for kb, imgs in diversity_samples.items()}
-features_spread = {(key, b): feature_spread(imgs, extractors[key]) for (key, b), imgs in diversity_samples.items()}
+diversity_samples = {
+    (key, b): models[key, b].sample(
+        n_div, generator=torch.Generator().manual_seed(5)
+    )
+    for key in datasets
+    for b in betas
+}
+samples_spread = {
+    kb: pixel_spread(imgs) for kb, imgs in diversity_samples.items()
+}
+features_spread = {
+    (key, b): feature_spread(imgs, extractors[key])
+    for (key, b), imgs in diversity_samples.items()
+}
 claims = [
-    ("β < 1 reconstructs better than β = 1", lambda key, m: m[0.1]["recon"] < m[1.0]["recon"] and m[0.5]["recon"] < m[1.0]["recon"]),
-    ("β < 1 samples are worse (higher FID) than β = 1", lambda key, m: min(m[0.1]["fid"], m[0.5]["fid"]) > m[1.0]["fid"]),
-    ("β ≫ 1 reconstructs worse than β = 1", lambda key, m: m[4.0]["recon"] > m[1.0]["recon"] and m[10.0]["recon"] > m[1.0]["recon"]),
-    ("β ≫ 1 samples are better (lower FID) than β = 1", lambda key, m: min(m[4.0]["fid"], m[10.0]["fid"]) < m[1.0]["fid"]),
-    ("β ≫ 1 samples are less diverse (pixel spread) than β = 1",
-     lambda key, m: samples_spread[key, 10.0] < samples_spread[key, 1.0]),
-    ("β ≫ 1 samples are less diverse (feature spread) than β = 1",
-     lambda key, m: features_spread[key, 10.0] < features_spread[key, 1.0]),
-    ("the best FID is at some β > 1", lambda key, m: min(betas, key=lambda b: m[b]["fid"]) > 1),
+    (
+        "β < 1 reconstructs better than β = 1",
+        lambda key, m: (
+            m[0.1]["recon"] < m[1.0]["recon"]
+            and m[0.5]["recon"] < m[1.0]["recon"]
+        ),
+    ),
+    (
+        "β < 1 samples are worse (higher FID) than β = 1",
+        lambda key, m: min(m[0.1]["fid"], m[0.5]["fid"]) > m[1.0]["fid"],
+    ),
+    (
+        "β ≫ 1 reconstructs worse than β = 1",
+        lambda key, m: (
+            m[4.0]["recon"] > m[1.0]["recon"]
+            and m[10.0]["recon"] > m[1.0]["recon"]
+        ),
+    ),
+    (
+        "β ≫ 1 samples are better (lower FID) than β = 1",
+        lambda key, m: min(m[4.0]["fid"], m[10.0]["fid"]) < m[1.0]["fid"],
+    ),
+    (
+        "β ≫ 1 samples are less diverse (pixel spread) than β = 1",
+        lambda key, m: samples_spread[key, 10.0] < samples_spread[key, 1.0],
+    ),
+    (
+        "β ≫ 1 samples are less diverse (feature spread) than β = 1",
+        lambda key, m: (
+            features_spread[key, 10.0] < features_spread[key, 1.0]
+        ),
+    ),
+    (
+        "the best FID is at some β > 1",
+        lambda key, m: min(betas, key=lambda b: m[b]["fid"]) > 1,
+    ),
 ]
-rows = ["| claim | " + " | ".join(datasets.values()) + " |", "|---|" + "---|" * len(datasets)]
+rows = [
+    "| claim | " + " | ".join(datasets.values()) + " |",
+    "|---|" + "---|" * len(datasets),
+]
 for text, claim in claims:
-    rows.append(f"| {text} | " + " | ".join(holds(key, lambda m: claim(key, m)) for key in datasets) + " |")
+    rows.append(
+        f"| {text} | "
+        + " | ".join(holds(key, claim) for key in datasets)
+        + " |"
+    )
 display(Markdown("\n".join(rows)))
 for key, name in datasets.items():
     fids = {b: metrics[key, b]["fid"] for b in betas}
-    print(f"{name}: best FID at β = {min(fids, key=fids.get):g}\n  sample pixel spread by β:   "
-          + ", ".join(f"{b:g}: {samples_spread[key, b]:.3f}" for b in betas)
-          + "\n  sample feature spread by β: " + ", ".join(f"{b:g}: {features_spread[key, b]:.1f}" for b in betas))
+    print(
+        f"{name}: best FID at β = {min(fids, key=fids.get):g}\n  sample "
+        "pixel spread by β:   "
+        + ", ".join(f"{b:g}: {samples_spread[key, b]:.3f}" for b in betas)
+        + "\n  sample feature spread by β: "
+        + ", ".join(f"{b:g}: {features_spread[key, b]:.1f}" for b in betas)
+    )
 
 # %% [markdown]
 # The first and third rows are not really empirical: they follow from the objective (a heavier price on the rate
@@ -401,7 +581,17 @@ for key, name in datasets.items():
 # %%
 from betavae_lib.report import headline
 
-best = {key: min(betas, key=lambda b: metrics[key, b]["fid"]) for key in datasets}
-headline(**{f"{key}_beta{b:g}_{k}": metrics[key, b][k] for key in datasets for b in (0.1, 1.0, 10.0)
-            for k in ("recon", "kl", "fid")},
-         mnist_best_fid_beta=best["mnist"], fashion_mnist_best_fid_beta=best["fashion_mnist"]);
+best = {
+    key: min(betas, key=lambda b: metrics[key, b]["fid"])
+    for key in datasets
+}
+headline(
+    **{
+        f"{key}_beta{b:g}_{k}": metrics[key, b][k]
+        for key in datasets
+        for b in (0.1, 1.0, 10.0)
+        for k in ("recon", "kl", "fid")
+    },
+    mnist_best_fid_beta=best["mnist"],
+    fashion_mnist_best_fid_beta=best["fashion_mnist"],
+);

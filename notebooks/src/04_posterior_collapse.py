@@ -23,12 +23,14 @@
 # (KL annealing, cyclical annealing, free bits, a capacity target) actually bring the code back?
 
 # %%
-# Setup: in Colab, install the book's library first (a no-op where it is already installed).
+# Setup: in Colab, install the book's library first (a no-op where it is
+# already installed). BOOK_REPO is the book's home, as in _config.yml.
+BOOK_REPO = "https://github.com/betavae-book/betavae-book"
 try:
-    import betavae_lib
+    import betavae_lib  # noqa: F401
 except ImportError:
-    # %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
-    import betavae_lib
+    # %pip install -q "betavae_lib @ git+{BOOK_REPO}"
+    import betavae_lib  # noqa: F401
 
 import math
 
@@ -37,10 +39,18 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from betavae_lib import MLPVAE, fit, load_dataset, start_chapter, train_grid
-from betavae_lib import plots
+from betavae_lib import (
+    MLPVAE,
+    fit,
+    load_dataset,
+    plots,
+    start_chapter,
+    train_grid,
+)
 
-profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+profile, device = start_chapter(
+    seed=0
+)  # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
 
 # %% [markdown]
 # (collapse-what)=
@@ -84,20 +94,37 @@ from betavae_lib.metrics import active_units, kl_summary
 train = load_dataset("mnist", "train").subset(profile.train_size)
 test = load_dataset("mnist", "test").subset(profile.test_size)
 epochs = profile.pick(smoke=1, reduced=4, full=30)
-steps = epochs * math.ceil(len(train.images) / 128)   # optimiser steps per run (batch size 128)
+steps = epochs * math.ceil(
+    len(train.images) / 128
+)  # optimiser steps per run (batch size 128)
 
 
 def train_and_diagnose(runs):
-    """Train one MLPVAE per entry of runs (name -> fit's options, or latent_dim=); return, per name, the model,
-    its history and its diagnostics."""
-    models, histories = train_grid(MLPVAE, dict(latent_dim=20), train.images, runs, epochs=epochs, seed=0,
-                                   test_images=test.images, device=device)
+    """Train one MLPVAE per entry of runs; return, per name, the model, its
+    history and its diagnostics.
+
+    runs: name -> fit's options (or latent_dim=).
+    """
+    models, histories = train_grid(
+        MLPVAE,
+        dict(latent_dim=20),
+        train.images,
+        runs,
+        epochs=epochs,
+        seed=0,
+        test_images=test.images,
+        device=device,
+    )
     diagnosed = {}
     for name, model in models.items():
         with torch.no_grad():
             mu, _ = model.encode(test.images)
-        diagnosed[name] = {"model": model, "history": histories[name], "active": active_units(mu),
-                           "kl": kl_summary(histories[name].test_kl_per_dim[-1])}
+        diagnosed[name] = {
+            "model": model,
+            "history": histories[name],
+            "active": active_units(mu),
+            "kl": kl_summary(histories[name].test_kl_per_dim[-1]),
+        }
     return diagnosed
 
 
@@ -107,28 +134,50 @@ provoke = {
     "β = 30, 20 latents": dict(beta=30.0),
     "β = 1, 64 latents": dict(beta=1.0, latent_dim=64),
 }
-runs = train_and_diagnose(provoke)   # the 20-latent runs train as one batched model
+runs = train_and_diagnose(
+    provoke
+)  # the 20-latent runs train as one batched model
 
 
 def diagnosis_row(name, run):
     h, kl = run["history"], run["kl"]
     top = min(5, len(kl.per_dim))
-    return (f"| {name} | {run['active'].count} / {len(kl.per_dim)} | {int((kl.per_dim > 0.1).sum())} | "
-            f"{h.test_kl[-1]:.2f} | {100 * kl.cumulative_share[top - 1]:.0f}% | {h.test_recon[-1]:.1f} |")
+    return (
+        f"| {name} | {run['active'].count} / {len(kl.per_dim)} | "
+        f"{int((kl.per_dim > 0.1).sum())} | "
+        f"{h.test_kl[-1]:.2f} | {100 * kl.cumulative_share[top - 1]:.0f}% "
+        f"| {h.test_recon[-1]:.1f} |"
+    )
 
 
-rows = ["| run | active units | latents with KL > 0.1 nats | KL (nats) | KL share of the top 5 latents | "
-        "reconstruction (nats) |", "|---|---|---|---|---|---|"]
-display(Markdown("\n".join(rows + [diagnosis_row(name, run) for name, run in runs.items()])))
+rows = [
+    "| run | active units | latents with KL > 0.1 nats | KL (nats) | KL "
+    "share of the top 5 latents | "
+    "reconstruction (nats) |",
+    "|---|---|---|---|---|---|",
+]
+display(
+    Markdown(
+        "\n".join(
+            rows + [diagnosis_row(name, run) for name, run in runs.items()]
+        )
+    )
+)
 
 # %% [markdown]
 # The KL per dimension shows where the information goes (test set; the red line marks 0.1 nats):
 
 # %%
-fig, axes = plt.subplots(2, 2, figsize=(12, 6), gridspec_kw={"width_ratios": [1, 1]})
+fig, axes = plt.subplots(
+    2, 2, figsize=(12, 6), gridspec_kw={"width_ratios": [1, 1]}
+)
 for ax, (name, run) in zip(axes.ravel(), runs.items()):
-    plots.plot_kl_per_dim(run["kl"].per_dim, ax=ax, threshold=0.1,
-                          title=f"{name}: {run['active'].count} active units")
+    plots.plot_kl_per_dim(
+        run["kl"].per_dim,
+        ax=ax,
+        threshold=0.1,
+        title=f"{name}: {run['active'].count} active units",
+    )
     if len(run["kl"].per_dim) > 20:
         ax.set_xticks(np.arange(0, len(run["kl"].per_dim), 8))
 fig.suptitle("KL per latent dimension on test images")
@@ -139,8 +188,17 @@ fig.tight_layout();
 
 # %%
 gen_seed = 3
-samples = torch.cat([run["model"].sample(12, generator=torch.Generator().manual_seed(gen_seed)) for run in runs.values()])
-plots.image_grid(samples, nrow=12, row_labels=list(runs), title="Samples z ~ N(0, I)");
+samples = torch.cat(
+    [
+        run["model"].sample(
+            12, generator=torch.Generator().manual_seed(gen_seed)
+        )
+        for run in runs.values()
+    ]
+)
+plots.image_grid(
+    samples, nrow=12, row_labels=list(runs), title="Samples z ~ N(0, I)"
+);
 
 # %% [markdown]
 # What the three views say together:
@@ -180,23 +238,41 @@ from betavae_lib.schedules import Cyclical, Linear
 cures = {
     "constant β = 8": dict(beta=8.0),
     "warm-up to β = 8": dict(beta=Linear(8.0, steps // 2)),
-    "cyclical, β = 8": dict(beta=Cyclical(8.0, steps, n_cycles=4, ratio=0.5)),
+    "cyclical, β = 8": dict(
+        beta=Cyclical(8.0, steps, n_cycles=4, ratio=0.5)
+    ),
     "free bits λ = 0.5, β = 8": dict(beta=8.0, free_bits=0.5),
-    "capacity C → 15, γ = 10": dict(capacity=Linear(15.0, steps // 2), gamma=10.0),
+    "capacity C → 15, γ = 10": dict(
+        capacity=Linear(15.0, steps // 2), gamma=10.0
+    ),
 }
 cured = {"constant β = 8": runs["β = 8, 20 latents"]}
-cured.update(train_and_diagnose({name: options for name, options in cures.items() if name not in cured}))
+cured.update(
+    train_and_diagnose(
+        {
+            name: options
+            for name, options in cures.items()
+            if name not in cured
+        }
+    )
+)
 reference = runs["β = 1, 20 latents"]
 
 
 def cure_row(name, run):
     h = run["history"]
-    return (f"| {name} | {run['active'].count} / 20 | {int((run['kl'].per_dim > 0.1).sum())} | {h.test_kl[-1]:.2f} | "
-            f"{h.test_recon[-1]:.1f} | {h.test_recon[-1] + h.test_kl[-1]:.1f} |")
+    return (
+        f"| {name} | {run['active'].count} / 20 | "
+        f"{int((run['kl'].per_dim > 0.1).sum())} | {h.test_kl[-1]:.2f} | "
+        f"{h.test_recon[-1]:.1f} | {h.test_recon[-1] + h.test_kl[-1]:.1f} |"
+    )
 
 
-rows = ["| training | active units | latents with KL > 0.1 nats | KL (nats) | reconstruction (nats) | −ELBO (nats) |",
-        "|---|---|---|---|---|---|"]
+rows = [
+    "| training | active units | latents with KL > 0.1 nats | KL (nats) | "
+    "reconstruction (nats) | −ELBO (nats) |",
+    "|---|---|---|---|---|---|",
+]
 rows += [cure_row(name, run) for name, run in cured.items()]
 rows.append(cure_row("*reference: β = 1*", reference))
 display(Markdown("\n".join(rows)))
@@ -210,26 +286,69 @@ display(Markdown("\n".join(rows)))
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
 for name, run in cured.items():
     axes[0].plot(np.arange(1, 21), run["kl"].sorted, "o-", ms=3, label=name)
-    axes[1].plot(run["history"].test_kl[-1], run["history"].test_recon[-1], "o", ms=8, label=name)
-axes[0].plot(np.arange(1, 21), reference["kl"].sorted, "k--", lw=1, label="reference: β = 1")
-axes[1].plot(reference["history"].test_kl[-1], reference["history"].test_recon[-1], "k*", ms=10, label="reference: β = 1")
-axes[0].set(xlabel="latent dimensions, sorted by KL", ylabel="KL on test images [nats]",
-            title="KL per dimension (sorted)", xticks=[1, 5, 10, 15, 20])
+    axes[1].plot(
+        run["history"].test_kl[-1],
+        run["history"].test_recon[-1],
+        "o",
+        ms=8,
+        label=name,
+    )
+axes[0].plot(
+    np.arange(1, 21),
+    reference["kl"].sorted,
+    "k--",
+    lw=1,
+    label="reference: β = 1",
+)
+axes[1].plot(
+    reference["history"].test_kl[-1],
+    reference["history"].test_recon[-1],
+    "k*",
+    ms=10,
+    label="reference: β = 1",
+)
+axes[0].set(
+    xlabel="latent dimensions, sorted by KL",
+    ylabel="KL on test images [nats]",
+    title="KL per dimension (sorted)",
+    xticks=[1, 5, 10, 15, 20],
+)
 axes[0].set_ylim(0, None)
 axes[0].legend(fontsize=8)
-points = [(r["history"].test_kl[-1], r["history"].test_recon[-1]) for r in [*cured.values(), reference]]
+points = [
+    (r["history"].test_kl[-1], r["history"].test_recon[-1])
+    for r in [*cured.values(), reference]
+]
 total = [k + d for k, d in points]
 for level in np.linspace(min(total), max(total), 4):
     r = np.linspace(0, max(k for k, _ in points) * 1.1, 2)
     axes[1].plot(r, level - r, color="0.85", lw=0.8, zorder=0)
-axes[1].set_ylim(min(d for _, d in points) - 10, max(d for _, d in points) + 10)
-axes[1].set(xlabel="rate: KL [nats]", ylabel="distortion: reconstruction [nats]", title="Where each cure ends up")
+axes[1].set_ylim(
+    min(d for _, d in points) - 10, max(d for _, d in points) + 10
+)
+axes[1].set(
+    xlabel="rate: KL [nats]",
+    ylabel="distortion: reconstruction [nats]",
+    title="Where each cure ends up",
+)
 fig.suptitle("Cures for the partially collapsed β = 8 model")
 fig.tight_layout();
 
 # %%
-samples = torch.cat([run["model"].sample(12, generator=torch.Generator().manual_seed(gen_seed)) for run in cured.values()])
-plots.image_grid(samples, nrow=12, row_labels=list(cured), title="Samples z ~ N(0, I) after each cure");
+samples = torch.cat(
+    [
+        run["model"].sample(
+            12, generator=torch.Generator().manual_seed(gen_seed)
+        )
+        for run in cured.values()
+    ]
+)
+plots.image_grid(
+    samples,
+    nrow=12,
+    row_labels=list(cured),
+    title="Samples z ~ N(0, I) after each cure",
+);
 
 # %% [markdown]
 # How to read the result, which the table quantifies:
@@ -264,10 +383,24 @@ from betavae_lib.train import NonFiniteLossError
 
 few = train.images[:512]
 try:
-    fit(MLPVAE(latent_dim=20), few, epochs=1, lr=1.0, device=device, progress=False)
+    fit(
+        MLPVAE(latent_dim=20),
+        few,
+        epochs=1,
+        lr=1.0,
+        device=device,
+        progress=False,
+    )
 except NonFiniteLossError as error:
     print("lr = 1.0:", error)
-history_ok = fit(MLPVAE(latent_dim=20), few, epochs=1, lr=1e-3, device=device, progress=False)
+history_ok = fit(
+    MLPVAE(latent_dim=20),
+    few,
+    epochs=1,
+    lr=1e-3,
+    device=device,
+    progress=False,
+)
 print(f"lr = 1e-3: finite loss {history_ok.train_loss[-1]:.1f} nats")
 
 # %% [markdown]
@@ -286,10 +419,26 @@ print(f"lr = 1e-3: finite loss {history_ok.train_loss[-1]:.1f} nats")
 # %%
 from betavae_lib.report import headline
 
-headline(**{f"active_units_{key}": run["active"].count for key, run in
-            zip(["beta1", "beta8", "beta30", "latent64"], runs.values())},
-         kl_beta30=runs["β = 30, 20 latents"]["history"].test_kl[-1],
-         **{f"kl_{key}": run["history"].test_kl[-1] for key, run in
-            zip(["constant", "warmup", "cyclical", "free_bits", "capacity"], cured.values())},
-         **{f"recon_{key}": run["history"].test_recon[-1] for key, run in
-            zip(["constant", "warmup", "cyclical", "free_bits", "capacity"], cured.values())});
+headline(
+    **{
+        f"active_units_{key}": run["active"].count
+        for key, run in zip(
+            ["beta1", "beta8", "beta30", "latent64"], runs.values()
+        )
+    },
+    kl_beta30=runs["β = 30, 20 latents"]["history"].test_kl[-1],
+    **{
+        f"kl_{key}": run["history"].test_kl[-1]
+        for key, run in zip(
+            ["constant", "warmup", "cyclical", "free_bits", "capacity"],
+            cured.values(),
+        )
+    },
+    **{
+        f"recon_{key}": run["history"].test_recon[-1]
+        for key, run in zip(
+            ["constant", "warmup", "cyclical", "free_bits", "capacity"],
+            cured.values(),
+        )
+    },
+);

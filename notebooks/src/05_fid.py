@@ -25,12 +25,14 @@
 # what those numbers say about the claim that a larger β gives better samples.
 
 # %%
-# Setup: in Colab, install the book's library first (a no-op where it is already installed).
+# Setup: in Colab, install the book's library first (a no-op where it is
+# already installed). BOOK_REPO is the book's home, as in _config.yml.
+BOOK_REPO = "https://github.com/betavae-book/betavae-book"
 try:
-    import betavae_lib
+    import betavae_lib  # noqa: F401
 except ImportError:
-    # %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
-    import betavae_lib
+    # %pip install -q "betavae_lib @ git+{BOOK_REPO}"
+    import betavae_lib  # noqa: F401
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -39,12 +41,25 @@ import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
 
-from betavae_lib import MLPVAE, evaluate, load_dataset, start_chapter, train_grid
-from betavae_lib import plots
-from betavae_lib.fid import DomainFeatures, FIDUnavailableError, InceptionFeatures, fid
+from betavae_lib import (
+    MLPVAE,
+    evaluate,
+    load_dataset,
+    plots,
+    start_chapter,
+    train_grid,
+)
+from betavae_lib.fid import (
+    DomainFeatures,
+    FIDUnavailableError,
+    InceptionFeatures,
+    fid,
+)
 from betavae_lib.metrics import feature_statistics, frechet_distance
 
-profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+profile, device = start_chapter(
+    seed=0
+)  # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
 
 # %% [markdown]
 # ## A model to score
@@ -55,17 +70,36 @@ profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full s
 # cache instead of training them again (it says which it did).
 
 # %%
-epochs = profile.pick(smoke=1, reduced=3, full=30)   # as in chapter 3
-n_max = profile.pick(smoke=2_000, reduced=10_000, full=10_000)   # the most images any FID below uses
+epochs = profile.pick(smoke=1, reduced=3, full=30)  # as in chapter 3
+n_max = profile.pick(
+    smoke=2_000, reduced=10_000, full=10_000
+)  # the most images any FID below uses
 train = load_dataset("mnist", "train").subset(profile.train_size)
 test = load_dataset("mnist", "test").subset(n_max)
-other_real = load_dataset("mnist", "train").subset(n_max, seed=1)   # a second set of real digits
+other_real = load_dataset("mnist", "train").subset(
+    n_max, seed=1
+)  # a second set of real digits
 
-model = train_grid(MLPVAE, dict(latent_dim=20), train.images, {1.0: dict(beta=1.0)}, epochs=epochs, lr=1e-3,
-                   seed=0, device=device)[0][1.0]
+model = train_grid(
+    MLPVAE,
+    dict(latent_dim=20),
+    train.images,
+    {1.0: dict(beta=1.0)},
+    epochs=epochs,
+    lr=1e-3,
+    seed=0,
+    device=device,
+)[0][1.0]
 samples = model.sample(n_max, generator=torch.Generator().manual_seed(1))
-print(f"{len(train):,} training images, {epochs} epochs; {len(samples):,} samples z ~ N(0, I) decoded")
-plots.image_grid(samples[:32], nrow=16, title="Decoded prior samples, MLP VAE with β = 1 (mean images)");
+print(
+    f"{len(train):,} training images, {epochs} epochs; {len(samples):,} "
+    "samples z ~ N(0, I) decoded"
+)
+plots.image_grid(
+    samples[:32],
+    nrow=16,
+    title="Decoded prior samples, MLP VAE with β = 1 (mean images)",
+);
 
 # %% [markdown]
 # ## What FID measures
@@ -84,9 +118,16 @@ plots.image_grid(samples[:32], nrow=16, title="Decoded prior samples, MLP VAE wi
 
 # %%
 def frechet_distance_by_hand(mu1, sigma1, mu2, sigma2):
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2): mu (F,), sigma (F, F)."""
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2).real   # (Σ1 Σ2)^½; tiny imaginary parts are rounding
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1 + sigma2 - 2 * covmean))
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    mu: (F,), sigma: (F, F).
+    """
+    covmean = scipy.linalg.sqrtm(
+        sigma1 @ sigma2
+    ).real  # (Σ1 Σ2)^½; tiny imaginary parts are rounding
+    return float(
+        np.sum((mu1 - mu2) ** 2) + np.trace(sigma1 + sigma2 - 2 * covmean)
+    )
 
 
 domain = DomainFeatures("mnist")
@@ -94,8 +135,13 @@ real_features, fake_features = domain(test.images), domain(samples)
 mu_r, sigma_r = real_features.mean(0), np.cov(real_features, rowvar=False)
 mu_g, sigma_g = fake_features.mean(0), np.cov(fake_features, rowvar=False)
 by_hand = frechet_distance_by_hand(mu_r, sigma_r, mu_g, sigma_g)
-library = frechet_distance(*feature_statistics(real_features), *feature_statistics(fake_features))
-print(f"features {real_features.shape}; FID by hand {by_hand:.4f}, betavae_lib.metrics.frechet_distance {library:.4f}")
+library = frechet_distance(
+    *feature_statistics(real_features), *feature_statistics(fake_features)
+)
+print(
+    f"features {real_features.shape}; FID by hand {by_hand:.4f}, "
+    f"betavae_lib.metrics.frechet_distance {library:.4f}"
+)
 assert abs(by_hand - library) < 1e-6 * max(1.0, library)
 
 # %% [markdown]
@@ -112,16 +158,34 @@ assert abs(by_hand - library) < 1e-6 * max(1.0, library)
 # but they are cheap, and they measure differences that matter for these images.
 
 # %%
-print(f"domain classifier for MNIST: {domain.dim}-d features, test accuracy {domain.meta['test_accuracy']:.4f}")
-fid_domain = fid(test.images, samples, features="domain", dataset="mnist", extractor=domain)
-print(f"FID, domain features: {fid_domain.value:.2f} ({fid_domain.n_real:,} real vs {fid_domain.n_fake:,} generated)")
+print(
+    f"domain classifier for MNIST: {domain.dim}-d features, test accuracy "
+    f"{domain.meta['test_accuracy']:.4f}"
+)
+fid_domain = fid(
+    test.images,
+    samples,
+    features="domain",
+    dataset="mnist",
+    extractor=domain,
+)
+print(
+    f"FID, domain features: {fid_domain.value:.2f} ({fid_domain.n_real:,} "
+    f"real vs {fid_domain.n_fake:,} generated)"
+)
 try:
     inception = InceptionFeatures(device=device)
     fid_inception = fid(test.images, samples, extractor=inception)
-    print(f"FID, Inception features: {fid_inception.value:.2f} on the same images")
+    print(
+        f"FID, Inception features: {fid_inception.value:.2f} on the same "
+        "images"
+    )
 except FIDUnavailableError as e:
     inception = None
-    print(f"This run used domain features only, because Inception cannot be built here: {str(e).split(';')[0]}.")
+    print(
+        "This run used domain features only, because Inception cannot be "
+        f"built here: {str(e).split(';')[0]}."
+    )
 
 # %% [markdown]
 # ### What Inception sees
@@ -131,22 +195,31 @@ except FIDUnavailableError as e:
 # [−1, 1]. Here is that input, built with the same two operations:
 
 # %%
-digit = test.images[:1]                                    # (1, 1, 28, 28)
-rgb = digit.expand(-1, 3, -1, -1)                          # grey -> three identical channels
-seen = F.interpolate(rgb, size=(299, 299), mode="bilinear", align_corners=False)
+digit = test.images[:1]  # (1, 1, 28, 28)
+rgb = digit.expand(-1, 3, -1, -1)  # grey -> three identical channels
+seen = F.interpolate(
+    rgb, size=(299, 299), mode="bilinear", align_corners=False
+)
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
-axes[0].imshow(digit[0, 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+axes[0].imshow(
+    digit[0, 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest"
+)
 axes[0].set_title("what we have: 28×28, one channel")
 axes[1].imshow(rgb[0].permute(1, 2, 0), interpolation="nearest")
 axes[1].set_title("repeated to RGB (R = G = B)")
-axes[2].imshow(seen[0].permute(1, 2, 0).clamp(0, 1), interpolation="nearest")
+axes[2].imshow(
+    seen[0].permute(1, 2, 0).clamp(0, 1), interpolation="nearest"
+)
 axes[2].set_title("what Inception sees: 299×299, bilinear")
 for ax in axes:
     ax.set_xlabel("x [pixels]")
     ax.set_ylabel("y [pixels]")
 fig.tight_layout()
 grey_edges = ((seen > 0.05) & (seen < 0.95)).float().mean().item()
-print(f"{28 * 28} pixels become {299 * 299:,} per channel; {grey_edges:.1%} of them are blurred edge values")
+print(
+    f"{28 * 28} pixels become {299 * 299:,} per channel; {grey_edges:.1%} "
+    "of them are blurred edge values"
+)
 
 # %% [markdown]
 # Each original pixel becomes a blurred 10×10 patch: a thick, soft, colourless stroke on a flat background,
@@ -160,9 +233,14 @@ print(f"{28 * 28} pixels become {299 * 299:,} per channel; {grey_edges:.1%} of t
 # %%
 if inception is not None:
     n_resize = min(2_000, n_max)
-    blocky = F.interpolate(test.images[:n_resize], size=(299, 299), mode="nearest")
+    blocky = F.interpolate(
+        test.images[:n_resize], size=(299, 299), mode="nearest"
+    )
     shift = fid(test.images[:n_resize], blocky, extractor=inception).value
-    print(f"Inception FID between {n_resize:,} real digits and the same digits resized by nearest neighbour: {shift:.2f}")
+    print(
+        f"Inception FID between {n_resize:,} real digits and the same "
+        f"digits resized by nearest neighbour: {shift:.2f}"
+    )
 else:
     print("Skipped: this comparison needs the Inception network.")
 
@@ -185,21 +263,56 @@ other_features = domain(other_real.images)
 sizes = [n for n in (500, 1_000, 2_000, 5_000, 10_000) if n <= n_max]
 repeats = profile.pick(smoke=3, reduced=10, full=10)
 draws = np.random.default_rng(0)
-curves = {"model samples vs real": fake_features, "real vs real": other_features}
-results = {label: np.array([[fid_from_features(real_features[draws.choice(n_max, n, replace=False)],
-                                               feats[draws.choice(n_max, n, replace=False)])
-                             for _ in range(repeats)] for n in sizes])
-           for label, feats in curves.items()}
+curves = {
+    "model samples vs real": fake_features,
+    "real vs real": other_features,
+}
+results = {
+    label: np.array(
+        [
+            [
+                fid_from_features(
+                    real_features[draws.choice(n_max, n, replace=False)],
+                    feats[draws.choice(n_max, n, replace=False)],
+                )
+                for _ in range(repeats)
+            ]
+            for n in sizes
+        ]
+    )
+    for label, feats in curves.items()
+}
 
 fig, (ax, ax_bias) = plt.subplots(1, 2, figsize=(11, 4))
 extrapolated = {}
 for (label, values), marker in zip(results.items(), "os"):
-    slope, intercept = np.polyfit(1.0 / np.array(sizes), values.mean(1), 1)   # FID_N = FID_inf + k / N
+    slope, intercept = np.polyfit(
+        1.0 / np.array(sizes), values.mean(1), 1
+    )  # FID_N = FID_inf + k / N
     extrapolated[label] = intercept
-    ax.errorbar(sizes, values.mean(1), yerr=values.std(1), marker=marker, capsize=3, label=label)
-    line, = ax_bias.plot(sizes, values.mean(1) - intercept, marker=marker, ls="none", label=f"{label}: measured")
+    ax.errorbar(
+        sizes,
+        values.mean(1),
+        yerr=values.std(1),
+        marker=marker,
+        capsize=3,
+        label=label,
+    )
+    (line,) = ax_bias.plot(
+        sizes,
+        values.mean(1) - intercept,
+        marker=marker,
+        ls="none",
+        label=f"{label}: measured",
+    )
     n_grid = np.geomspace(sizes[0], sizes[-1], 50)
-    ax_bias.plot(n_grid, slope / n_grid, color=line.get_color(), ls="--", label=f"k/N, k = {slope:,.0f}")
+    ax_bias.plot(
+        n_grid,
+        slope / n_grid,
+        color=line.get_color(),
+        ls="--",
+        label=f"k/N, k = {slope:,.0f}",
+    )
 ax.set_yscale("log")
 ax.set_ylabel("FID (domain features)")
 ax.set_title(f"FID vs N (mean ± sd of {repeats} draws)")
@@ -213,10 +326,20 @@ for a in (ax, ax_bias):
     a.grid(alpha=0.3)
     a.legend()
 fig.tight_layout()
-rows = "\n".join(f"| {n:,} | {results['model samples vs real'][i].mean():.2f} | {results['real vs real'][i].mean():.2f} |"
-                 for i, n in enumerate(sizes))
-display(Markdown("| N | FID model vs real | FID real vs real |\n|---|---|---|\n" + rows +
-                 f"\n| ∞ (fit in 1/N) | {extrapolated['model samples vs real']:.2f} | {extrapolated['real vs real']:.2f} |"))
+rows = "\n".join(
+    f"| {n:,} | {results['model samples vs real'][i].mean():.2f} | "
+    f"{results['real vs real'][i].mean():.2f} |"
+    for i, n in enumerate(sizes)
+)
+display(
+    Markdown(
+        "| N | FID model vs real | FID real vs real |\n|---|---|---|\n"
+        + rows
+        + "\n| ∞ (fit in 1/N) "
+        f"| {extrapolated['model samples vs real']:.2f} "
+        f"| {extrapolated['real vs real']:.2f} |"
+    )
+)
 
 # %% [markdown]
 # The real-vs-real curve, which should be zero, falls like 1/N towards about zero: it is the bias
@@ -236,11 +359,23 @@ display(Markdown("| N | FID model vs real | FID real vs real |\n|---|---|---|\n"
 # %%
 full_test = load_dataset("mnist", "test")
 half = len(full_test) // 2
-shuffled = torch.randperm(len(full_test), generator=torch.Generator().manual_seed(0))
-fid_file_order = fid(full_test.images[:half], full_test.images[half:], extractor=domain).value
-fid_shuffled = fid(full_test.images[shuffled[:half]], full_test.images[shuffled[half:]], extractor=domain).value
-print(f"FID between the two halves of the MNIST test split ({half:,} real digits each): "
-      f"in file order {fid_file_order:.2f}, after shuffling {fid_shuffled:.2f}")
+shuffled = torch.randperm(
+    len(full_test), generator=torch.Generator().manual_seed(0)
+)
+fid_file_order = fid(
+    full_test.images[:half], full_test.images[half:], extractor=domain
+).value
+fid_shuffled = fid(
+    full_test.images[shuffled[:half]],
+    full_test.images[shuffled[half:]],
+    extractor=domain,
+).value
+print(
+    f"FID between the two halves of the MNIST test split ({half:,} real "
+    "digits each): "
+    f"in file order {fid_file_order:.2f}, after shuffling "
+    f"{fid_shuffled:.2f}"
+)
 
 # %% [markdown]
 # The shuffled halves differ by about the sample-size bias at N = 5,000 measured above; the file-order
@@ -256,14 +391,24 @@ print(f"FID between the two halves of the MNIST test split ({half:,} real digits
 
 # %%
 n_cmp = profile.pick(smoke=1_000, reduced=5_000, full=10_000)
-reference = np.random.default_rng(2).choice(n_max, n_cmp, replace=False)   # a random subset of the real digits
+reference = np.random.default_rng(2).choice(
+    n_max, n_cmp, replace=False
+)  # a random subset of the real digits
 recon = model.reconstruct(other_real.images[:n_cmp])
 fid_recon = fid_from_features(real_features[reference], domain(recon))
-fid_prior = fid_from_features(real_features[reference], fake_features[:n_cmp])
-print(f"N = {n_cmp:,}: FID of reconstructions {fid_recon:.2f}, FID of prior samples {fid_prior:.2f}")
-plots.image_grid(torch.cat([other_real.images[:12], recon[:12], samples[:12]]), nrow=12,
-                 row_labels=["real", "reconstructed", "prior sample"],
-                 title="Real digits, their reconstructions, and samples from the prior");
+fid_prior = fid_from_features(
+    real_features[reference], fake_features[:n_cmp]
+)
+print(
+    f"N = {n_cmp:,}: FID of reconstructions {fid_recon:.2f}, FID of prior "
+    f"samples {fid_prior:.2f}"
+)
+plots.image_grid(
+    torch.cat([other_real.images[:12], recon[:12], samples[:12]]),
+    nrow=12,
+    row_labels=["real", "reconstructed", "prior sample"],
+    title="Real digits, their reconstructions, and samples from the prior",
+);
 
 # %% [markdown]
 # The reconstructions sit much closer to the real digits than the samples do. Reporting the first number
@@ -287,27 +432,60 @@ for name in ("mnist", "fashion_mnist"):
     ds_other = load_dataset(name, "train").subset(n_fid, seed=1)
     features = DomainFeatures(name)
     real = features(ds_test.images)
-    trained, _ = train_grid(MLPVAE, dict(latent_dim=20), ds_train.images, {b: dict(beta=b) for b in betas},
-                            epochs=epochs, lr=1e-3, seed=0, device=device)
+    trained, _ = train_grid(
+        MLPVAE,
+        dict(latent_dim=20),
+        ds_train.images,
+        {b: dict(beta=b) for b in betas},
+        epochs=epochs,
+        lr=1e-3,
+        seed=0,
+        device=device,
+    )
     for beta, m in trained.items():
         ev = evaluate(m, ds_test.images)
         gen = m.sample(n_fid, generator=torch.Generator().manual_seed(1))
-        table.append(dict(dataset=name, beta=beta, recon=ev["recon"], kl=ev["kl"],
-                          fid_prior=fid_from_features(real, features(gen)),
-                          fid_recon=fid_from_features(real, features(m.reconstruct(ds_other.images)))))
+        table.append(
+            dict(
+                dataset=name,
+                beta=beta,
+                recon=ev["recon"],
+                kl=ev["kl"],
+                fid_prior=fid_from_features(real, features(gen)),
+                fid_recon=fid_from_features(
+                    real, features(m.reconstruct(ds_other.images))
+                ),
+            )
+        )
         sample_rows[name, beta] = gen[:10]
-lines = [f"| {r['dataset']} | {r['beta']:g} | {r['recon']:.1f} | {r['kl']:.1f} | {r['fid_prior']:.2f} | {r['fid_recon']:.2f} |"
-         for r in table]
-display(Markdown("| dataset | β | test recon [nats] | test KL [nats] | FID prior samples | FID reconstructions |\n"
-                 "|---|---|---|---|---|---|\n" + "\n".join(lines) +
-                 f"\n\n*{profile.name} profile: {profile.train_size or 60_000:,} training images, {epochs} epoch(s); "
-                 f"FID with domain features, N = {n_fid:,} for every row.*"))
+lines = [
+    f"| {r['dataset']} | {r['beta']:g} | {r['recon']:.1f} | {r['kl']:.1f} "
+    f"| {r['fid_prior']:.2f} | {r['fid_recon']:.2f} |"
+    for r in table
+]
+display(
+    Markdown(
+        "| dataset | β | test recon [nats] | test KL [nats] | FID prior "
+        "samples | FID reconstructions |\n"
+        "|---|---|---|---|---|---|\n"
+        + "\n".join(lines)
+        + f"\n\n*{profile.name} profile: "
+        f"{profile.train_size or 60_000:,} training images, "
+        f"{epochs} epoch(s); "
+        f"FID with domain features, N = {n_fid:,} for every row.*"
+    )
+)
 
 # %%
 fig, axes = plt.subplots(2, 1, figsize=(9, 6.5))
 for ax, name in zip(axes, ("mnist", "fashion_mnist")):
-    plots.image_grid(torch.cat([sample_rows[name, b] for b in betas]), nrow=10, ax=ax,
-                     row_labels=[f"β = {b:g}" for b in betas], title=f"{name}: prior samples for each β")
+    plots.image_grid(
+        torch.cat([sample_rows[name, b] for b in betas]),
+        nrow=10,
+        ax=ax,
+        row_labels=[f"β = {b:g}" for b in betas],
+        title=f"{name}: prior samples for each β",
+    )
 fig.tight_layout()
 
 # %% [markdown]
@@ -325,18 +503,39 @@ for name in ("mnist", "fashion_mnist"):
     best = min(rows_, key=lambda r: r["fid_prior"])
     best_beta[name] = best["beta"]
     fids = [r["fid_prior"] for r in rows_]
-    trend = ("falls at every step" if all(b < a for a, b in zip(fids, fids[1:])) else
-             "rises at every step" if all(b > a for a, b in zip(fids, fids[1:])) else "is not monotonic")
+    trend = (
+        "falls at every step"
+        if all(b < a for a, b in zip(fids, fids[1:]))
+        else "rises at every step"
+        if all(b > a for a, b in zip(fids, fids[1:]))
+        else "is not monotonic"
+    )
     prior_path = " → ".join(f"{f:.1f}" for f in fids)
     recon_path = " → ".join(f"{r['fid_recon']:.1f}" for r in rows_)
-    verdicts.append(f"- **{name}**: the lowest sample FID is at β = {best['beta']:g} ({best['fid_prior']:.2f}); "
-                    f"as β goes from {betas[0]:g} to {betas[-1]:g} the sample FID {trend} ({prior_path}), "
-                    f"while the reconstruction FID goes {recon_path}.")
-where = {name: "the smallest β" if b == betas[0] else "the largest β" if b == betas[-1] else f"β = {b:g}, between the extremes"
-         for name, b in best_beta.items()}
-summary = f"In this run the lowest sample FID is at {where['mnist']} on MNIST and at {where['fashion_mnist']} on Fashion-MNIST."
+    verdicts.append(
+        f"- **{name}**: the lowest sample FID is at β = {best['beta']:g} "
+        f"({best['fid_prior']:.2f}); "
+        f"as β goes from {betas[0]:g} to {betas[-1]:g} the sample FID "
+        f"{trend} ({prior_path}), "
+        f"while the reconstruction FID goes {recon_path}."
+    )
+where = {
+    name: "the smallest β"
+    if b == betas[0]
+    else "the largest β"
+    if b == betas[-1]
+    else f"β = {b:g}, between the extremes"
+    for name, b in best_beta.items()
+}
+summary = (
+    f"In this run the lowest sample FID is at {where['mnist']} on MNIST "
+    f"and at {where['fashion_mnist']} on Fashion-MNIST."
+)
 if any(betas[0] < b < betas[-1] for b in best_beta.values()):
-    summary += " Raising β improves samples only up to a point; beyond it the loss of information dominates."
+    summary += (
+        " Raising β improves samples only up to a point; beyond it the "
+        "loss of information dominates."
+    )
 elif all(b == betas[-1] for b in best_beta.values()):
     summary += " Here the claim holds across the range tried."
 elif all(b == betas[0] for b in best_beta.values()):
@@ -364,6 +563,15 @@ display(Markdown("\n".join(verdicts) + "\n\n" + summary))
 from betavae_lib.report import headline
 
 by = {(r["dataset"], r["beta"]): r for r in table}
-headline(profile=profile.name, fid_domain_beta1_mnist=fid_domain.value, fid_real_vs_real_inf=extrapolated["real vs real"],
-         fid_recon_mnist=fid_recon, fid_prior_mnist=fid_prior,
-         **{f"fid_{d}_beta{b:g}".replace(".", "_"): by[d, b]["fid_prior"] for d in ("mnist", "fashion_mnist") for b in betas});
+headline(
+    profile=profile.name,
+    fid_domain_beta1_mnist=fid_domain.value,
+    fid_real_vs_real_inf=extrapolated["real vs real"],
+    fid_recon_mnist=fid_recon,
+    fid_prior_mnist=fid_prior,
+    **{
+        f"fid_{d}_beta{b:g}".replace(".", "_"): by[d, b]["fid_prior"]
+        for d in ("mnist", "fashion_mnist")
+        for b in betas
+    },
+);

@@ -27,12 +27,14 @@
 # latent space three ways: a static grid, an animation and a live explorer.
 
 # %%
-# Setup: in Colab, install the book's library first (a no-op where it is already installed).
+# Setup: in Colab, install the book's library first (a no-op where it is
+# already installed). BOOK_REPO is the book's home, as in _config.yml.
+BOOK_REPO = "https://github.com/betavae-book/betavae-book"
 try:
-    import betavae_lib
+    import betavae_lib  # noqa: F401
 except ImportError:
-    # %pip install -q "betavae_lib @ git+https://github.com/betavae-book/betavae-book"
-    import betavae_lib
+    # %pip install -q "betavae_lib @ git+{BOOK_REPO}"
+    import betavae_lib  # noqa: F401
 
 import math
 import warnings
@@ -42,14 +44,22 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from betavae_lib import ConvVAE, load_dataset, start_chapter, train_grid
-from betavae_lib import plots, traversal
+from betavae_lib import (
+    ConvVAE,
+    load_dataset,
+    plots,
+    start_chapter,
+    train_grid,
+    traversal,
+)
 from betavae_lib.losses import gaussian_kl, tc_decomposition
 from betavae_lib.metrics import factor_vae_score, mig
 from betavae_lib.models import reparameterize
 from betavae_lib.schedules import Linear
 
-profile, device = start_chapter(seed=0)   # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+profile, device = start_chapter(
+    seed=0
+)  # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
 
 # %% [markdown]
 # ## The data: five known factors
@@ -69,26 +79,43 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     ds = load_dataset("dsprites")
 if ds.source == "procedural":
-    print("Source: the procedural generator, because DeepMind's file was not found and could not be "
-          "downloaded" + (f" ({len(caught)} warning caught)." if caught else "."))
+    print(
+        "Source: the procedural generator, because DeepMind's file was not "
+        "found and could not be "
+        "downloaded"
+        + (f" ({len(caught)} warning caught)." if caught else ".")
+    )
 else:
     print("Source: DeepMind's dsprites_ndarray file (npz).")
-print(f"{len(ds):,} images; factors {dict(zip(ds.factor_names, ds.factor_sizes))}")
+print(
+    f"{len(ds):,} images; factors "
+    f"{dict(zip(ds.factor_names, ds.factor_sizes))}"
+)
 
 # %% [markdown]
 # Each row below changes one factor and holds the other four fixed: this is what a perfectly
 # disentangled latent would do when we move it.
 
 # %%
-base = np.array([2, 3, 0, 16, 16])   # a heart, middle scale, unrotated, centred
+base = np.array(
+    [2, 3, 0, 16, 16]
+)  # a heart, middle scale, unrotated, centred
 rows = []
 for k, size in enumerate(ds.factor_sizes):
     classes = np.tile(base, (8, 1))
     classes[:, k] = np.linspace(0, size - 1, 8).round().astype(int)
     rows.append(ds.sample_observations_from_factors(classes))
-labels = [f"{name} ({size})" for name, size in zip(ds.factor_names, ds.factor_sizes)]
-plots.image_grid(torch.cat(rows), nrow=8, row_labels=labels,
-                 title="dSprites: one factor changed per row, 8 of its values from lowest to highest");
+labels = [
+    f"{name} ({size})"
+    for name, size in zip(ds.factor_names, ds.factor_sizes)
+]
+plots.image_grid(
+    torch.cat(rows),
+    nrow=8,
+    row_labels=labels,
+    title="dSprites: one factor changed per row, 8 of its values, "
+    "lowest to highest",
+);
 
 # %% [markdown]
 # ## Five ways to train
@@ -131,15 +158,29 @@ plots.image_grid(torch.cat(rows), nrow=8, row_labels=labels,
 n_train = profile.pick(smoke=1_024, reduced=12_800, full=None)
 batch_size = profile.pick(smoke=32, reduced=32, full=64)
 epochs = profile.pick(smoke=1, reduced=1, full=5)
-lr = profile.pick(smoke=2e-3, reduced=2e-3, full=5e-4)   # short runs take larger steps
+lr = profile.pick(
+    smoke=2e-3, reduced=2e-3, full=5e-4
+)  # short runs take larger steps
 seeds = profile.pick(smoke=[0], reduced=[0], full=[0, 1, 2])
 
 rng = np.random.default_rng(0)
-train_idx = np.arange(len(ds)) if n_train is None else np.sort(rng.choice(len(ds), n_train, replace=False))
-train_images = torch.cat([ds.images(chunk).bool() for chunk in np.array_split(train_idx, -(-len(train_idx) // 65_536))])
+train_idx = (
+    np.arange(len(ds))
+    if n_train is None
+    else np.sort(rng.choice(len(ds), n_train, replace=False))
+)
+train_images = torch.cat(
+    [
+        ds.images(chunk).bool()
+        for chunk in np.array_split(train_idx, -(-len(train_idx) // 65_536))
+    ]
+)
 steps = epochs * math.ceil(len(train_images) / batch_size)
-print(f"training images {tuple(train_images.shape)} {train_images.dtype}, {steps:,} optimiser steps per model, "
-      f"{len(seeds)} seed(s)")
+print(
+    f"training images {tuple(train_images.shape)} {train_images.dtype}, "
+    f"{steps:,} optimiser steps per model, "
+    f"{len(seeds)} seed(s)"
+)
 
 warmup = max(1, steps // 4)
 configs = {
@@ -147,17 +188,39 @@ configs = {
     "β = 4": dict(beta=Linear(4.0, warmup)),
     "β = 10": dict(beta=Linear(10.0, warmup)),
     "capacity C→25": dict(capacity=Linear(25.0, steps), gamma=1000.0),
-    "β-TCVAE (β = 6)": dict(tc=True, beta=Linear(6.0, warmup)),   # β weighs the TC term only
+    "β-TCVAE (β = 6)": dict(
+        tc=True, beta=Linear(6.0, warmup)
+    ),  # β weighs the TC term only
 }
 
 # %%
-label = {(name, seed): f"{name}, seed {seed}" for name in configs for seed in seeds}
-grid = {text: {**configs[name], "seed": seed} for (name, seed), text in label.items()}
-models, histories = train_grid(ConvVAE, dict(latent_dim=10, image_size=64), train_images, grid, epochs=epochs,
-                               batch_size=batch_size, lr=lr, device=device)
-trained = {key: (models[text], histories[text]) for key, text in label.items()}   # (name, seed) -> (model, history)
-for (name, seed), (model, history) in trained.items():
-    print(f"{name:16s} seed {seed}: recon {history.train_recon[-1]:6.1f}  KL {history.train_kl[-1]:5.1f} nats")
+label = {
+    (name, seed): f"{name}, seed {seed}"
+    for name in configs
+    for seed in seeds
+}
+grid = {
+    text: {**configs[name], "seed": seed}
+    for (name, seed), text in label.items()
+}
+models, histories = train_grid(
+    ConvVAE,
+    dict(latent_dim=10, image_size=64),
+    train_images,
+    grid,
+    epochs=epochs,
+    batch_size=batch_size,
+    lr=lr,
+    device=device,
+)
+trained = {
+    key: (models[text], histories[text]) for key, text in label.items()
+}  # (name, seed) -> (model, history)
+for (name, seed), (_, history) in trained.items():
+    print(
+        f"{name:16s} seed {seed}: recon {history.train_recon[-1]:6.1f}  KL "
+        f"{history.train_kl[-1]:5.1f} nats"
+    )
 
 # %% [markdown]
 # The printed numbers are training averages over the last epoch, in nats per image (64×64 = 4,096
@@ -193,59 +256,123 @@ for (name, seed), (model, history) in trained.items():
 # %%
 n_eval = profile.pick(smoke=1_000, reduced=4_000, full=10_000)
 eval_idx = np.random.default_rng(1).choice(len(ds), n_eval, replace=False)
-eval_images, eval_factors = ds.images(eval_idx), ds.index_to_factors(eval_idx)
-fv = profile.pick(smoke=dict(num_train=30, num_eval=20, num_variance_estimate=500, batch_size=32),
-                  reduced=dict(num_train=100, num_eval=50, num_variance_estimate=1_000, batch_size=32),
-                  full=dict(num_train=5_000, num_eval=2_500, num_variance_estimate=10_000, batch_size=64))
+eval_images, eval_factors = (
+    ds.images(eval_idx),
+    ds.index_to_factors(eval_idx),
+)
+fv = profile.pick(
+    smoke=dict(
+        num_train=30, num_eval=20, num_variance_estimate=500, batch_size=32
+    ),
+    reduced=dict(
+        num_train=100,
+        num_eval=50,
+        num_variance_estimate=1_000,
+        batch_size=32,
+    ),
+    full=dict(
+        num_train=5_000,
+        num_eval=2_500,
+        num_variance_estimate=10_000,
+        batch_size=64,
+    ),
+)
 
 
 @torch.no_grad()
 def encode_all(model, images, batch=1_000):
-    """Posterior means and log-variances (N, D) of images, a batch at a time."""
-    parts = [model.encode(images[i:i + batch]) for i in range(0, len(images), batch)]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    """Posterior means and log-variances (N, D), a batch at a time."""
+    parts = [
+        model.encode(images[i : i + batch])
+        for i in range(0, len(images), batch)
+    ]
+    return torch.cat([p[0] for p in parts]), torch.cat(
+        [p[1] for p in parts]
+    )
 
 
-scores = {}   # (name, seed) -> dict of numbers
-for (name, seed), (model, history) in trained.items():
+scores = {}  # (name, seed) -> dict of numbers
+for (name, seed), (model, _) in trained.items():
     mu, logvar = encode_all(model, eval_images)
     m = mig(mu, eval_factors)
     fvs = factor_vae_score(model.encode, ds, seed=seed, **fv)
     torch.manual_seed(seed)
     mu_k, logvar_k = mu[:1_000].double(), logvar[:1_000].double()
-    index_mi, tc, _ = tc_decomposition(reparameterize(mu_k, logvar_k), mu_k, logvar_k, dataset_size=1)
-    scores[name, seed] = dict(mig=m.score, per_factor=m.per_factor, mi=m.mi, entropy=m.entropy,
-                              kl_per_dim=gaussian_kl(mu, logvar).mean(0).numpy(), factor_vae=fvs.score,
-                              index_mi=float(index_mi), tc=float(tc))
+    index_mi, tc, _ = tc_decomposition(
+        reparameterize(mu_k, logvar_k), mu_k, logvar_k, dataset_size=1
+    )
+    scores[name, seed] = dict(
+        mig=m.score,
+        per_factor=m.per_factor,
+        mi=m.mi,
+        entropy=m.entropy,
+        kl_per_dim=gaussian_kl(mu, logvar).mean(0).numpy(),
+        factor_vae=fvs.score,
+        index_mi=float(index_mi),
+        tc=float(tc),
+    )
     scores[name, seed]["kl"] = float(scores[name, seed]["kl_per_dim"].sum())
-print(f"MIG on {n_eval:,} images; FactorVAE with {fv['num_train']} training and {fv['num_eval']} evaluation votes "
-      f"of {fv['batch_size']} images")
+print(
+    f"MIG on {n_eval:,} images; FactorVAE with {fv['num_train']} training "
+    f"and {fv['num_eval']} evaluation votes "
+    f"of {fv['batch_size']} images"
+)
 
 
 # %%
 def mean_sd(values):
     values = np.asarray(values, dtype=float)
-    text = f"{values.mean():.3f}" + (f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else "")
+    text = f"{values.mean():.3f}" + (
+        f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""
+    )
     return text.replace("-0.000", "0.000")
 
 
-header = ("| model | MIG | " + " | ".join(f"MIG {f}" for f in ds.factor_names)
-          + " | FactorVAE | KL [nats] | MI(x; z) [nats] | TC [nats] |\n" + "|" + "---|" * (len(ds.factor_names) + 6) + "\n")
+header = (
+    "| model | MIG | "
+    + " | ".join(f"MIG {f}" for f in ds.factor_names)
+    + " | FactorVAE | KL [nats] | MI(x; z) [nats] | TC [nats] |\n"
+    + "|"
+    + "---|" * (len(ds.factor_names) + 6)
+    + "\n"
+)
 lines = []
 for name in configs:
     s = [scores[name, seed] for seed in seeds]
     cells = [mean_sd([x["mig"] for x in s])]
-    cells += [mean_sd([x["per_factor"][k] for x in s]) for k in range(len(ds.factor_names))]
-    cells += [mean_sd([x[key] for x in s]) for key in ("factor_vae", "kl", "index_mi", "tc")]
+    cells += [
+        mean_sd([x["per_factor"][k] for x in s])
+        for k in range(len(ds.factor_names))
+    ]
+    cells += [
+        mean_sd([x[key] for x in s])
+        for key in ("factor_vae", "kl", "index_mi", "tc")
+    ]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
-seed_note = f"mean ± sd over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
-display(Markdown(header + "\n".join(lines) + f"\n\n*{profile.name} profile, {steps:,} steps per model, {seed_note}; "
-                 f"KL: total over latents, on the {n_eval:,} evaluation images; MI(x; z) and TC on 1,000 of them.*"))
+seed_note = (
+    f"mean ± sd over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
+)
+display(
+    Markdown(
+        header
+        + "\n".join(lines)
+        + f"\n\n*{profile.name} profile, {steps:,} steps per model, "
+        f"{seed_note}; "
+        f"KL: total over latents, on the {n_eval:,} evaluation images; "
+        "MI(x; z) and TC on 1,000 of them.*"
+    )
+)
 
 # %%
-mig_mean = {name: float(np.mean([scores[name, s]["mig"] for s in seeds])) for name in configs}
+mig_mean = {
+    name: float(np.mean([scores[name, s]["mig"] for s in seeds]))
+    for name in configs
+}
 best = max(mig_mean, key=mig_mean.get)
-print(f"highest MIG in this run: {best} ({mig_mean[best]:.3f}); β = 1 scores {mig_mean['β = 1']:.3f}")
+print(
+    f"highest MIG in this run: {best} ({mig_mean[best]:.3f}); β = 1 scores "
+    f"{mig_mean['β = 1']:.3f}"
+)
 
 # %% [markdown]
 # **How to read the table.** In the published comparisons (Chen et al. 2018; Locatello et al. 2019),
@@ -277,8 +404,13 @@ print(f"highest MIG in this run: {best} ({mig_mean[best]:.3f}); β = 1 scores {m
 # %%
 for name in configs:
     s = scores[name, seeds[0]]
-    plots.plot_kl_and_mi(s["kl_per_dim"], s["mi"], ds.factor_names, entropy=s["entropy"],
-                         title=f"{name} (seed {seeds[0]}): MIG {s['mig']:.3f}");
+    plots.plot_kl_and_mi(
+        s["kl_per_dim"],
+        s["mi"],
+        ds.factor_names,
+        entropy=s["entropy"],
+        title=f"{name} (seed {seeds[0]}): MIG {s['mig']:.3f}",
+    )
 
 # %% [markdown]
 # Read the heatmaps row by row: a row bright in one column is a latent dedicated to one factor; a row
@@ -303,12 +435,27 @@ for name in configs:
 model, _ = trained[best, seeds[0]]
 s = scores[best, seeds[0]]
 x0 = ds.sample_observations_from_factors(base[None])
-alive = [int(d) for d in np.argsort(-s["kl_per_dim"]) if s["kl_per_dim"][d] > 0.1][:8] or [int(np.argmax(s["kl_per_dim"]))]
+alive = [
+    int(d) for d in np.argsort(-s["kl_per_dim"]) if s["kl_per_dim"][d] > 0.1
+][:8] or [int(np.argmax(s["kl_per_dim"]))]
 z0 = encode_all(model, x0)[0][0]
-row_labels = [f"z{d}: {ds.factor_names[int(np.argmax(s['mi'][d] / s['entropy']))]}" for d in alive]
-grid = traversal.traversal_grid(model, z0, values=np.linspace(-3, 3, 9), dims=alive, row_labels=row_labels,
-                                title=f"{best}: traversals from a centred heart (rows: latents with KL > 0.1 nats)")
-print(f"traversal images {tuple(grid.images.shape)}: (latents, values, channels, height, width)")
+row_labels = [
+    f"z{d}: {ds.factor_names[int(np.argmax(s['mi'][d] / s['entropy']))]}"
+    for d in alive
+]
+grid = traversal.traversal_grid(
+    model,
+    z0,
+    values=np.linspace(-3, 3, 9),
+    dims=alive,
+    row_labels=row_labels,
+    title=f"{best}: traversals from a centred heart "
+    "(rows: latents with KL > 0.1 nats)",
+)
+print(
+    f"traversal images {tuple(grid.images.shape)}: (latents, values, "
+    "channels, height, width)"
+)
 
 # %% [markdown]
 # Each row is labelled with the factor its latent shares the most information with. Rows where only that
@@ -318,7 +465,9 @@ print(f"traversal images {tuple(grid.images.shape)}: (latents, values, channels,
 # its own panel (it plays in the page, no kernel needed).
 
 # %%
-traversal.traversal_animation(model, z0, values=np.linspace(-3, 3, 9), dims=alive[:6], title=best)
+traversal.traversal_animation(
+    model, z0, values=np.linspace(-3, 3, 9), dims=alive[:6], title=best
+)
 
 # %% [markdown]
 # Finally, a **live explorer**: one slider per latent, a menu to switch between the five models (each
@@ -342,9 +491,13 @@ traversal.traversal_animation(model, z0, values=np.linspace(-3, 3, 9), dims=aliv
 
 # %%
 explored = {name: trained[name, seeds[0]][0] for name in configs}
-traversal.live_explorer(explored, z0={name: encode_all(m, x0)[0][0] for name, m in explored.items()},
-                        kl={name: scores[name, seeds[0]]["kl_per_dim"] for name in configs},
-                        inactive_below=0.1, title="dSprites: the five objectives")
+traversal.live_explorer(
+    explored,
+    z0={name: encode_all(m, x0)[0][0] for name, m in explored.items()},
+    kl={name: scores[name, seeds[0]]["kl_per_dim"] for name in configs},
+    inactive_below=0.1,
+    title="dSprites: the five objectives",
+)
 
 # %% [markdown]
 # ## How much does the seed matter?
@@ -382,21 +535,34 @@ grid = sweep.get_grid("chapter6-seeds", profile)
 print(grid.summary())
 scratch = tempfile.TemporaryDirectory()  # removed when the kernel stops
 sweep_dir = os.environ.get("BETAVAE_SWEEP_DIR") or scratch.name
-study = sweep.run(grid, Path(sweep_dir) / grid.name, device=str(device),
-                  cpus_per_shard=torch.get_num_threads(), progress=False)
+study = sweep.run(
+    grid,
+    Path(sweep_dir) / grid.name,
+    device=str(device),
+    cpus_per_shard=torch.get_num_threads(),
+    progress=False,
+)
 runs = sweep.collect(Path(sweep_dir) / grid.name)
-print(f"{len(study.trained)} run(s) trained now, {len(study.finished_before)} found "
-      f"finished; {runs['steps'].iloc[0]:,} optimiser steps per run; "
-      f"{runs['train_seconds'].sum():.0f} s of training and "
-      f"{runs['eval_seconds'].sum():.0f} s of scoring in all, on "
-      f"{runs['device'].iloc[0]}")
-for b in (1, 4):  # two runs that repeat models of the table above (same recipe, seed 0)
+print(
+    f"{len(study.trained)} run(s) trained now, "
+    f"{len(study.finished_before)} found "
+    f"finished; {runs['steps'].iloc[0]:,} optimiser steps per run; "
+    f"{runs['train_seconds'].sum():.0f} s of training and "
+    f"{runs['eval_seconds'].sum():.0f} s of scoring in all, on "
+    f"{runs['device'].iloc[0]}"
+)
+for b in (
+    1,
+    4,
+):  # two runs that repeat models of the table above (same recipe, seed 0)
     twin = runs[(runs["beta"] == b) & (runs["seed"] == 0)]
     if (f"β = {b}", 0) in scores and len(twin):
         here, there = twin["mig"].item(), scores[f"β = {b}", 0]["mig"]
         same = " (the same run, trained again)" if here == there else ""
-        print(f"β = {b}, seed 0: MIG {here:.4f} here, {there:.4f} in the table above"
-              + same)
+        print(
+            f"β = {b}, seed 0: MIG {here:.4f} here, {there:.4f} in the "
+            "table above" + same
+        )
 
 # %% [markdown]
 # Each dot below is one run, coloured by its seed; a violin (drawn when a β has at least
@@ -409,71 +575,158 @@ runs["β"] = runs["beta"].map("{:g}".format)
 order = sorted(runs["β"].unique(), key=float)
 seeds_per_beta = int(runs.groupby("β").size().min())
 varies = runs["mig"].nunique() > 1 and runs["factor_vae"].nunique() > 1
-rho, rho_p = (stats.spearmanr(runs["mig"], runs["factor_vae"]) if varies
-              else (math.nan, math.nan))
+rho, rho_p = (
+    stats.spearmanr(runs["mig"], runs["factor_vae"])
+    if varies
+    else (math.nan, math.nan)
+)
 
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
-for ax, score, label in zip(axes, ["mig", "factor_vae"], ["MIG", "FactorVAE score"]):
+for ax, score, label in zip(
+    axes, ["mig", "factor_vae"], ["MIG", "FactorVAE score"]
+):
     if seeds_per_beta >= 5:
-        sns.violinplot(data=runs, x="β", y=score, order=order, ax=ax, inner=None, cut=0,
-                       color="0.9", linewidth=0.8)
-    sns.stripplot(data=runs, x="β", y=score, order=order, hue="seed", palette="viridis",
-                  ax=ax, size=6, jitter=0.12, legend=ax is axes[0])
+        sns.violinplot(
+            data=runs,
+            x="β",
+            y=score,
+            order=order,
+            ax=ax,
+            inner=None,
+            cut=0,
+            color="0.9",
+            linewidth=0.8,
+        )
+    sns.stripplot(
+        data=runs,
+        x="β",
+        y=score,
+        order=order,
+        hue="seed",
+        palette="viridis",
+        ax=ax,
+        size=6,
+        jitter=0.12,
+        legend=ax is axes[0],
+    )
     ax.set(title=f"{label}, one dot per run", ylabel=label)
-sns.scatterplot(data=runs, x="mig", y="factor_vae", hue="β", hue_order=order,
-                palette="magma", ax=axes[2], s=40)
+sns.scatterplot(
+    data=runs,
+    x="mig",
+    y="factor_vae",
+    hue="β",
+    hue_order=order,
+    palette="magma",
+    ax=axes[2],
+    s=40,
+)
 rho_title = f"{rho:.2f}" if varies else "undefined (a constant score)"
-axes[2].set(xlabel="MIG", ylabel="FactorVAE score", title=f"Spearman ρ = {rho_title}")
-fig.suptitle(f"{len(runs)} β-VAE runs on dSprites: {len(order)} values of β × "
-             f"{seeds_per_beta} seeds ({profile.name} profile)")
+axes[2].set(
+    xlabel="MIG",
+    ylabel="FactorVAE score",
+    title=f"Spearman ρ = {rho_title}",
+)
+fig.suptitle(
+    f"{len(runs)} β-VAE runs on dSprites: {len(order)} values of β × "
+    f"{seeds_per_beta} seeds ({profile.name} profile)"
+)
 fig.tight_layout()
 
 # %%
 by_beta = runs.groupby("beta")
-rows = [f"| {beta:g} | {len(g)} | {mean_sd(g['mig'])} | {g['mig'].min():.3f} – "
-        f"{g['mig'].max():.3f} | {mean_sd(g['factor_vae'])} |" for beta, g in by_beta]
-display(Markdown("| β | runs | MIG mean ± sd | MIG min – max | FactorVAE mean ± sd |\n"
-                 "|---|---|---|---|---|\n" + "\n".join(rows)))
+rows = [
+    f"| {beta:g} | {len(g)} | {mean_sd(g['mig'])} | {g['mig'].min():.3f} – "
+    f"{g['mig'].max():.3f} | {mean_sd(g['factor_vae'])} |"
+    for beta, g in by_beta
+]
+display(
+    Markdown(
+        "| β | runs | MIG mean ± sd | MIG min – max | FactorVAE mean ± sd "
+        "|\n"
+        "|---|---|---|---|---|\n" + "\n".join(rows)
+    )
+)
 
-within = float(by_beta["mig"].std(ddof=1).mean())  # typical spread over seeds at one β
-between = float(by_beta["mig"].mean().std(ddof=1))  # spread of the per-β means
-pairs = [(a.mig < b.mig) for a in runs.itertuples() for b in runs.itertuples()
-         if a.beta < b.beta and a.mig != b.mig]  # True: the larger β has the larger MIG
+within = float(
+    by_beta["mig"].std(ddof=1).mean()
+)  # typical spread over seeds at one β
+between = float(
+    by_beta["mig"].mean().std(ddof=1)
+)  # spread of the per-β means
+pairs = [
+    (a.mig < b.mig)
+    for a in runs.itertuples()
+    for b in runs.itertuples()
+    if a.beta < b.beta and a.mig != b.mig
+]  # True: the larger β has the larger MIG
 agree = float(np.mean(pairs)) if pairs else math.nan
-headline(seed_study_runs=len(runs), seed_study_mig_sd_within_beta=within,
-         seed_study_mig_sd_between_betas=between,
-         seed_study_pairs_ordered_by_beta=agree, seed_study_spearman_mig_factorvae=rho)
+headline(
+    seed_study_runs=len(runs),
+    seed_study_mig_sd_within_beta=within,
+    seed_study_mig_sd_between_betas=between,
+    seed_study_pairs_ordered_by_beta=agree,
+    seed_study_spearman_mig_factorvae=rho,
+)
 
 if within >= between:
     seed_text = (
-        f"In this run the seed moved MIG at least as much as β did: the typical spread "
-        f"over the seeds of one β (sd {within:.3f}, averaged over β) is as large as or "
-        f"larger than the spread of the per-β means (sd {between:.3f}).")
+        "In this run the seed moved MIG at least as much as β did: the "
+        "typical spread "
+        f"over the seeds of one β (sd {within:.3f}, averaged over β) is as "
+        "large as or "
+        f"larger than the spread of the per-β means (sd {between:.3f})."
+    )
 else:
     seed_text = (
-        f"In this run β moved MIG more than the seed did: the typical spread over the "
-        f"seeds of one β (sd {within:.3f}, averaged over β) is smaller than the spread "
-        f"of the per-β means (sd {between:.3f}).")
+        "In this run β moved MIG more than the seed did: the typical "
+        "spread over the "
+        f"seeds of one β (sd {within:.3f}, averaged over β) is smaller "
+        "than the spread "
+        f"of the per-β means (sd {between:.3f})."
+    )
 pair_text = (
-    f"Of the {len(pairs)} pairs of runs with different β (and different MIG), the "
-    f"run with the larger β has the larger MIG in {agree:.0%}: 100% would mean that "
-    f"β alone orders the runs, 50% that it orders them no better than a coin."
-) if pairs else ""
+    (
+        f"Of the {len(pairs)} pairs of runs with different β (and "
+        "different MIG), the "
+        f"run with the larger β has the larger MIG in {agree:.0%}: 100% "
+        "would mean that "
+        "β alone orders the runs, 50% that it orders them no better than "
+        "a coin."
+    )
+    if pairs
+    else ""
+)
 if not varies:
     rank_text = (
-        "The rank correlation between MIG and the FactorVAE score is undefined here: "
-        "one of the two scores is the same for every run (a FactorVAE score of 0 means "
-        "that no latent's standard deviation reached 0.05).")
+        "The rank correlation between MIG and the FactorVAE score is "
+        "undefined here: "
+        "one of the two scores is the same for every run (a FactorVAE "
+        "score of 0 means "
+        "that no latent's standard deviation reached 0.05)."
+    )
 else:
-    strength = ("rank the runs in much the same order" if rho >= 0.5
-                else "rank the runs only loosely alike" if rho > 0
-                else "do not rank the runs alike")
-    rank_text = (f"Across the {len(runs)} runs, MIG and the FactorVAE score have "
-                 f"Spearman ρ = {rho:.2f} (p = {rho_p:.2g}): the two metrics "
-                 f"{strength}.")
-note = (f"*{seeds_per_beta} seeds per β, {runs['steps'].iloc[0]:,} steps per run, "
-        f"{profile.name} profile.*")
-display(Markdown(" ".join(t for t in (seed_text, pair_text, rank_text, note) if t)))
+    strength = (
+        "rank the runs in much the same order"
+        if rho >= 0.5
+        else "rank the runs only loosely alike"
+        if rho > 0
+        else "do not rank the runs alike"
+    )
+    rank_text = (
+        f"Across the {len(runs)} runs, MIG and the FactorVAE score have "
+        f"Spearman ρ = {rho:.2f} (p = {rho_p:.2g}): the two metrics "
+        f"{strength}."
+    )
+note = (
+    f"*{seeds_per_beta} seeds per β, {runs['steps'].iloc[0]:,} steps per "
+    "run, "
+    f"{profile.name} profile.*"
+)
+display(
+    Markdown(
+        " ".join(t for t in (seed_text, pair_text, rank_text, note) if t)
+    )
+)
 
 # %% [markdown]
 # With a handful of seeds per β these statistics are themselves noisy: a standard
@@ -505,7 +758,24 @@ display(Markdown(" ".join(t for t in (seed_text, pair_text, rank_text, note) if 
 # %%
 from betavae_lib.report import headline
 
-headline(profile=profile.name, steps_per_model=steps, seeds=len(seeds), best_model=best,
-         **{f"mig_{k}": v for k, v in zip(["beta1", "beta4", "beta10", "capacity", "tcvae"], mig_mean.values())},
-         **{f"factorvae_{k}": float(np.mean([scores[n, s]["factor_vae"] for s in seeds]))
-            for k, n in zip(["beta1", "beta4", "beta10", "capacity", "tcvae"], configs)});
+headline(
+    profile=profile.name,
+    steps_per_model=steps,
+    seeds=len(seeds),
+    best_model=best,
+    **{
+        f"mig_{k}": v
+        for k, v in zip(
+            ["beta1", "beta4", "beta10", "capacity", "tcvae"],
+            mig_mean.values(),
+        )
+    },
+    **{
+        f"factorvae_{k}": float(
+            np.mean([scores[n, s]["factor_vae"] for s in seeds])
+        )
+        for k, n in zip(
+            ["beta1", "beta4", "beta10", "capacity", "tcvae"], configs
+        )
+    },
+);
