@@ -1,10 +1,11 @@
-"""Benchmark the metrics: MIG on the whole dSprites grid against a plain scikit-learn loop, and the
-throughput of the FID feature extractors.
+"""Benchmark the metrics: MIG on the whole dSprites grid against a plain scikit-learn
+loop, and the throughput of the FID feature extractors.
 
     python benchmarks/bench_metrics.py            # everything (about a minute on 2 CPU cores)
     python benchmarks/bench_metrics.py --quick    # smaller sizes
 
-MIG codes: the five dSprites factor values, five pure-noise latents, Gaussian noise on all ten.
+MIG codes: the five dSprites factor values, five pure-noise latents, Gaussian noise on
+all ten.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from betavae_lib.data import DataNotFoundError, DSprites, load_dataset
 
 
 def reference_mig(codes, factors, n_bins=20):
-    """disentanglement_lib's MIG as written there: a Python loop of sklearn.metrics.mutual_info_score."""
+    """disentanglement_lib's MIG as written there: a Python loop of
+    sklearn.metrics.mutual_info_score."""
     from sklearn.metrics import mutual_info_score
 
     mus, ys = codes.T, factors.T

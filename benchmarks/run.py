@@ -1,10 +1,12 @@
-"""Run every benchmark and print one table: ``python -m benchmarks.run`` (or ``python benchmarks/run.py``).
+"""Run every benchmark and print one table: ``python -m benchmarks.run`` (or
+``python benchmarks/run.py``).
 
-Every timing is a ratio against a reference measured in the same run, on the same machine:
-``speed-up = reference seconds / betavae_lib seconds``. Options: ``--nbmake`` adds the wall time of
-``pytest --nbmake notebooks`` (smoke profile; slow), ``--quick`` runs one repeat on a smaller
-dSprites subset without the opt-in variants, ``--repeats N`` sets the repeats per timing.
-GPU rows are measured when CUDA is present and say "not measured" otherwise.
+Every timing is a ratio against a reference measured in the same run, on the same
+machine: ``speed-up = reference seconds / betavae_lib seconds``. Options: ``--nbmake``
+adds the wall time of ``pytest --nbmake notebooks`` (smoke profile; slow), ``--quick``
+runs one repeat on a smaller dSprites subset without the opt-in variants,
+``--repeats N`` sets the repeats per timing. GPU rows are measured when CUDA is present
+and say "not measured" otherwise.
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ def ensemble_rows(args) -> list[Row]:
 
 
 def _mig_row(bench_metrics, args) -> Row:
-    """betavae_lib.metrics.mig against disentanglement_lib's sklearn loop, on the same codes."""
+    """betavae_lib.metrics.mig against disentanglement_lib's sklearn loop, on the same
+    codes."""
     import numpy as np
 
     from betavae_lib import metrics
@@ -145,7 +148,8 @@ def _mig_row(bench_metrics, args) -> Row:
 
 
 def _fid_row(bench_metrics, device: torch.device, args) -> Row:
-    """Seconds per 1000 images: the book's domain features against pytorch-fid's Inception features."""
+    """Seconds per 1000 images: the book's domain features against pytorch-fid's
+    Inception features."""
     from betavae_lib import fid as fidlib
 
     images, source = bench_metrics.mnist_images(2000 if args.quick else 10000)
@@ -181,7 +185,8 @@ def _fid_row(bench_metrics, device: torch.device, args) -> Row:
 
 
 def metric_rows(device: torch.device, args) -> list[Row]:
-    """MIG and FID throughput, built on ``benchmarks/bench_metrics.py`` when it is there."""
+    """MIG and FID throughput, built on ``benchmarks/bench_metrics.py`` when it is
+    there."""
     if not (ROOT / "benchmarks" / "bench_metrics.py").is_file():
         return not_measured(
             METRIC_ROWS, str(device), "benchmarks/bench_metrics.py not found"
@@ -212,7 +217,8 @@ def metric_rows(device: torch.device, args) -> list[Row]:
 
 
 def nbmake_row(reference: Row | None) -> Row:
-    """Wall time of ``pytest --nbmake notebooks`` in the smoke profile, against one seeds' MNIST epoch."""
+    """Wall time of ``pytest --nbmake notebooks`` in the smoke profile, against one
+    seeds' MNIST epoch."""
     env = {**os.environ, "BETAVAE_PROFILE": "smoke"}
     t0 = time.perf_counter()
     proc = subprocess.run(

@@ -1,4 +1,5 @@
-"""Model shapes, the Burgess et al. architecture, sampling statistics and input checks."""
+"""Model shapes, the Burgess et al. architecture, sampling statistics and input
+checks."""
 
 import pytest
 import torch
@@ -49,7 +50,8 @@ def test_conv_shapes(size, n_conv, latent_dim):
 
 
 def test_burgess_dsprites_architecture():
-    """4 conv 32×4×4 stride 2 → FC 256 → FC 256 → 2×10 (Burgess et al. 2018, appendix A.1)."""
+    """4 conv 32×4×4 stride 2 → FC 256 → FC 256 → 2×10 (Burgess et al. 2018, appendix
+    A.1)."""
     m = ConvVAE()
     linears = [
         (l.in_features, l.out_features) for l in m.encoder if isinstance(l, nn.Linear)

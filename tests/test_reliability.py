@@ -1,5 +1,5 @@
-"""Nothing silent, nothing lost: bad input fails clearly, corrupt or partial files are never used,
-and checkpoints can neither run code nor be half-written."""
+"""Nothing silent, nothing lost: bad input fails clearly, corrupt or partial files are
+never used, and checkpoints can neither run code nor be half-written."""
 
 import gzip
 import hashlib
@@ -45,7 +45,7 @@ def small_mlp():
     return MLPVAE(latent_dim=2, hidden=(16,))
 
 
-# ----------------------------------------------------------------------------- bad input, the model
+# ----------------------------------------------------------------- bad input, the model
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ def test_model_refuses_bad_latents_and_sizes():
         ConvVAE(image_size=32)
 
 
-# ----------------------------------------------------------------------------- bad input, fit and evaluate
+# ---------------------------------------------------------- bad input, fit and evaluate
 
 
 @pytest.mark.parametrize(
@@ -270,7 +270,7 @@ def test_subset_size_and_cuda_device_are_checked():
             pick_device("cuda")
 
 
-# ----------------------------------------------------------------------------- dataset integrity
+# -------------------------------------------------------------------- dataset integrity
 
 
 def idx_gz(array: np.ndarray) -> bytes:
@@ -296,7 +296,8 @@ TOY_FILES = {
 
 @pytest.fixture
 def toy_checksums(offline, monkeypatch):
-    """MNIST's loader expects the toy files' md5s (downloads still off, empty cache, no data dir)."""
+    """MNIST's loader expects the toy files' md5s (downloads still off, empty cache, no
+    data dir)."""
     for name, blob in TOY_FILES.items():
         monkeypatch.setitem(data._IDX_FILES["mnist"]["files"], name, md5(blob))
     return offline
@@ -349,8 +350,8 @@ def test_corrupted_copy_of_the_real_mnist_is_detected(offline):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """GET /MODE/NAME serves TOY_FILES[NAME]: MODE good as it is, bad with its bytes reversed,
-    cut announcing the full length but closing the connection halfway."""
+    """GET /MODE/NAME serves TOY_FILES[NAME]: MODE good as it is, bad with its bytes
+    reversed, cut announcing the full length but closing the connection halfway."""
 
     def do_GET(self):
         mode, name = self.path.strip("/").split("/")
@@ -434,7 +435,7 @@ def test_load_dataset_keeps_only_verified_downloads(server, toy_checksums, monke
     assert sorted(p.name for p in cache.iterdir()) == sorted(TOY_FILES)
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# -------------------------------------------------------------------------- checkpoints
 
 
 class _RunsShell:
