@@ -172,7 +172,8 @@ class Row:
 def _done(row: Row) -> Row:
     """Report a finished row on stderr (the table itself is printed at the end)."""
     print(
-        f"  {row.name} [{row.device}]: {row.ref_seconds:.2f} s -> {row.seconds:.2f} s ({row.speedup:.2f}x)",
+        f"  {row.name} [{row.device}]: {row.ref_seconds:.2f} s -> "
+        f"{row.seconds:.2f} s ({row.speedup:.2f}x)",
         file=sys.stderr,
         flush=True,
     )

@@ -55,7 +55,8 @@ def machine() -> str:
         torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
     )
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), "
         f"{gpu}, Python {platform.python_version()}"
     )
 
@@ -143,7 +144,8 @@ def _mig_row(bench_metrics, args) -> Row:
         "sklearn loop (disentanglement_lib)",
         ref_s,
         ours_s,
-        note=f"{len(codes):,} codes x {codes.shape[1]} latents; MIG {ours.score:.6f} vs {ref:.6f}",
+        note=f"{len(codes):,} codes x {codes.shape[1]} latents; "
+        f"MIG {ours.score:.6f} vs {ref:.6f}",
     )
 
 
@@ -165,7 +167,8 @@ def _fid_row(bench_metrics, device: torch.device, args) -> Row:
             "Inception features",
             None,
             ours_s,
-            note=f"s per 1000 {source} images; Inception not measured ({why.split(';')[0].split(' (')[0]})",
+            note=f"s per 1000 {source} images; "
+            f"Inception not measured ({why.split(';')[0].split(' (')[0]})",
         )
     m = 64 if device.type == "cpu" else 1024
     inception = fidlib.InceptionFeatures(
@@ -180,7 +183,8 @@ def _fid_row(bench_metrics, device: torch.device, args) -> Row:
         "Inception features (pytorch-fid)",
         ref_s,
         ours_s,
-        note=f"s per 1000 {source} images ({len(images):,} domain, {m} Inception at 299x299)",
+        note=f"s per 1000 {source} images "
+        f"({len(images):,} domain, {m} Inception at 299x299)",
     )
 
 
@@ -317,7 +321,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--cpu-time",
         action="store_true",
-        help="time CPU training rows by process CPU time (for a shared machine; use with --threads 1)",
+        help="time CPU training rows by process CPU time "
+        "(for a shared machine; use with --threads 1)",
     )
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
@@ -328,7 +333,8 @@ def main(argv=None) -> int:
     print(f"# betavae_lib benchmarks, {datetime.date.today().isoformat()}")
     print(f"machine: {machine()}")
     print(
-        f"command: python -m benchmarks.run {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
+        "command: python -m benchmarks.run "
+        f"{' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
     )
     clock = (
         "process CPU time for CPU training rows, wall clock otherwise"

@@ -158,7 +158,8 @@ def read_training_state(path: str | os.PathLike) -> dict:
     } - set(ckpt)
     if missing:
         raise CheckpointError(
-            f"{path} is an incomplete training state: missing {', '.join(sorted(missing))}"
+            f"{path} is an incomplete training state: "
+            f"missing {', '.join(sorted(missing))}"
         )
     return ckpt
 
@@ -179,7 +180,8 @@ def check_model_matches(ckpt: dict, model, path="checkpoint") -> None:
     name, config = type(model).__name__, getattr(model, "config", None)
     if ckpt["model"] != name or not configs_equal(ckpt["config"], config):
         raise CheckpointError(
-            f"{path} holds a {ckpt['model']} with config {ckpt['config']}, but the model "
+            f"{path} holds a {ckpt['model']} with config {ckpt['config']}, "
+            f"but the model "
             f"given is a {name} with config {config}; build the model with the saved "
             f"config, or start a new checkpoint"
         )
@@ -402,7 +404,8 @@ def restore_training_state(path, model, opt, *, order, device, settings, schedul
     """
     if not Path(path).is_file():
         warnings.warn(
-            f"resume=True but there is no checkpoint at {path} yet; training starts from epoch 1",
+            f"resume=True but there is no checkpoint at {path} yet; "
+            "training starts from epoch 1",
             stacklevel=3,
         )
         return None

@@ -202,8 +202,10 @@ def _locate(
             got = file_digest(path, algorithm)
             if got != checksum:
                 raise ChecksumError(
-                    f"{path} is corrupt or truncated ({algorithm} {got}, expected {checksum}). "
-                    f"Delete it and run again to download a fresh copy, or replace it with the original file."
+                    f"{path} is corrupt or truncated "
+                    f"({algorithm} {got}, expected {checksum}). "
+                    f"Delete it and run again to download a fresh copy, "
+                    f"or replace it with the original file."
                 )
             return path
     errors = []
@@ -223,7 +225,8 @@ def _locate(
     )
     raise DataNotFoundError(
         f"{Path(relpath).name} not found. Looked in:\n  {looked}\nand {why}\n"
-        f"Put the file in one of those folders (for example set BETAVAE_DATA_DIR to a folder holding "
+        f"Put the file in one of those folders "
+        f"(for example set BETAVAE_DATA_DIR to a folder holding "
         f"{Path(relpath).parent}/), or run where the internet is reachable."
     )
 
@@ -361,7 +364,8 @@ class DSprites:
         index = _integer_indices(index)
         if index.size and (index.min() < 0 or index.max() >= len(self)):
             raise IndexError(
-                f"dSprites indices must be in [0, {len(self)}), got {index.min()}..{index.max()}"
+                f"dSprites indices must be in [0, {len(self)}), "
+                f"got {index.min()}..{index.max()}"
             )
         return np.stack(np.unravel_index(index, self.factor_sizes), axis=-1)
 
@@ -486,7 +490,8 @@ def _load_dsprites(root, source: str) -> DSprites:
         if source == "npz":
             raise
         warnings.warn(
-            f"dSprites: DeepMind's file is unavailable, so the procedural generator is used "
+            f"dSprites: DeepMind's file is unavailable, "
+            f"so the procedural generator is used "
             f"(same factor grid, not the same pixels). {str(e).splitlines()[0]}",
             stacklevel=3,
         )
@@ -495,7 +500,8 @@ def _load_dsprites(root, source: str) -> DSprites:
         imgs = f["imgs"]
     if imgs.shape != (DSPRITES_N, 64, 64):
         raise ValueError(
-            f"{path} holds images of shape {imgs.shape}, expected ({DSPRITES_N}, 64, 64)"
+            f"{path} holds images of shape {imgs.shape}, "
+            f"expected ({DSPRITES_N}, 64, 64)"
         )
     return DSprites(source="npz", _imgs=imgs)
 

@@ -83,11 +83,13 @@ def grayscale_float_images(images, name: str = "images") -> torch.Tensor:
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
         raise TypeError(
-            f"{name} must be a tensor or array (N, 1, H, W), got {type(images).__name__}"
+            f"{name} must be a tensor or array (N, 1, H, W), "
+            f"got {type(images).__name__}"
         )
     if images.dim() != 4 or images.shape[1] != 1:
         raise ValueError(
-            f"{name} must have shape (N, 1, H, W) (grayscale), got {tuple(images.shape)}"
+            f"{name} must have shape (N, 1, H, W) (grayscale), "
+            f"got {tuple(images.shape)}"
         )
     if images.dtype not in (torch.uint8, torch.bool) and not images.is_floating_point():
         raise TypeError(
@@ -158,7 +160,8 @@ def _domain_name(dataset: str) -> str:
     key = str(dataset).lower().replace("-", "_")
     if key not in DOMAIN_DATASETS:
         raise ValueError(
-            f"no domain classifier for {dataset!r}; valid are {', '.join(DOMAIN_DATASETS)} "
+            f"no domain classifier for {dataset!r}; "
+            f"valid are {', '.join(DOMAIN_DATASETS)} "
             f"(for dSprites or other images use features='inception')"
         )
     return key
@@ -168,9 +171,9 @@ def load_domain_classifier(
     dataset: str = "mnist", path: str | os.PathLike | None = None
 ):
     """Load a domain classifier (read with ``weights_only=True``): returns
-    ``(model, meta)`` in eval mode on the CPU. ``path`` defaults to the shipped checkpoint for
-    ``dataset``; ``meta`` records the dataset, test accuracy, epochs, seed and training
-    time."""
+    ``(model, meta)`` in eval mode on the CPU. ``path`` defaults to the shipped
+    checkpoint for ``dataset``; ``meta`` records the dataset, test accuracy, epochs,
+    seed and training time."""
     path = Path(path) if path is not None else domain_checkpoint_path(dataset)
     if not path.is_file():
         raise FileNotFoundError(
@@ -277,7 +280,8 @@ def train_domain_classifier(
     }
     if verbose:
         print(
-            f"{name}: test accuracy {accuracy:.4f} after {epochs} epochs ({seconds:.0f} s)"
+            f"{name}: test accuracy {accuracy:.4f} "
+            f"after {epochs} epochs ({seconds:.0f} s)"
         )
     if save_to is not None:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -362,8 +366,10 @@ def _import_pytorch_fid_inception():
         import pytorch_fid.inception as fid_inception
     except Exception as e:  # ImportError, or a torchvision that fails while importing
         raise FIDUnavailableError(
-            f"Inception FID needs the pytorch-fid and torchvision packages, which cannot be imported here "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); install them (pip install pytorch-fid "
+            f"Inception FID needs the pytorch-fid and torchvision packages, "
+            f"which cannot be imported here "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            f"install them (pip install pytorch-fid "
             f"torchvision) or use features='domain'."
         ) from None
     return fid_inception
@@ -382,8 +388,10 @@ def inception_available(weights: str | os.PathLike | None = None) -> tuple[bool,
         return False, str(e)
     if path is None:
         return False, (
-            f"no Inception weights file in pytorch-fid's cache ({INCEPTION_CACHE_FILE}) or under "
-            f"a data root (weights/{INCEPTION_SHARED_FILE}); pytorch-fid would download it"
+            f"no Inception weights file in pytorch-fid's cache "
+            f"({INCEPTION_CACHE_FILE}) or under "
+            f"a data root (weights/{INCEPTION_SHARED_FILE}); "
+            f"pytorch-fid would download it"
         )
     return True, str(path)
 
@@ -408,16 +416,19 @@ class InceptionFeatures:
         if path is None:
             if offline():
                 raise FIDUnavailableError(
-                    f"no Inception weights file was found and downloads are disabled (BETAVAE_OFFLINE=1); put "
-                    f"{INCEPTION_CACHE_FILE} in {Path(torch.hub.get_dir()) / 'checkpoints'} or use features='domain'."
+                    f"no Inception weights file was found and downloads are disabled "
+                    f"(BETAVAE_OFFLINE=1); put "
+                    f"{INCEPTION_CACHE_FILE} in "
+                    f"{Path(torch.hub.get_dir()) / 'checkpoints'} "
+                    f"or use features='domain'."
                 )
             try:
-                model = fid_inception.InceptionV3(
-                    [3]
-                )  # pytorch-fid downloads into the torch hub cache
+                # pytorch-fid downloads into the torch hub cache
+                model = fid_inception.InceptionV3([3])
             except Exception as e:
                 raise FIDUnavailableError(
-                    f"the Inception weights could not be downloaded ({type(e).__name__}); "
+                    f"the Inception weights could not be downloaded "
+                    f"({type(e).__name__}); "
                     f"use features='domain'."
                 ) from e
         else:
@@ -486,8 +497,10 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
         )
     if n < dim:
         warnings.warn(
-            f"only {n} samples for {dim}-dimensional features: the covariance is singular "
-            f"(rank <= {n - 1}) and the Fréchet distance is biased; use at least {dim} samples "
+            f"only {n} samples for {dim}-dimensional features: "
+            f"the covariance is singular "
+            f"(rank <= {n - 1}) and the Fréchet distance is biased; "
+            f"use at least {dim} samples "
             f"(10,000 or more is the usual choice for FID)",
             stacklevel=2,
         )

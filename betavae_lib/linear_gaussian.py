@@ -34,7 +34,8 @@ def _as_cov(cov: torch.Tensor, dim: int) -> torch.Tensor:
         cov = torch.diag(cov)
     if cov.shape[-2:] != (dim, dim):
         raise ValueError(
-            f"a covariance must be (D,), (D, D) or (B, D, D) with D = {dim}, got {tuple(cov.shape)}"
+            f"a covariance must be (D,), (D, D) or (B, D, D) with D = {dim}, "
+            f"got {tuple(cov.shape)}"
         )
     return cov
 
@@ -52,7 +53,8 @@ class LinearGaussian:
         self.b = torch.as_tensor(b, dtype=torch.float64)
         if self.W.dim() != 2 or self.b.shape != (self.W.shape[0],):
             raise ValueError(
-                f"W must be (P, D) and b (P,), got {tuple(self.W.shape)} and {tuple(self.b.shape)}"
+                f"W must be (P, D) and b (P,), "
+                f"got {tuple(self.W.shape)} and {tuple(self.b.shape)}"
             )
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma!r}")
@@ -170,7 +172,8 @@ class LinearGaussian:
         """Exact KL(q ‖ p(z | x)) for q = N(q_mean, q_cov): (B,) nats (the Gaussian KL
         in closed form).
 
-        KL = ½ (tr(Λ S) + (μ − m)ᵀ Λ (μ − m) − D − log det S − log det Λ),  μ the posterior mean
+        KL = ½ (tr(Λ S) + (μ − m)ᵀ Λ (μ − m) − D − log det S − log det Λ),
+        μ the posterior mean
         """
         m = torch.as_tensor(q_mean, dtype=torch.float64)
         S = _as_cov(q_cov, self.latent_dim)

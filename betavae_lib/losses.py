@@ -104,7 +104,8 @@ def reconstruction_nll(
     if likelihood == "gaussian_learned":
         if log_sigma is None:
             raise ValueError(
-                "likelihood='gaussian_learned' needs log_sigma (for example model.log_sigma)"
+                "likelihood='gaussian_learned' needs log_sigma "
+                "(for example model.log_sigma)"
             )
         return gaussian_nll(logits, x, log_sigma)
     raise ValueError(
@@ -253,7 +254,8 @@ def objective_loss(
     c = coefficients
     if logits.shape != x.shape:
         raise ValueError(
-            f"logits {tuple(logits.shape)} and images {tuple(x.shape)} must have the same shape"
+            f"logits {tuple(logits.shape)} and images {tuple(x.shape)} "
+            f"must have the same shape"
         )
     recon = reconstruction_nll(logits, x, likelihood, sigma, log_sigma).mean()
     kl_per_dim = gaussian_kl(mu, logvar).mean(0)

@@ -38,7 +38,8 @@ def _check_factors(factors, n: int | None = None, name: str = "factors") -> np.n
     arr = to_numpy(factors, name)
     if arr.ndim != 2:
         raise ValueError(
-            f"{name} must have shape (N, K): one row per sample, one column per factor; "
+            f"{name} must have shape (N, K): "
+            f"one row per sample, one column per factor; "
             f"got shape {arr.shape}"
         )
     if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
@@ -46,7 +47,8 @@ def _check_factors(factors, n: int | None = None, name: str = "factors") -> np.n
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all() or not (arr == np.round(arr)).all():
             raise ValueError(
-                f"{name} must be integer classes (for dSprites: dataset.factor_classes), "
+                f"{name} must be integer classes "
+                f"(for dSprites: dataset.factor_classes), "
                 f"got non-integer values of dtype {arr.dtype}"
             )
         arr = arr.astype(np.int64)
@@ -240,7 +242,8 @@ def mig(codes, factors, n_bins: int = 20) -> MIGResult:
     constant = np.flatnonzero(entropy == 0)
     if constant.size:
         raise ValueError(
-            f"factor column(s) {constant.tolist()} take a single value, so their entropy is 0 "
+            f"factor column(s) {constant.tolist()} take a single value, "
+            f"so their entropy is 0 "
             f"and MIG (which divides by it) is undefined; drop those columns"
         )
     mi = _mutual_info_rows(_bins_by_row(codes, n_bins), factor_rows)
@@ -260,7 +263,8 @@ def _codes_from(output) -> np.ndarray:
     codes = to_numpy(output, "encode_fn output")
     if codes.ndim != 2:
         raise ValueError(
-            f"encode_fn must return codes of shape (B, D) (or a tuple whose first item is), "
+            f"encode_fn must return codes of shape (B, D) "
+            f"(or a tuple whose first item is), "
             f"got shape {codes.shape}"
         )
     return codes.astype(np.float64, copy=False)
@@ -563,7 +567,8 @@ def active_units(mu, threshold: float = 0.01) -> ActiveUnits:
     mu = finite_matrix(mu, "mu").astype(np.float64, copy=False)
     if len(mu) < 2:
         raise ValueError(
-            f"need at least 2 rows of posterior means to estimate a variance, got {len(mu)}"
+            f"need at least 2 rows of posterior means to estimate a variance, "
+            f"got {len(mu)}"
         )
     if not threshold >= 0:
         raise ValueError(f"threshold must be >= 0, got {threshold!r}")

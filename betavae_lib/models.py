@@ -60,12 +60,14 @@ class VAE(nn.Module):
             )
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(
-                f"{type(self).__name__} expects images of shape (B, {', '.join(map(str, self.image_shape))}), "
+                f"{type(self).__name__} expects images of shape "
+                f"(B, {', '.join(map(str, self.image_shape))}), "
                 f"got {tuple(x.shape)}"
             )
         if x.dtype != self.log_sigma.dtype:
             raise TypeError(
-                f"images are {x.dtype} but the model's weights are {self.log_sigma.dtype}; "
+                f"images are {x.dtype} "
+                f"but the model's weights are {self.log_sigma.dtype}; "
                 f"convert them with x.to({self.log_sigma.dtype})"
             )
         # The value check makes an accelerator report back to the host, so it is skipped

@@ -208,7 +208,8 @@ def plot_kl_and_mi(
     kl, mi = to_numpy(kl_per_dim).ravel(), to_numpy(mi)
     if mi.shape != (len(kl), len(factor_names)):
         raise ValueError(
-            f"mi must have shape (D, K) = ({len(kl)}, {len(factor_names)}), got {mi.shape}"
+            f"mi must have shape (D, K) = ({len(kl)}, {len(factor_names)}), "
+            f"got {mi.shape}"
         )
     alive = [d for d in np.argsort(-kl, kind="stable") if kl[d] > threshold]
     if not alive:

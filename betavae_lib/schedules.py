@@ -94,7 +94,8 @@ def as_schedule(value, name: str = "beta"):
         return value
     if isinstance(value, str):
         raise ValueError(
-            f"{name} must be a number or a schedule ({', '.join(SCHEDULES)}), got the string {value!r}"
+            f"{name} must be a number or a schedule ({', '.join(SCHEDULES)}), "
+            f"got the string {value!r}"
         )
     try:
         number = float(value)

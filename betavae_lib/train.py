@@ -170,7 +170,8 @@ def _check_model(model) -> None:
         or not hasattr(model, "latent_dim")
     ):
         raise TypeError(
-            f"model must be a betavae_lib VAE (MLPVAE, ConvVAE or a subclass of models.VAE), "
+            f"model must be a betavae_lib VAE "
+            f"(MLPVAE, ConvVAE or a subclass of models.VAE), "
             f"got {type(model).__name__}"
         )
 
@@ -241,7 +242,8 @@ def _check_fit_args(
         raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
     if arithmetic["amp"] and device.type not in ("cuda", "cpu"):
         raise ValueError(
-            f"amp=True (bfloat16 autocast) is supported on cuda and cpu, not {device.type}"
+            f"amp=True (bfloat16 autocast) is supported on cuda and cpu, "
+            f"not {device.type}"
         )
 
 

@@ -217,7 +217,8 @@ def test_page_loads_everything_it_asks_for(page, tmp_path_factory):
     is uncaught."""
     seen = load(page, tmp_path_factory)
     assert any(u.split("?")[0].endswith(f"{page}.html") for u in seen.files), (
-        "Chromium did not log its file loads (--vmodule=file_url_loader_factory=1); cannot check this page"
+        "Chromium did not log its file loads (--vmodule=file_url_loader_factory=1); "
+        "cannot check this page"
     )
     missing = sorted(
         {

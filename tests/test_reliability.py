@@ -133,7 +133,8 @@ def test_model_refuses_bad_latents_and_sizes():
         (
             {"likelihood": "poisson"},
             ValueError,
-            "unknown likelihood 'poisson'; valid are bernoulli, gaussian, gaussian_learned",
+            "unknown likelihood 'poisson'; "
+            "valid are bernoulli, gaussian, gaussian_learned",
         ),
         ({"likelihood": "gaussian", "sigma": 0.0}, ValueError, "sigma must be > 0"),
         ({"free_bits": -0.1}, ValueError, "free_bits must be >= 0"),
@@ -162,7 +163,8 @@ def test_fit_refuses_bad_arguments(kwargs, err, match, tmp_path, monkeypatch):
         (
             torch.rand(8, 1, 32, 32),
             ValueError,
-            r"images must have shape \(N, 1, 28, 28\) for this model, got \(8, 1, 32, 32\)",
+            r"images must have shape \(N, 1, 28, 28\) for this model, "
+            r"got \(8, 1, 32, 32\)",
         ),
         (torch.rand(0, 1, 28, 28), ValueError, "images is empty"),
         (
@@ -221,7 +223,8 @@ def test_evaluate_refuses_bad_images_and_names():
 def test_unknown_names_list_the_valid_ones(tmp_path):
     with pytest.raises(
         ValueError,
-        match="unknown dataset 'cifar10'; valid names are mnist, fashion_mnist, dsprites",
+        match="unknown dataset 'cifar10'; "
+        "valid names are mnist, fashion_mnist, dsprites",
     ):
         load_dataset("cifar10")
     with pytest.raises(
@@ -396,7 +399,8 @@ def test_download_keeps_only_a_verified_file(server, tmp_path):
         (
             "bad",
             ChecksumError,
-            f"has md5 [0-9a-f]{{32}}, expected {md5(TOY_FILES[LABELS])}; nothing was kept",
+            f"has md5 [0-9a-f]{{32}}, "
+            f"expected {md5(TOY_FILES[LABELS])}; nothing was kept",
         ),
         (
             "cut",
