@@ -131,8 +131,8 @@ class LinearGaussian:
     def mean_field_posterior(
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The factorised q(z) = Π_d N(m_d, v_d) closest to p(z|x) in KL(q ‖ p): m =
-        posterior mean, v_d = 1 / Λ_dd. Returns mean (B, D) and variances (D,)."""
+        """The factorised q(z) = Π_d N(m_d, v_d) closest to p(z|x) in KL(q ‖ p):
+        m = posterior mean, v_d = 1 / Λ_dd. Returns mean (B, D) and variances (D,)."""
         mean, _ = self.posterior(x)
         return mean, 1.0 / torch.diagonal(self.precision)
 

@@ -70,8 +70,8 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def gaussian_nll(
     logits: torch.Tensor, x: torch.Tensor, log_sigma: torch.Tensor | float
 ) -> torch.Tensor:
-    """−log N(x | sigmoid(logits), σ²) summed over pixels: (B,) nats; σ =
-    exp(log_sigma), fixed or learned.
+    """−log N(x | sigmoid(logits), σ²) summed over pixels: (B,) nats;
+    σ = exp(log_sigma), fixed or learned.
 
     −log N = ½ ((x − mean) / σ)² + log σ + ½ log 2π   per pixel
     """
@@ -127,9 +127,9 @@ def tc_decomposition(
     appendix C.1).
 
     z, mu, logvar: (B, D). Returns batch means (mi, tc, dwkl), whose sum estimates the
-    KL term: MI = E[log q(z|x) − log q(z)], TC = E[log q(z) − Σ_d log q(z_d)], dwKL =
-    E[Σ_d log q(z_d) − log p(z)], with log q(z_i) ≈ logsumexp_j log q(z_i|x_j) − log(N
-    B).
+    KL term: MI = E[log q(z|x) − log q(z)], TC = E[log q(z) − Σ_d log q(z_d)],
+    dwKL = E[Σ_d log q(z_d) − log p(z)], with
+    log q(z_i) ≈ logsumexp_j log q(z_i|x_j) − log(N B).
     """
     batch = z.shape[0]
     log_qz_given_x = gaussian_log_density(z, mu, logvar).sum(1)

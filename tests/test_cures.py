@@ -47,8 +47,8 @@ def test_linear_warm_up_from_a_nonzero_start():
     ],
 )
 def test_cyclical_values(step, expected):
-    """Fu et al. (2019) with 4 cycles of 25 steps and ratio 0.5: value =
-    min((t mod 25) / 12.5, 1)."""
+    """Fu et al. (2019) with 4 cycles of 25 steps and ratio 0.5:
+    value = min((t mod 25) / 12.5, 1)."""
     assert Cyclical(end=1.0, total_steps=100, n_cycles=4, ratio=0.5)(
         step
     ) == pytest.approx(expected, abs=1e-12)
