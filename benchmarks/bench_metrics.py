@@ -1,10 +1,11 @@
-"""Benchmark the metrics: MIG on the whole dSprites grid against a plain scikit-learn loop, and the
-throughput of the FID feature extractors.
+"""Benchmark the metrics: MIG on the whole dSprites grid against a plain scikit-learn
+loop, and the throughput of the FID feature extractors.
 
-    python benchmarks/bench_metrics.py            # everything (about a minute on 2 CPU cores)
-    python benchmarks/bench_metrics.py --quick    # smaller sizes
+    python benchmarks/bench_metrics.py  # everything (about a minute on 2 CPU cores)
+    python benchmarks/bench_metrics.py --quick  # smaller sizes
 
-MIG codes: the five dSprites factor values, five pure-noise latents, Gaussian noise on all ten.
+MIG codes: the five dSprites factor values, five pure-noise latents, Gaussian noise on
+all ten.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from betavae_lib.data import DataNotFoundError, DSprites, load_dataset
 
 
 def reference_mig(codes, factors, n_bins=20):
-    """disentanglement_lib's MIG as written there: a Python loop of sklearn.metrics.mutual_info_score."""
+    """disentanglement_lib's MIG as written there: a Python loop of
+    sklearn.metrics.mutual_info_score."""
     from sklearn.metrics import mutual_info_score
 
     mus, ys = codes.T, factors.T
@@ -57,7 +59,8 @@ def bench_mig(quick: bool):
     ours_s, ours = best_time(lambda: metrics.mig(codes, factors), 3)
     ref_s, ref = best_time(lambda: reference_mig(codes, factors), 1)
     print(
-        f"MIG, {len(codes):,} codes x {codes.shape[1]} latents x {factors.shape[1]} factors:"
+        f"MIG, {len(codes):,} codes x {codes.shape[1]} latents x "
+        f"{factors.shape[1]} factors:"
     )
     print(f"  betavae_lib.metrics.mig   {ours_s:7.2f} s  score {ours.score:.12f}")
     print(f"  sklearn loop (reference)  {ref_s:7.2f} s  score {ref:.12f}")
@@ -79,12 +82,14 @@ def bench_scores():
     data = FactorsAsObservations()
     seconds, result = best_time(lambda: metrics.factor_vae_score(lambda x: x, data), 1)
     print(
-        f"FactorVAE score, default protocol, ground-truth codes: {result.score:.3f} in {seconds:.2f} s "
+        f"FactorVAE score, default protocol, ground-truth codes: {result.score:.3f} "
+        f"in {seconds:.2f} s "
         f"(protocol overhead; encoding dominates with a real model)"
     )
     seconds, result = best_time(lambda: metrics.beta_vae_score(lambda x: x, data), 1)
     print(
-        f"beta-VAE score,  default protocol, ground-truth codes: {result.score:.3f} in {seconds:.2f} s"
+        f"beta-VAE score,  default protocol, ground-truth codes: {result.score:.3f} "
+        f"in {seconds:.2f} s"
     )
 
 
@@ -104,7 +109,8 @@ def bench_fid(quick: bool):
     extractor(images[:100])  # warm-up
     seconds, _ = best_time(lambda: extractor(images), 2)
     print(
-        f"domain features ({source}, {len(images):,} images 28x28, CPU, {torch.get_num_threads()} threads): "
+        f"domain features ({source}, {len(images):,} images 28x28, CPU, "
+        f"{torch.get_num_threads()} threads): "
         f"{len(images) / seconds:,.0f} images/s"
     )
     half = len(images) // 2
@@ -115,7 +121,8 @@ def bench_fid(quick: bool):
         lambda: fidlib.fid(shuffled[:half], shuffled[half:], extractor=extractor), 1
     )
     print(
-        f"domain FID between two random halves ({half:,} vs {half:,} {source} images): {result.value:.3f} "
+        f"domain FID between two random halves ({half:,} vs {half:,} {source} images): "
+        f"{result.value:.3f} "
         f"in {seconds:.2f} s"
     )
 
@@ -128,7 +135,8 @@ def bench_fid(quick: bool):
     inception(images[:4])  # warm-up
     seconds, _ = best_time(lambda: inception(images[:m]), 1)
     print(
-        f"Inception features ({m} images resized to 299x299, CPU): {m / seconds:,.1f} images/s"
+        f"Inception features ({m} images resized to 299x299, CPU): "
+        f"{m / seconds:,.1f} images/s"
     )
 
 
@@ -137,7 +145,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     args = parser.parse_args()
     print(
-        f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
+        f"python {platform.python_version()}, numpy {np.__version__}, "
+        f"torch {torch.__version__}, "
         f"{platform.processor() or platform.machine()}"
     )
     bench_mig(args.quick)

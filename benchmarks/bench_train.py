@@ -1,11 +1,13 @@
-"""Training throughput: ``betavae_lib.fit`` against the seeds' per-item DataLoader pipeline.
+"""Training throughput: ``betavae_lib.fit`` against the seeds' per-item DataLoader
+pipeline.
 
 The reference ("seeds' pipeline") is the common tutorial recipe: a per-item
-``torch.utils.data.Dataset`` converting each uint8 image as torchvision's ``ToTensor`` does, a
-``DataLoader(shuffle=True)``, the same model, :func:`betavae_lib.losses.beta_vae_loss`, Adam, and a
-``loss.item()`` per step for the running loss. Both see the same images, the same number of them,
-from the same initial weights. Each timing is the best of ``repeats`` runs, reference and ``fit``
-interleaved, so that a busy machine (which only ever adds time) affects both alike.
+``torch.utils.data.Dataset`` converting each uint8 image as torchvision's ``ToTensor``
+does, a ``DataLoader(shuffle=True)``, the same model,
+:func:`betavae_lib.losses.beta_vae_loss`, Adam, and a ``loss.item()`` per step for the
+running loss. Both see the same images, the same number of them, from the same initial
+weights. Each timing is the best of ``repeats`` runs, reference and ``fit`` interleaved,
+so that a busy machine (which only ever adds time) affects both alike.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from betavae_lib.losses import beta_vae_loss
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """torchvision's ``ToTensor`` on a uint8 (H, W) or (H, W, C) array: (C, H, W) float32 in [0, 1]."""
+    """torchvision's ``ToTensor`` on a uint8 (H, W) or (H, W, C) array: (C, H, W)
+    float32 in [0, 1]."""
     img = torch.from_numpy(np.array(image, copy=True))
     if img.ndim == 2:
         img = img[:, :, None]
@@ -50,8 +53,9 @@ CPU_CLOCK = time.perf_counter
 def use_cpu_time(enabled: bool = True) -> None:
     """Time CPU rows by this process's CPU time instead of the wall clock.
 
-    On a shared machine with one torch thread, CPU time is the work done, unaffected by other
-    processes; the DataLoader runs in this process (no workers), so both pipelines are fully counted.
+    On a shared machine with one torch thread, CPU time is the work done, unaffected by
+    other processes; the DataLoader runs in this process (no workers), so both pipelines
+    are fully counted.
     """
     global CPU_CLOCK
     CPU_CLOCK = time.process_time if enabled else time.perf_counter
@@ -75,7 +79,8 @@ def seeds_epoch(
     seed: int = 0,
     lr: float = 1e-3,
 ) -> tuple[float, float]:
-    """One epoch of the seeds' pipeline: (seconds, mean training loss in nats per image)."""
+    """One epoch of the seeds' pipeline: (seconds, mean training loss in nats per
+    image)."""
     torch.manual_seed(seed)
     model = make_model().to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -100,7 +105,8 @@ def seeds_epoch(
 def loader_epoch(
     images_uint8: np.ndarray, *, batch_size: int, device: torch.device
 ) -> float:
-    """Seconds for the seeds' DataLoader alone to produce one epoch of batches on ``device`` (no model)."""
+    """Seconds for the seeds' DataLoader alone to produce one epoch of batches on
+    ``device`` (no model)."""
     loader = DataLoader(
         PerItemImages(images_uint8), batch_size=batch_size, shuffle=True
     )
@@ -122,7 +128,8 @@ def fit_epoch(
     lr: float = 1e-3,
     **fit_kwargs,
 ) -> tuple[float, float]:
-    """One epoch of :func:`betavae_lib.fit`: (seconds, mean training loss in nats per image)."""
+    """One epoch of :func:`betavae_lib.fit`: (seconds, mean training loss in nats per
+    image)."""
     torch.manual_seed(seed)
     model = make_model()
     _sync(device)
@@ -165,7 +172,8 @@ class Row:
 def _done(row: Row) -> Row:
     """Report a finished row on stderr (the table itself is printed at the end)."""
     print(
-        f"  {row.name} [{row.device}]: {row.ref_seconds:.2f} s -> {row.seconds:.2f} s ({row.speedup:.2f}x)",
+        f"  {row.name} [{row.device}]: {row.ref_seconds:.2f} s -> "
+        f"{row.seconds:.2f} s ({row.speedup:.2f}x)",
         file=sys.stderr,
         flush=True,
     )
@@ -183,7 +191,8 @@ def compare(
     note: str = "",
     **fit_kwargs,
 ) -> Row:
-    """Best time of the seeds' pipeline and of ``fit`` on the same images, interleaved, after a warm-up."""
+    """Best time of the seeds' pipeline and of ``fit`` on the same images, interleaved,
+    after a warm-up."""
     images_uint8 = (images[:, 0] * 255).round().to(torch.uint8).numpy()
     warm = max(1, min(len(images), 8 * batch_size))
     seeds_epoch(make_model, images_uint8[:warm], batch_size=batch_size, device=device)
@@ -227,8 +236,9 @@ def fit_variant(
     note: str = "",
     **fit_kwargs,
 ) -> Row:
-    """``fit`` with ``fit_kwargs`` against plain ``fit``, interleaved, after a warm-up of each
-    (a whole epoch for ``compile=True``, so that compilation, including the smaller last batch, is excluded)."""
+    """``fit`` with ``fit_kwargs`` against plain ``fit``, interleaved, after a warm-up
+    of each (a whole epoch for ``compile=True``, so that compilation, including the
+    smaller last batch, is excluded)."""
     warm = (
         len(images)
         if fit_kwargs.get("compile")
@@ -269,7 +279,8 @@ def checkpoint_overhead(
     repeats: int,
     tmp_dir,
 ) -> Row:
-    """``fit`` saving its full training state after the epoch, against ``fit`` without."""
+    """``fit`` saving its full training state after the epoch, against ``fit``
+    without."""
     path = f"{tmp_dir}/bench_state.pt"
     return fit_variant(
         "MNIST MLPVAE epoch, checkpoint_path set",
@@ -290,7 +301,8 @@ def mnist_images() -> torch.Tensor:
 
 
 def dsprites_images(n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` procedural dSprites images (n, 1, 64, 64) float32 in {0, 1}, a seeded uniform subset."""
+    """``n`` procedural dSprites images (n, 1, 64, 64) float32 in {0, 1}, a seeded
+    uniform subset."""
     ds = load_dataset("dsprites", source="procedural")
     index = np.random.default_rng(seed).choice(len(ds), size=n, replace=False)
     return ds.images(np.sort(index))

@@ -1,10 +1,12 @@
-"""Run every benchmark and print one table: ``python -m benchmarks.run`` (or ``python benchmarks/run.py``).
+"""Run every benchmark and print one table: ``python -m benchmarks.run`` (or
+``python benchmarks/run.py``).
 
-Every timing is a ratio against a reference measured in the same run, on the same machine:
-``speed-up = reference seconds / betavae_lib seconds``. Options: ``--nbmake`` adds the wall time of
-``pytest --nbmake notebooks`` (smoke profile; slow), ``--quick`` runs one repeat on a smaller
-dSprites subset without the opt-in variants, ``--repeats N`` sets the repeats per timing.
-GPU rows are measured when CUDA is present and say "not measured" otherwise.
+Every timing is a ratio against a reference measured in the same run, on the same
+machine: ``speed-up = reference seconds / betavae_lib seconds``. Options: ``--nbmake``
+adds the wall time of ``pytest --nbmake notebooks`` (smoke profile; slow), ``--quick``
+runs one repeat on a smaller dSprites subset without the opt-in variants,
+``--repeats N`` sets the repeats per timing. GPU rows are measured when CUDA is present
+and say "not measured" otherwise.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def machine() -> str:
         torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
     )
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), "
         f"{gpu}, Python {platform.python_version()}"
     )
 
@@ -117,7 +120,8 @@ def ensemble_rows(args) -> list[Row]:
 
 
 def _mig_row(bench_metrics, args) -> Row:
-    """betavae_lib.metrics.mig against disentanglement_lib's sklearn loop, on the same codes."""
+    """betavae_lib.metrics.mig against disentanglement_lib's sklearn loop, on the same
+    codes."""
     import numpy as np
 
     from betavae_lib import metrics
@@ -140,12 +144,14 @@ def _mig_row(bench_metrics, args) -> Row:
         "sklearn loop (disentanglement_lib)",
         ref_s,
         ours_s,
-        note=f"{len(codes):,} codes x {codes.shape[1]} latents; MIG {ours.score:.6f} vs {ref:.6f}",
+        note=f"{len(codes):,} codes x {codes.shape[1]} latents; "
+        f"MIG {ours.score:.6f} vs {ref:.6f}",
     )
 
 
 def _fid_row(bench_metrics, device: torch.device, args) -> Row:
-    """Seconds per 1000 images: the book's domain features against pytorch-fid's Inception features."""
+    """Seconds per 1000 images: the book's domain features against pytorch-fid's
+    Inception features."""
     from betavae_lib import fid as fidlib
 
     images, source = bench_metrics.mnist_images(2000 if args.quick else 10000)
@@ -161,7 +167,8 @@ def _fid_row(bench_metrics, device: torch.device, args) -> Row:
             "Inception features",
             None,
             ours_s,
-            note=f"s per 1000 {source} images; Inception not measured ({why.split(';')[0].split(' (')[0]})",
+            note=f"s per 1000 {source} images; "
+            f"Inception not measured ({why.split(';')[0].split(' (')[0]})",
         )
     m = 64 if device.type == "cpu" else 1024
     inception = fidlib.InceptionFeatures(
@@ -176,12 +183,14 @@ def _fid_row(bench_metrics, device: torch.device, args) -> Row:
         "Inception features (pytorch-fid)",
         ref_s,
         ours_s,
-        note=f"s per 1000 {source} images ({len(images):,} domain, {m} Inception at 299x299)",
+        note=f"s per 1000 {source} images "
+        f"({len(images):,} domain, {m} Inception at 299x299)",
     )
 
 
 def metric_rows(device: torch.device, args) -> list[Row]:
-    """MIG and FID throughput, built on ``benchmarks/bench_metrics.py`` when it is there."""
+    """MIG and FID throughput, built on ``benchmarks/bench_metrics.py`` when it is
+    there."""
     if not (ROOT / "benchmarks" / "bench_metrics.py").is_file():
         return not_measured(
             METRIC_ROWS, str(device), "benchmarks/bench_metrics.py not found"
@@ -212,7 +221,8 @@ def metric_rows(device: torch.device, args) -> list[Row]:
 
 
 def nbmake_row(reference: Row | None) -> Row:
-    """Wall time of ``pytest --nbmake notebooks`` in the smoke profile, against one seeds' MNIST epoch."""
+    """Wall time of ``pytest --nbmake notebooks`` in the smoke profile, against one
+    seeds' MNIST epoch."""
     env = {**os.environ, "BETAVAE_PROFILE": "smoke"}
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -311,7 +321,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--cpu-time",
         action="store_true",
-        help="time CPU training rows by process CPU time (for a shared machine; use with --threads 1)",
+        help="time CPU training rows by process CPU time "
+        "(for a shared machine; use with --threads 1)",
     )
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
@@ -322,7 +333,8 @@ def main(argv=None) -> int:
     print(f"# betavae_lib benchmarks, {datetime.date.today().isoformat()}")
     print(f"machine: {machine()}")
     print(
-        f"command: python -m benchmarks.run {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
+        "command: python -m benchmarks.run "
+        f"{' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
     )
     clock = (
         "process CPU time for CPU training rows, wall clock otherwise"

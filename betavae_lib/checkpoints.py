@@ -1,10 +1,12 @@
-"""Save and load models with their configuration; loading never unpickles arbitrary objects.
+"""Save and load models with their configuration; loading never unpickles arbitrary
+objects.
 
 A model checkpoint is a ``torch.save`` dict of tensors, strings and numbers only:
 ``{"format", "model", "config", "state_dict", "meta"}``. :func:`load` reads it with
-``torch.load(weights_only=True)``, which refuses any other object, and rebuilds the model
-from its class name and ``config``. Saves are atomic: a temporary file, flushed to disk, then
-renamed into place, so an interrupted save leaves the previous file as it was.
+``torch.load(weights_only=True)``, which refuses any other object, and rebuilds the
+model from its class name and ``config``. Saves are atomic: a temporary file, flushed to
+disk, then renamed into place, so an interrupted save leaves the previous file as it
+was.
 
 A training state (written by ``fit(checkpoint_path=...)``) has the same keys plus
 ``optimizer``, ``epoch``, ``step``, ``rng``, ``history`` and ``settings``; :func:`load`
@@ -36,11 +38,13 @@ TRAINING_FORMAT = "betavae_lib.training/1"
 
 
 class CheckpointError(ValueError):
-    """A file is not a valid betavae_lib checkpoint, or does not fit the model asked for."""
+    """A file is not a valid betavae_lib checkpoint, or does not fit the model asked
+    for."""
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, flush it to disk, then rename it into place."""
+    """``torch.save`` to a temporary file beside ``path``, flush it to disk, then rename
+    it into place."""
     with atomic_write(path) as (f, _):
         torch.save(obj, f)
     return Path(path)
@@ -154,13 +158,15 @@ def read_training_state(path: str | os.PathLike) -> dict:
     } - set(ckpt)
     if missing:
         raise CheckpointError(
-            f"{path} is an incomplete training state: missing {', '.join(sorted(missing))}"
+            f"{path} is an incomplete training state: "
+            f"missing {', '.join(sorted(missing))}"
         )
     return ckpt
 
 
 def configs_equal(a, b) -> bool:
-    """Equality that treats tuples and lists alike (configs hold lists after a round trip)."""
+    """Equality that treats tuples and lists alike (configs hold lists after a round
+    trip)."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(configs_equal(x, y) for x, y in zip(a, b))
     if isinstance(a, dict) and isinstance(b, dict):
@@ -169,11 +175,13 @@ def configs_equal(a, b) -> bool:
 
 
 def check_model_matches(ckpt: dict, model, path="checkpoint") -> None:
-    """Raise :class:`CheckpointError` unless ``model`` has the class and config saved in ``ckpt``."""
+    """Raise :class:`CheckpointError` unless ``model`` has the class and config saved in
+    ``ckpt``."""
     name, config = type(model).__name__, getattr(model, "config", None)
     if ckpt["model"] != name or not configs_equal(ckpt["config"], config):
         raise CheckpointError(
-            f"{path} holds a {ckpt['model']} with config {ckpt['config']}, but the model "
+            f"{path} holds a {ckpt['model']} with config {ckpt['config']}, "
+            f"but the model "
             f"given is a {name} with config {config}; build the model with the saved "
             f"config, or start a new checkpoint"
         )
@@ -183,7 +191,8 @@ def check_model_matches(ckpt: dict, model, path="checkpoint") -> None:
 
 
 def _rng_states(device: torch.device, order: torch.Generator) -> dict:
-    """Every random state ``fit`` depends on, as tensors and numbers (``weights_only``-loadable)."""
+    """Every random state ``fit`` depends on, as tensors and numbers
+    (``weights_only``-loadable)."""
     version, internal, gauss_next = random.getstate()
     _, keys, pos, has_gauss, cached = np.random.get_state()
     states = {
@@ -395,7 +404,8 @@ def restore_training_state(path, model, opt, *, order, device, settings, schedul
     """
     if not Path(path).is_file():
         warnings.warn(
-            f"resume=True but there is no checkpoint at {path} yet; training starts from epoch 1",
+            f"resume=True but there is no checkpoint at {path} yet; "
+            "training starts from epoch 1",
             stacklevel=3,
         )
         return None
@@ -529,8 +539,8 @@ def build_model(cls, config: dict, state_dict: dict, path) -> torch.nn.Module:
 def load(path: str | os.PathLike, expect: type | str | None = None, **expect_config):
     """Rebuild the saved model (in eval mode) and return ``(model, meta)``.
 
-    expect: a model class or name the file must hold; expect_config: config values it must have
-    (e.g. ``latent_dim=10``). A mismatch raises :class:`CheckpointError`.
+    expect: a model class or name the file must hold; expect_config: config values it
+    must have (e.g. ``latent_dim=10``). A mismatch raises :class:`CheckpointError`.
     """
     want = expect if isinstance(expect, str) or expect is None else expect.__name__
     if want is not None and want not in MODELS:

@@ -1,16 +1,18 @@
-"""Datasets: MNIST and Fashion-MNIST from their raw IDX files, and dSprites (real file or procedural).
+"""Datasets: MNIST and Fashion-MNIST from their raw IDX files, and dSprites (real file
+or procedural).
 
 Where files are looked for, in order:
 
 1. the ``root`` argument;
 2. ``$BETAVAE_DATA_DIR``;
-3. the cache folder ``$BETAVAE_CACHE_DIR`` (default ``~/.cache/betavae_lib``), where downloads go.
+3. the cache folder ``$BETAVAE_CACHE_DIR`` (default ``~/.cache/betavae_lib``), where
+   downloads go.
 
-Each root uses torchvision's layout (``MNIST/raw/*.gz``, ``FashionMNIST/raw/*.gz``), plus
-``dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``. Every file is checked against its
-published checksum before use; downloads go to a temporary file that is renamed only once its
-checksum matches, so an interrupted download never leaves a file that looks valid.
-Set ``BETAVAE_OFFLINE=1`` to never try the network.
+Each root uses torchvision's layout (``MNIST/raw/*.gz``, ``FashionMNIST/raw/*.gz``),
+plus ``dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``. Every file is checked
+against its published checksum before use; downloads go to a temporary file that is
+renamed only once its checksum matches, so an interrupted download never leaves a file
+that looks valid. Set ``BETAVAE_OFFLINE=1`` to never try the network.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 DSPRITES_URL = (
     "https://github.com/deepmind/dsprites-dataset/raw/master/" + DSPRITES_FILE
 )
-# git blob id of DeepMind's file (``git hash-object``), the checksum its repository publishes.
+# git blob id of DeepMind's file (``git hash-object``), the checksum its repository
+# publishes.
 DSPRITES_GIT_BLOB = "d98996d3f8ee1550e06b9d4ed78d0beb478910d5"
 DSPRITES_N = 3 * 6 * 40 * 32 * 32  # images in DeepMind's file
 # The values of scale, orientation and position, as (start, stop, count) of a linspace:
@@ -100,11 +103,12 @@ class IncompleteDownloadError(OSError):
     """A download ended before all the bytes the server announced had arrived."""
 
 
-# ----------------------------------------------------------------------------- locations
+# ---------------------------------------------------------------------------- locations
 
 
 def cache_dir() -> Path:
-    """Folder where downloads are stored: ``$BETAVAE_CACHE_DIR`` or ``~/.cache/betavae_lib``."""
+    """Folder where downloads are stored: ``$BETAVAE_CACHE_DIR`` or
+    ``~/.cache/betavae_lib``."""
     return Path(
         os.environ.get("BETAVAE_CACHE_DIR", Path.home() / ".cache" / "betavae_lib")
     )
@@ -189,7 +193,8 @@ def _copy_before_deadline(response, out, url: str, deadline: float) -> None:
 def _locate(
     relpath: str, checksum: str, urls: list[str], root, algorithm: str = "md5"
 ) -> Path:
-    """Find a verified file under the search roots, else download it into the cache, else raise."""
+    """Find a verified file under the search roots, else download it into the cache,
+    else raise."""
     roots = search_roots(root)
     for r in roots:
         path = r / relpath
@@ -197,8 +202,10 @@ def _locate(
             got = file_digest(path, algorithm)
             if got != checksum:
                 raise ChecksumError(
-                    f"{path} is corrupt or truncated ({algorithm} {got}, expected {checksum}). "
-                    f"Delete it and run again to download a fresh copy, or replace it with the original file."
+                    f"{path} is corrupt or truncated "
+                    f"({algorithm} {got}, expected {checksum}). "
+                    f"Delete it and run again to download a fresh copy, "
+                    f"or replace it with the original file."
                 )
             return path
     errors = []
@@ -218,19 +225,21 @@ def _locate(
     )
     raise DataNotFoundError(
         f"{Path(relpath).name} not found. Looked in:\n  {looked}\nand {why}\n"
-        f"Put the file in one of those folders (for example set BETAVAE_DATA_DIR to a folder holding "
+        f"Put the file in one of those folders "
+        f"(for example set BETAVAE_DATA_DIR to a folder holding "
         f"{Path(relpath).parent}/), or run where the internet is reachable."
     )
 
 
-# ----------------------------------------------------------------------------- MNIST-like
+# --------------------------------------------------------------------------- MNIST-like
 
 
 @dataclass
 class ImageDataset:
     """A whole split in memory.
 
-    images: (N, 1, H, W) float32 in [0, 1]; labels: (N,) int64; label_names: class names.
+    images: (N, 1, H, W) float32 in [0, 1]; labels: (N,) int64; label_names: class
+    names.
     """
 
     name: str
@@ -244,7 +253,8 @@ class ImageDataset:
         return len(self.images)
 
     def subset(self, n: int | None, seed: int = 0) -> ImageDataset:
-        """The first ``n`` items of a seeded shuffle (all of them when ``n`` is None or too large)."""
+        """The first ``n`` items of a seeded shuffle (all of them when ``n`` is None or
+        too large)."""
         if n is None:
             return self
         n = positive_int("subset size", n, what="a positive integer or None")
@@ -264,7 +274,8 @@ class ImageDataset:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read a (gzipped) IDX file into a uint8 array, checking its header against its size."""
+    """Read a (gzipped) IDX file into a uint8 array, checking its header against its
+    size."""
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as f:
         data = f.read()
@@ -318,12 +329,14 @@ def _load_idx_dataset(name: str, split: str, root) -> ImageDataset:
 class DSprites:
     """dSprites: 737,280 binary 64x64 images, one per combination of five factors.
 
-    Factors (in index order, row-major like DeepMind's file): shape (3: square, ellipse, heart),
-    scale (6 values in [0.5, 1]), orientation (40 values ``np.linspace(0, 2*pi, 40)``, as in the file),
-    posX (32 values in [0, 1]), posY (32 values in [0, 1]).
+    Factors (in index order, row-major like DeepMind's file): shape (3: square, ellipse,
+    heart), scale (6 values in [0.5, 1]), orientation (40 values
+    ``np.linspace(0, 2*pi, 40)``, as in the file), posX (32 values in [0, 1]), posY (32
+    values in [0, 1]).
 
-    ``source`` is ``"npz"`` (DeepMind's file) or ``"procedural"`` (rendered here on demand: the same
-    factor grid, not the same pixels). Images are rendered only for the indices asked for.
+    ``source`` is ``"npz"`` (DeepMind's file) or ``"procedural"`` (rendered here on
+    demand: the same factor grid, not the same pixels). Images are rendered only for the
+    indices asked for.
     """
 
     source: str
@@ -351,7 +364,8 @@ class DSprites:
         index = _integer_indices(index)
         if index.size and (index.min() < 0 or index.max() >= len(self)):
             raise IndexError(
-                f"dSprites indices must be in [0, {len(self)}), got {index.min()}..{index.max()}"
+                f"dSprites indices must be in [0, {len(self)}), "
+                f"got {index.min()}..{index.max()}"
             )
         return np.stack(np.unravel_index(index, self.factor_sizes), axis=-1)
 
@@ -397,7 +411,8 @@ class DSprites:
     def sample_observations_from_factors(
         self, classes, rng: np.random.Generator | None = None
     ) -> torch.Tensor:
-        """Images for factor classes (N, 5); every factor is observed, so ``rng`` is unused."""
+        """Images for factor classes (N, 5); every factor is observed, so ``rng`` is
+        unused."""
         return self.images(self.factors_to_index(classes))
 
 
@@ -415,7 +430,8 @@ def _integer_indices(index) -> np.ndarray:
 
 
 def _heart_mask(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Inside test of the heart curve (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0, v pointing up."""
+    """Inside test of the heart curve (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0, v pointing
+    up."""
     x, y = u * 1.25, v * 1.25 + 0.2
     return (x * x + y * y - 1) ** 3 - x * x * y**3 <= 0
 
@@ -423,8 +439,9 @@ def _heart_mask(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 def render_dsprites(classes, size: int = 64, chunk: int = 4096) -> torch.Tensor:
     """Render factor classes (N, 5) as binary sprites: (N, 1, size, size) float32.
 
-    A sprite of half-size ``0.16 * scale`` (in image widths) is centred at ``0.2 + 0.6 * pos``,
-    rotated by the orientation; shapes are a square, an ellipse (aspect 2:1) and a heart.
+    A sprite of half-size ``0.16 * scale`` (in image widths) is centred at
+    ``0.2 + 0.6 * pos``, rotated by the orientation; shapes are a square, an ellipse
+    (aspect 2:1) and a heart.
     """
     classes = torch.as_tensor(np.asarray(classes), dtype=torch.long)
     scales = torch.linspace(*_DSPRITES_SCALES)
@@ -473,7 +490,8 @@ def _load_dsprites(root, source: str) -> DSprites:
         if source == "npz":
             raise
         warnings.warn(
-            f"dSprites: DeepMind's file is unavailable, so the procedural generator is used "
+            f"dSprites: DeepMind's file is unavailable, "
+            f"so the procedural generator is used "
             f"(same factor grid, not the same pixels). {str(e).splitlines()[0]}",
             stacklevel=3,
         )
@@ -482,12 +500,13 @@ def _load_dsprites(root, source: str) -> DSprites:
         imgs = f["imgs"]
     if imgs.shape != (DSPRITES_N, 64, 64):
         raise ValueError(
-            f"{path} holds images of shape {imgs.shape}, expected ({DSPRITES_N}, 64, 64)"
+            f"{path} holds images of shape {imgs.shape}, "
+            f"expected ({DSPRITES_N}, 64, 64)"
         )
     return DSprites(source="npz", _imgs=imgs)
 
 
-# ----------------------------------------------------------------------------- entry point
+# -------------------------------------------------------------------------- entry point
 
 
 def load_dataset(
@@ -500,13 +519,15 @@ def load_dataset(
     """Load a dataset split.
 
     name: ``"mnist"``, ``"fashion_mnist"`` or ``"dsprites"``.
-    split: ``"train"`` or ``"test"`` (dSprites has one split; both return the whole grid).
+    split: ``"train"`` or ``"test"`` (dSprites has one split; both return the whole
+    grid).
     root: a folder to look in before ``$BETAVAE_DATA_DIR`` and the cache.
-    source: dSprites only: ``"auto"`` (the real file when present or downloadable, else procedural,
-    with a warning), ``"npz"`` (the real file or an error) or ``"procedural"``.
+    source: dSprites only: ``"auto"`` (the real file when present or downloadable, else
+    procedural, with a warning), ``"npz"`` (the real file or an error) or
+    ``"procedural"``.
 
-    Returns an :class:`ImageDataset` (images (N, 1, 28, 28) float32 in [0, 1], labels (N,))
-    or a :class:`DSprites`.
+    Returns an :class:`ImageDataset` (images (N, 1, 28, 28) float32 in [0, 1], labels
+    (N,)) or a :class:`DSprites`.
     """
     key = str(name).lower().replace("-", "_")
     if key not in DATASETS:

@@ -1,16 +1,19 @@
 """Fréchet distances between image sets, with two feature extractors.
 
-* ``features="domain"``: the 128-d penultimate layer (pre-activation) of a small CNN classifier trained on MNIST or
-  Fashion-MNIST (:class:`DomainClassifier`; checkpoints ship in ``betavae_lib/assets``). It runs
-  anywhere in seconds and is the FID to compare models within this book. Its values are not
-  comparable with published (Inception) FIDs.
-* ``features="inception"``: pytorch-fid's ``InceptionV3`` pool3 features (2048-d), the standard FID.
-  Grayscale is repeated to three channels and the network resizes to 299x299 bilinearly and maps
-  [0, 1] to [-1, 1], exactly as pytorch-fid does. Needs ``pytorch-fid`` and ``torchvision``
-  (imported only when asked for) and the weights file, looked for in this order: the ``weights``
-  argument; pytorch-fid's cache ``$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth``;
-  ``weights/pt_inception-2015-12-05-fc-zeroed.pth`` under each data root (``$BETAVAE_DATA_DIR``,
-  the cache; pool3 features are exact, logits are not); else pytorch-fid downloads it.
+* ``features="domain"``: the 128-d penultimate layer (pre-activation) of a small CNN
+  classifier trained on MNIST or Fashion-MNIST (:class:`DomainClassifier`; checkpoints
+  ship in ``betavae_lib/assets``). It runs anywhere in seconds and is the FID to compare
+  models within this book. Its values are not comparable with published (Inception)
+  FIDs.
+* ``features="inception"``: pytorch-fid's ``InceptionV3`` pool3 features (2048-d), the
+  standard FID. Grayscale is repeated to three channels and the network resizes to
+  299x299 bilinearly and maps [0, 1] to [-1, 1], exactly as pytorch-fid does. Needs
+  ``pytorch-fid`` and ``torchvision`` (imported only when asked for) and the weights
+  file, looked for in this order: the ``weights`` argument; pytorch-fid's cache
+  ``$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth``;
+  ``weights/pt_inception-2015-12-05-fc-zeroed.pth`` under each data root
+  (``$BETAVAE_DATA_DIR``, the cache; pool3 features are exact, logits are not); else
+  pytorch-fid downloads it.
 
 The distance itself is :func:`frechet_distance` on the :func:`feature_statistics` of
 each set, the values pytorch-fid computes (the distance through eigenvalues, which also
@@ -51,13 +54,15 @@ INCEPTION_SHARED_FILE = "pt_inception-2015-12-05-fc-zeroed.pth"
 
 
 class FIDUnavailableError(ImportError):
-    """The Inception feature extractor cannot be built here (missing package or weights)."""
+    """The Inception feature extractor cannot be built here (missing package or
+    weights)."""
 
 
 @dataclass
 class FIDResult:
-    """A Fréchet distance: ``value``, the sizes ``n_real`` and ``n_fake``, and the ``features`` used
-    (``"domain:mnist"``, ``"domain:fashion_mnist"`` or ``"inception"``)."""
+    """A Fréchet distance: ``value``, the sizes ``n_real`` and ``n_fake``, and the
+    ``features`` used (``"domain:mnist"``, ``"domain:fashion_mnist"`` or
+    ``"inception"``)."""
 
     value: float
     n_real: int
@@ -78,11 +83,13 @@ def grayscale_float_images(images, name: str = "images") -> torch.Tensor:
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
         raise TypeError(
-            f"{name} must be a tensor or array (N, 1, H, W), got {type(images).__name__}"
+            f"{name} must be a tensor or array (N, 1, H, W), "
+            f"got {type(images).__name__}"
         )
     if images.dim() != 4 or images.shape[1] != 1:
         raise ValueError(
-            f"{name} must have shape (N, 1, H, W) (grayscale), got {tuple(images.shape)}"
+            f"{name} must have shape (N, 1, H, W) (grayscale), "
+            f"got {tuple(images.shape)}"
         )
     if images.dtype not in (torch.uint8, torch.bool) and not images.is_floating_point():
         raise TypeError(
@@ -99,17 +106,19 @@ def _device_or_auto(device) -> torch.device:
     return pick_device("auto" if device is None else device)
 
 
-# ----------------------------------------------------------------------------- domain classifier
+# -------------------------------------------------------------------- domain classifier
 
 
 class DomainClassifier(nn.Module):
-    """Small CNN for 28x28 grayscale digits or clothes; its 128-d penultimate layer gives FID features.
+    """Small CNN for 28x28 grayscale digits or clothes; its 128-d penultimate layer
+    gives FID features.
 
-    Three strided convolutions with ReLU (``width``, 2·``width``, 2·``width`` channels; 28 -> 14 -> 7 -> 4),
-    a ``feature_dim``-unit linear layer whose outputs, before their ReLU, are the features, then
-    ReLU and a linear layer to ``num_classes`` logits. Pre-activations keep the feature covariance
-    full rank (after the ReLU, units that never fire would make it singular).
-    Inputs are images (B, 1, 28, 28) in [0, 1]; they are centred inside the network.
+    Three strided convolutions with ReLU (``width``, 2·``width``, 2·``width`` channels;
+    28 -> 14 -> 7 -> 4), a ``feature_dim``-unit linear layer whose outputs, before their
+    ReLU, are the features, then ReLU and a linear layer to ``num_classes`` logits.
+    Pre-activations keep the feature covariance full rank (after the ReLU, units that
+    never fire would make it singular). Inputs are images (B, 1, 28, 28) in [0, 1]; they
+    are centred inside the network.
     """
 
     def __init__(self, num_classes: int = 10, feature_dim: int = 128, width: int = 16):
@@ -132,7 +141,8 @@ class DomainClassifier(nn.Module):
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, 1, 28, 28) in [0, 1] -> penultimate pre-activations (B, feature_dim)."""
+        """Images (B, 1, 28, 28) in [0, 1] -> penultimate pre-activations (B,
+        feature_dim)."""
         return self.body((x - 0.5) / 0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +151,8 @@ class DomainClassifier(nn.Module):
 
 
 def domain_checkpoint_path(dataset: str = "mnist") -> Path:
-    """Where the shipped classifier for ``dataset`` lives: ``betavae_lib/assets/domain_classifier_<name>.pt``."""
+    """Where the shipped classifier for ``dataset`` lives:
+    ``betavae_lib/assets/domain_classifier_<name>.pt``."""
     return ASSETS_DIR / f"domain_classifier_{_domain_name(dataset)}.pt"
 
 
@@ -149,7 +160,8 @@ def _domain_name(dataset: str) -> str:
     key = str(dataset).lower().replace("-", "_")
     if key not in DOMAIN_DATASETS:
         raise ValueError(
-            f"no domain classifier for {dataset!r}; valid are {', '.join(DOMAIN_DATASETS)} "
+            f"no domain classifier for {dataset!r}; "
+            f"valid are {', '.join(DOMAIN_DATASETS)} "
             f"(for dSprites or other images use features='inception')"
         )
     return key
@@ -158,9 +170,10 @@ def _domain_name(dataset: str) -> str:
 def load_domain_classifier(
     dataset: str = "mnist", path: str | os.PathLike | None = None
 ):
-    """Load a domain classifier (read with ``weights_only=True``): returns ``(model, meta)`` in eval
-    mode on the CPU. ``path`` defaults to the shipped checkpoint for ``dataset``; ``meta`` records
-    the dataset, test accuracy, epochs, seed and training time."""
+    """Load a domain classifier (read with ``weights_only=True``): returns
+    ``(model, meta)`` in eval mode on the CPU. ``path`` defaults to the shipped
+    checkpoint for ``dataset``; ``meta`` records the dataset, test accuracy, epochs,
+    seed and training time."""
     path = Path(path) if path is not None else domain_checkpoint_path(dataset)
     if not path.is_file():
         raise FileNotFoundError(
@@ -179,7 +192,8 @@ def load_domain_classifier(
 def classifier_accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
 ) -> float:
-    """Fraction of ``images`` (N, 1, 28, 28) whose argmax logit equals ``labels`` (N,)."""
+    """Fraction of ``images`` (N, 1, 28, 28) whose argmax logit equals ``labels``
+    (N,)."""
     batch_size = positive_int("batch_size", batch_size)
     model.eval()
     device = model_device(model)
@@ -208,12 +222,13 @@ def train_domain_classifier(
     save_to: str | os.PathLike | None = None,
     verbose: bool = True,
 ):
-    """Train a :class:`DomainClassifier` on a dataset's train split; returns ``(model, meta)``.
+    """Train a :class:`DomainClassifier` on a dataset's train split; returns
+    ``(model, meta)``.
 
-    dataset: ``"mnist"`` or ``"fashion_mnist"``. Adam with a cosine-decayed learning rate, seeded
-    (``seed``); ``train_size`` and ``test_size`` limit the images used (None: all 60,000 and 10,000).
-    ``meta`` holds the test-split accuracy. ``save_to``: also write a checkpoint that
-    :func:`load_domain_classifier` reads.
+    dataset: ``"mnist"`` or ``"fashion_mnist"``. Adam with a cosine-decayed learning
+    rate, seeded (``seed``); ``train_size`` and ``test_size`` limit the images used
+    (None: all 60,000 and 10,000). ``meta`` holds the test-split accuracy. ``save_to``:
+    also write a checkpoint that :func:`load_domain_classifier` reads.
     """
     name = _domain_name(dataset)
     epochs, batch_size = (
@@ -265,7 +280,8 @@ def train_domain_classifier(
     }
     if verbose:
         print(
-            f"{name}: test accuracy {accuracy:.4f} after {epochs} epochs ({seconds:.0f} s)"
+            f"{name}: test accuracy {accuracy:.4f} "
+            f"after {epochs} epochs ({seconds:.0f} s)"
         )
     if save_to is not None:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -281,7 +297,7 @@ def train_domain_classifier(
     return model, meta
 
 
-# ----------------------------------------------------------------------------- extractors
+# --------------------------------------------------------------------------- extractors
 
 
 def _batched_features(
@@ -299,8 +315,9 @@ def _batched_features(
 class DomainFeatures:
     """Penultimate-layer features (N, 128) of the domain classifier for ``dataset``.
 
-    Call it on images (N, 1, H, W) in [0, 1]; sizes other than 28x28 are resized bilinearly
-    (antialiased) to 28x28 first. ``path``: a checkpoint other than the shipped one.
+    Call it on images (N, 1, H, W) in [0, 1]; sizes other than 28x28 are resized
+    bilinearly (antialiased) to 28x28 first. ``path``: a checkpoint other than the
+    shipped one.
     """
 
     def __init__(
@@ -332,8 +349,8 @@ class DomainFeatures:
 
 
 def inception_weights_path(weights: str | os.PathLike | None = None) -> Path | None:
-    """The Inception weights file to use (module docstring for the order), or None when only a
-    download could provide it. An explicit ``weights`` path must exist."""
+    """The Inception weights file to use (module docstring for the order), or None when
+    only a download could provide it. An explicit ``weights`` path must exist."""
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
@@ -349,15 +366,18 @@ def _import_pytorch_fid_inception():
         import pytorch_fid.inception as fid_inception
     except Exception as e:  # ImportError, or a torchvision that fails while importing
         raise FIDUnavailableError(
-            f"Inception FID needs the pytorch-fid and torchvision packages, which cannot be imported here "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); install them (pip install pytorch-fid "
+            f"Inception FID needs the pytorch-fid and torchvision packages, "
+            f"which cannot be imported here "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            f"install them (pip install pytorch-fid "
             f"torchvision) or use features='domain'."
         ) from None
     return fid_inception
 
 
 def inception_available(weights: str | os.PathLike | None = None) -> tuple[bool, str]:
-    """Whether :class:`InceptionFeatures` can be built here without a download: ``(ok, reason)``."""
+    """Whether :class:`InceptionFeatures` can be built here without a download:
+    ``(ok, reason)``."""
     try:
         _import_pytorch_fid_inception()
     except FIDUnavailableError as e:
@@ -368,8 +388,10 @@ def inception_available(weights: str | os.PathLike | None = None) -> tuple[bool,
         return False, str(e)
     if path is None:
         return False, (
-            f"no Inception weights file in pytorch-fid's cache ({INCEPTION_CACHE_FILE}) or under "
-            f"a data root (weights/{INCEPTION_SHARED_FILE}); pytorch-fid would download it"
+            f"no Inception weights file in pytorch-fid's cache "
+            f"({INCEPTION_CACHE_FILE}) or under "
+            f"a data root (weights/{INCEPTION_SHARED_FILE}); "
+            f"pytorch-fid would download it"
         )
     return True, str(path)
 
@@ -377,9 +399,10 @@ def inception_available(weights: str | os.PathLike | None = None) -> tuple[bool,
 class InceptionFeatures:
     """pytorch-fid's ``InceptionV3([3])`` pool3 features (N, 2048) of grayscale images.
 
-    Call it on images (N, 1, H, W) in [0, 1]: channels are repeated to RGB and the network resizes to
-    299x299 and rescales to [-1, 1] itself. Raises :class:`FIDUnavailableError` when pytorch-fid or
-    torchvision cannot be imported, or when no weights file is found and downloading is impossible.
+    Call it on images (N, 1, H, W) in [0, 1]: channels are repeated to RGB and the
+    network resizes to 299x299 and rescales to [-1, 1] itself. Raises
+    :class:`FIDUnavailableError` when pytorch-fid or torchvision cannot be imported, or
+    when no weights file is found and downloading is impossible.
     """
 
     def __init__(
@@ -393,16 +416,19 @@ class InceptionFeatures:
         if path is None:
             if offline():
                 raise FIDUnavailableError(
-                    f"no Inception weights file was found and downloads are disabled (BETAVAE_OFFLINE=1); put "
-                    f"{INCEPTION_CACHE_FILE} in {Path(torch.hub.get_dir()) / 'checkpoints'} or use features='domain'."
+                    f"no Inception weights file was found and downloads are disabled "
+                    f"(BETAVAE_OFFLINE=1); put "
+                    f"{INCEPTION_CACHE_FILE} in "
+                    f"{Path(torch.hub.get_dir()) / 'checkpoints'} "
+                    f"or use features='domain'."
                 )
             try:
-                model = fid_inception.InceptionV3(
-                    [3]
-                )  # pytorch-fid downloads into the torch hub cache
+                # pytorch-fid downloads into the torch hub cache
+                model = fid_inception.InceptionV3([3])
             except Exception as e:
                 raise FIDUnavailableError(
-                    f"the Inception weights could not be downloaded ({type(e).__name__}); "
+                    f"the Inception weights could not be downloaded "
+                    f"({type(e).__name__}); "
                     f"use features='domain'."
                 ) from e
         else:
@@ -434,8 +460,8 @@ def get_extractor(
     device=None,
     batch_size: int | None = None,
 ):
-    """A feature extractor by name: ``"domain"`` (:class:`DomainFeatures` for ``dataset``) or
-    ``"inception"`` (:class:`InceptionFeatures`)."""
+    """A feature extractor by name: ``"domain"`` (:class:`DomainFeatures` for
+    ``dataset``) or ``"inception"`` (:class:`InceptionFeatures`)."""
     if features == "domain":
         return DomainFeatures(
             dataset,
@@ -455,7 +481,8 @@ def get_extractor(
 
 
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (F,) and covariance (F, F) of features (N, F), float64, as pytorch-fid computes them.
+    """Mean (F,) and covariance (F, F) of features (N, F), float64, as pytorch-fid
+    computes them.
 
     The covariance is ``np.cov(features, rowvar=False)`` (divides by N − 1). With N < F
     it is singular and the FID biased; a warning says so.
@@ -470,8 +497,10 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
         )
     if n < dim:
         warnings.warn(
-            f"only {n} samples for {dim}-dimensional features: the covariance is singular "
-            f"(rank <= {n - 1}) and the Fréchet distance is biased; use at least {dim} samples "
+            f"only {n} samples for {dim}-dimensional features: "
+            f"the covariance is singular "
+            f"(rank <= {n - 1}) and the Fréchet distance is biased; "
+            f"use at least {dim} samples "
             f"(10,000 or more is the usual choice for FID)",
             stacklevel=2,
         )
@@ -568,10 +597,13 @@ def fid(
 ) -> FIDResult:
     """Fréchet distance between two image sets in a feature space.
 
-    real_images, fake_images: (N, 1, H, W) in [0, 1] (tensors or arrays; uint8 is scaled).
-    features: ``"domain"`` (classifier for ``dataset``: ``"mnist"`` or ``"fashion_mnist"``) or
-    ``"inception"``. extractor: an already built extractor (e.g. from :func:`get_extractor`) to reuse.
-    Fewer images than feature dimensions (128 or 2048) give a biased value, with a warning.
+    real_images, fake_images: (N, 1, H, W) in [0, 1] (tensors or arrays; uint8 is
+    scaled).
+    features: ``"domain"`` (classifier for ``dataset``: ``"mnist"`` or
+    ``"fashion_mnist"``) or ``"inception"``. extractor: an already built extractor (e.g.
+    from :func:`get_extractor`) to reuse.
+    Fewer images than feature dimensions (128 or 2048) give a biased value, with a
+    warning.
     """
     real, fake = (
         grayscale_float_images(real_images, "real_images"),

@@ -1,4 +1,5 @@
-"""A latent-variable model whose every quantity is exact: the linear-Gaussian model (probabilistic PCA).
+"""A latent-variable model whose every quantity is exact: the linear-Gaussian model
+(probabilistic PCA).
 
     z ~ N(0, I_D),    x | z ~ N(W z + b, σ² I_P)
 
@@ -7,10 +8,11 @@ so that (Tipping & Bishop 1999)
     p(x)     = N(x; b, W Wᵀ + σ² I_P)
     p(z | x) = N(z; Λ⁻¹ Wᵀ (x − b) / σ²,  Λ⁻¹),   Λ = I_D + Wᵀ W / σ².
 
-The book uses it to check the ELBO numerically: for a Gaussian q(z) = N(m, S) the ELBO and the KL to
-the true posterior have closed forms, so ``ELBO + KL(q ‖ p(z|x)) = log p(x)`` can be verified to
-rounding error. Everything is computed in float64. Shapes: x (B, P), z (..., D), m (B, D), S (D, D)
-or (B, D, D); all log-densities in nats.
+The book uses it to check the ELBO numerically: for a Gaussian q(z) = N(m, S) the ELBO
+and the KL to the true posterior have closed forms, so
+``ELBO + KL(q ‖ p(z|x)) = log p(x)`` can be verified to rounding error. Everything is
+computed in float64. Shapes: x (B, P), z (..., D), m (B, D), S (D, D) or (B, D, D); all
+log-densities in nats.
 """
 
 from __future__ import annotations
@@ -25,21 +27,25 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 def _as_cov(cov: torch.Tensor, dim: int) -> torch.Tensor:
-    """A covariance given as (D,) variances, (D, D) or (B, D, D) -> a float64 (..., D, D) matrix."""
+    """A covariance given as (D,) variances, (D, D) or (B, D, D) -> a float64
+    (..., D, D) matrix."""
     cov = torch.as_tensor(cov, dtype=torch.float64)
     if cov.dim() == 1:
         cov = torch.diag(cov)
     if cov.shape[-2:] != (dim, dim):
         raise ValueError(
-            f"a covariance must be (D,), (D, D) or (B, D, D) with D = {dim}, got {tuple(cov.shape)}"
+            f"a covariance must be (D,), (D, D) or (B, D, D) with D = {dim}, "
+            f"got {tuple(cov.shape)}"
         )
     return cov
 
 
 class LinearGaussian:
-    """z ~ N(0, I_D), x | z ~ N(W z + b, σ² I_P), with exact marginal, posterior, ELBO and KL.
+    """z ~ N(0, I_D), x | z ~ N(W z + b, σ² I_P), with exact marginal, posterior, ELBO
+    and KL.
 
-    W: (P, D) loadings; b: (P,) offset; sigma: observation noise standard deviation (> 0).
+    W: (P, D) loadings; b: (P,) offset; sigma: observation noise standard deviation
+    (> 0).
     """
 
     def __init__(self, W: torch.Tensor, b: torch.Tensor, sigma: float):
@@ -47,7 +53,8 @@ class LinearGaussian:
         self.b = torch.as_tensor(b, dtype=torch.float64)
         if self.W.dim() != 2 or self.b.shape != (self.W.shape[0],):
             raise ValueError(
-                f"W must be (P, D) and b (P,), got {tuple(self.W.shape)} and {tuple(self.b.shape)}"
+                f"W must be (P, D) and b (P,), "
+                f"got {tuple(self.W.shape)} and {tuple(self.b.shape)}"
             )
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma!r}")
@@ -80,7 +87,8 @@ class LinearGaussian:
     # ------------------------------------------------------------------ exact densities
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact log p(x) = log N(x; b, W Wᵀ + σ² I): (B,) nats (Woodbury identity, D×D solves only)."""
+        """Exact log p(x) = log N(x; b, W Wᵀ + σ² I): (B,) nats (Woodbury identity, D×D
+        solves only)."""
         r = torch.as_tensor(x, dtype=torch.float64) - self.b
         s2 = self.sigma**2
         # (W Wᵀ + σ² I)⁻¹ = (I − W Λ⁻¹ Wᵀ / σ²) / σ²;   log det = P log σ² + log det Λ
@@ -94,7 +102,8 @@ class LinearGaussian:
         return -0.5 * (self.data_dim * _LOG_2PI + logdet + mahalanobis)
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x | z) = log N(x; W z + b, σ² I): x (B, P), z (..., B, D) -> (..., B) nats."""
+        """log p(x | z) = log N(x; W z + b, σ² I): x (B, P), z (..., B, D) -> (..., B)
+        nats."""
         x = torch.as_tensor(x, dtype=torch.float64)
         resid = x - (torch.as_tensor(z, dtype=torch.float64) @ self.W.T + self.b)
         return -0.5 * (
@@ -108,11 +117,13 @@ class LinearGaussian:
         return -0.5 * (self.latent_dim * _LOG_2PI + (z**2).sum(-1))
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x, z) = log p(x | z) + log p(z): x (B, P), z (..., B, D) -> (..., B) nats."""
+        """log p(x, z) = log p(x | z) + log p(z): x (B, P), z (..., B, D) -> (..., B)
+        nats."""
         return self.log_likelihood(x, z) + self.log_prior(z)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The exact posterior p(z | x) = N(mean, cov): mean (B, D), cov (D, D) (the same for every x)."""
+        """The exact posterior p(z | x) = N(mean, cov): mean (B, D), cov (D, D) (the
+        same for every x)."""
         r = torch.as_tensor(x, dtype=torch.float64) - self.b
         cov = torch.cholesky_inverse(self._chol)
         return (r @ self.W) @ cov / self.sigma**2, cov
@@ -120,12 +131,12 @@ class LinearGaussian:
     def mean_field_posterior(
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The factorised q(z) = Π_d N(m_d, v_d) closest to p(z|x) in KL(q ‖ p): m = posterior mean,
-        v_d = 1 / Λ_dd. Returns mean (B, D) and variances (D,)."""
+        """The factorised q(z) = Π_d N(m_d, v_d) closest to p(z|x) in KL(q ‖ p):
+        m = posterior mean, v_d = 1 / Λ_dd. Returns mean (B, D) and variances (D,)."""
         mean, _ = self.posterior(x)
         return mean, 1.0 / torch.diagonal(self.precision)
 
-    # ------------------------------------------------------------------ bounds for a Gaussian q
+    # ---------------------------------------------------------- bounds for a Gaussian q
 
     def elbo(
         self, x: torch.Tensor, q_mean: torch.Tensor, q_cov: torch.Tensor
@@ -158,9 +169,11 @@ class LinearGaussian:
     def kl_to_posterior(
         self, x: torch.Tensor, q_mean: torch.Tensor, q_cov: torch.Tensor
     ) -> torch.Tensor:
-        """Exact KL(q ‖ p(z | x)) for q = N(q_mean, q_cov): (B,) nats (the Gaussian KL in closed form).
+        """Exact KL(q ‖ p(z | x)) for q = N(q_mean, q_cov): (B,) nats (the Gaussian KL
+        in closed form).
 
-        KL = ½ (tr(Λ S) + (μ − m)ᵀ Λ (μ − m) − D − log det S − log det Λ),  μ the posterior mean
+        KL = ½ (tr(Λ S) + (μ − m)ᵀ Λ (μ − m) − D − log det S − log det Λ),
+        μ the posterior mean
         """
         m = torch.as_tensor(q_mean, dtype=torch.float64)
         S = _as_cov(q_cov, self.latent_dim)
@@ -183,7 +196,8 @@ class LinearGaussian:
         k: int,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Monte-Carlo importance-weighted bound (Burda et al. 2016) with k samples of q: (B,) nats.
+        """Monte-Carlo importance-weighted bound (Burda et al. 2016) with k samples of
+        q: (B,) nats.
 
         log (1/k) Σ_i p(x, z_i) / q(z_i),   z_i ~ q = N(q_mean, q_cov)
         """

@@ -1,16 +1,20 @@
-"""The β-VAE objective and its variants, all through one entry point, :func:`beta_vae_loss`.
+"""The β-VAE objective and its variants, all through one entry point,
+:func:`beta_vae_loss`.
 
-Convention (used everywhere in this library and the book): every loss is in nats, **summed over
-pixels and over latent dimensions, then averaged over the batch**; β multiplies that summed KL:
+Convention (used everywhere in this library and the book): every loss is in nats,
+**summed over pixels and over latent dimensions, then averaged over the batch**; β
+multiplies that summed KL:
 
     loss = E_batch[ -log p(x|z) ] + β · E_batch[ Σ_d KL(q(z_d|x) ‖ N(0, 1)) ]
 
 Variants (each a keyword of :func:`beta_vae_loss`):
 
-* ``free_bits=λ``: Kingma et al. (2016): each dimension's batch-mean KL counts at least λ nats.
+* ``free_bits=λ``: Kingma et al. (2016): each dimension's batch-mean KL counts at least
+  λ nats.
 * ``capacity=C, gamma=γ``: Burgess et al. (2018): recon + γ |KL − C| (β is not used).
-* ``tc=True``: β-TCVAE, Chen et al. (2018): the KL is split into index-code MI + total correlation +
-  dimension-wise KL, estimated with minibatch-weighted sampling; β weighs the TC term only.
+* ``tc=True``: β-TCVAE, Chen et al. (2018): the KL is split into index-code MI + total
+  correlation + dimension-wise KL, estimated with minibatch-weighted sampling; β weighs
+  the TC term only.
 
 All of them are one objective with different coefficients
 (:mod:`betavae_lib.objective`), computed by :func:`objective_loss`; that is what lets
@@ -32,8 +36,9 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 class LossTerms(NamedTuple):
-    """Batch means, in nats: ``total`` (what is minimised), ``recon``, ``kl`` (summed over latents),
-    ``kl_per_dim`` (D,); ``mi``, ``tc``, ``dwkl`` are set only with ``tc=True``."""
+    """Batch means, in nats: ``total`` (what is minimised), ``recon``, ``kl`` (summed
+    over latents), ``kl_per_dim`` (D,); ``mi``, ``tc``, ``dwkl`` are set only with
+    ``tc=True``."""
 
     total: torch.Tensor
     recon: torch.Tensor
@@ -53,7 +58,8 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """−log Bernoulli(x | sigmoid(logits)) summed over pixels: (B,) nats. x in [0, 1]."""
+    """−log Bernoulli(x | sigmoid(logits)) summed over pixels: (B,) nats.
+    x in [0, 1]."""
     return (
         F.binary_cross_entropy_with_logits(logits, x, reduction="none")
         .flatten(1)
@@ -64,7 +70,8 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def gaussian_nll(
     logits: torch.Tensor, x: torch.Tensor, log_sigma: torch.Tensor | float
 ) -> torch.Tensor:
-    """−log N(x | sigmoid(logits), σ²) summed over pixels: (B,) nats; σ = exp(log_sigma), fixed or learned.
+    """−log N(x | sigmoid(logits), σ²) summed over pixels: (B,) nats;
+    σ = exp(log_sigma), fixed or learned.
 
     −log N = ½ ((x − mean) / σ)² + log σ + ½ log 2π   per pixel
     """
@@ -85,8 +92,9 @@ def reconstruction_nll(
 ) -> torch.Tensor:
     """Reconstruction term −log p(x|z) per image: (B,) nats summed over pixels.
 
-    likelihood: ``"bernoulli"`` (binary or [0, 1] pixels, BCE on logits), ``"gaussian"`` (fixed
-    ``sigma``), ``"gaussian_learned"`` (σ = exp(``log_sigma``), a learned scalar, e.g. ``model.log_sigma``).
+    likelihood: ``"bernoulli"`` (binary or [0, 1] pixels, BCE on logits), ``"gaussian"``
+    (fixed ``sigma``), ``"gaussian_learned"`` (σ = exp(``log_sigma``), a learned scalar,
+    e.g. ``model.log_sigma``).
     """
     if likelihood == "bernoulli":
         return bernoulli_nll(logits, x)
@@ -96,7 +104,8 @@ def reconstruction_nll(
     if likelihood == "gaussian_learned":
         if log_sigma is None:
             raise ValueError(
-                "likelihood='gaussian_learned' needs log_sigma (for example model.log_sigma)"
+                "likelihood='gaussian_learned' needs log_sigma "
+                "(for example model.log_sigma)"
             )
         return gaussian_nll(logits, x, log_sigma)
     raise ValueError(
@@ -114,11 +123,13 @@ def gaussian_log_density(
 def tc_decomposition(
     z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int
 ):
-    """β-TCVAE terms by minibatch-weighted sampling (Chen et al. 2018, eq. 4 and appendix C.1).
+    """β-TCVAE terms by minibatch-weighted sampling (Chen et al. 2018, eq. 4 and
+    appendix C.1).
 
-    z, mu, logvar: (B, D). Returns batch means (mi, tc, dwkl), whose sum estimates the KL term:
-    MI = E[log q(z|x) − log q(z)], TC = E[log q(z) − Σ_d log q(z_d)], dwKL = E[Σ_d log q(z_d) − log p(z)],
-    with log q(z_i) ≈ logsumexp_j log q(z_i|x_j) − log(N B).
+    z, mu, logvar: (B, D). Returns batch means (mi, tc, dwkl), whose sum estimates the
+    KL term: MI = E[log q(z|x) − log q(z)], TC = E[log q(z) − Σ_d log q(z_d)],
+    dwKL = E[Σ_d log q(z_d) − log p(z)], with
+    log q(z_i) ≈ logsumexp_j log q(z_i|x_j) − log(N B).
     """
     batch = z.shape[0]
     log_qz_given_x = gaussian_log_density(z, mu, logvar).sum(1)
@@ -173,11 +184,13 @@ def beta_vae_loss(
     tc: bool = False,
     dataset_size: int | None = None,
 ) -> LossTerms:
-    """The one loss entry point: reconstruction + β · KL, or one of its variants (module docstring).
+    """The one loss entry point: reconstruction + β · KL, or one of its variants (module
+    docstring).
 
-    x: (B, C, H, W) targets in [0, 1]; logits: decoder output, same shape; mu, logvar: (B, D);
-    z: (B, D) posterior samples (needed for ``tc=True``); dataset_size: N for the β-TCVAE estimator.
-    All returned terms are batch means in nats, summed over pixels / latents.
+    x: (B, C, H, W) targets in [0, 1]; logits: decoder output, same shape; mu, logvar:
+    (B, D); z: (B, D) posterior samples (needed for ``tc=True``); dataset_size: N for
+    the β-TCVAE estimator. All returned terms are batch means in nats, summed over
+    pixels / latents.
 
     The options are checked by :class:`betavae_lib.objective.Objective`: ``tc=True``
     with ``free_bits`` or ``capacity``, and ``capacity`` with ``free_bits``, raise
@@ -241,7 +254,8 @@ def objective_loss(
     c = coefficients
     if logits.shape != x.shape:
         raise ValueError(
-            f"logits {tuple(logits.shape)} and images {tuple(x.shape)} must have the same shape"
+            f"logits {tuple(logits.shape)} and images {tuple(x.shape)} "
+            f"must have the same shape"
         )
     recon = reconstruction_nll(logits, x, likelihood, sigma, log_sigma).mean()
     kl_per_dim = gaussian_kl(mu, logvar).mean(0)

@@ -5,9 +5,10 @@ from here).
 
 Every metric follows a published reference implementation, named in its docstring:
 
-* :func:`mig`, :func:`factor_vae_score`, :func:`beta_vae_score`: disentanglement_lib (Locatello et
-  al. 2019), ``evaluation/metrics/{mig,factor_vae,beta_vae,utils}.py``.
-* :func:`active_units`: Burda et al. (2016), "Importance Weighted Autoencoders", section 5.2.
+* :func:`mig`, :func:`factor_vae_score`, :func:`beta_vae_score`: disentanglement_lib
+  (Locatello et al. 2019), ``evaluation/metrics/{mig,factor_vae,beta_vae,utils}.py``.
+* :func:`active_units`: Burda et al. (2016), "Importance Weighted Autoencoders", section
+  5.2.
 * :func:`iwae_bound`: Burda et al. (2016), equation 8.
 
 Information is in nats (natural logarithm) throughout.
@@ -24,10 +25,12 @@ import numpy as np
 import torch
 
 from ._common import finite_matrix, positive_int, to_numpy
-from .fid import feature_statistics, frechet_distance  # noqa: F401  (importable from here too)
+
+# importable from here too
+from .fid import feature_statistics, frechet_distance  # noqa: F401
 from .losses import gaussian_log_density, reconstruction_nll
 
-# ----------------------------------------------------------------------------- input checks
+# ------------------------------------------------------------------------- input checks
 
 
 def _check_factors(factors, n: int | None = None, name: str = "factors") -> np.ndarray:
@@ -35,7 +38,8 @@ def _check_factors(factors, n: int | None = None, name: str = "factors") -> np.n
     arr = to_numpy(factors, name)
     if arr.ndim != 2:
         raise ValueError(
-            f"{name} must have shape (N, K): one row per sample, one column per factor; "
+            f"{name} must have shape (N, K): "
+            f"one row per sample, one column per factor; "
             f"got shape {arr.shape}"
         )
     if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
@@ -43,7 +47,8 @@ def _check_factors(factors, n: int | None = None, name: str = "factors") -> np.n
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all() or not (arr == np.round(arr)).all():
             raise ValueError(
-                f"{name} must be integer classes (for dSprites: dataset.factor_classes), "
+                f"{name} must be integer classes "
+                f"(for dSprites: dataset.factor_classes), "
                 f"got non-integer values of dtype {arr.dtype}"
             )
         arr = arr.astype(np.int64)
@@ -63,7 +68,8 @@ def _check_factors(factors, n: int | None = None, name: str = "factors") -> np.n
 
 
 def _bins_by_row(codes: np.ndarray, n_bins: int) -> np.ndarray:
-    """Histogram bins of checked codes (N, D), laid out by latent: (D, N) int64 in 1..n_bins."""
+    """Histogram bins of checked codes (N, D), laid out by latent: (D, N) int64 in
+    1..n_bins."""
     columns = np.ascontiguousarray(codes.T)
     out = np.empty(columns.shape, dtype=np.int64)
     for d, x in enumerate(columns):
@@ -83,18 +89,21 @@ def _check_bins(n_bins) -> int:
 def histogram_discretize(codes, n_bins: int = 20) -> np.ndarray:
     """Bin each code dimension into ``n_bins`` equal-width bins over its own range.
 
-    codes: (N, D). Returns (N, D) int64 bin numbers in 1..n_bins, exactly disentanglement_lib's
-    ``_histogram_discretize``: ``np.digitize(x, np.histogram(x, n_bins)[1][:-1])`` per dimension
-    (bin edges in the codes' own precision, as NumPy computes them).
+    codes: (N, D). Returns (N, D) int64 bin numbers in 1..n_bins, exactly
+    disentanglement_lib's ``_histogram_discretize``:
+    ``np.digitize(x, np.histogram(x, n_bins)[1][:-1])`` per dimension (bin edges in the
+    codes' own precision, as NumPy computes them).
     """
     return _bins_by_row(finite_matrix(codes, "codes"), _check_bins(n_bins)).T
 
 
 def _dense_labels(labels: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """Integer labels (N,) as (labels shifted to start at 0, table size, number of distinct values).
+    """Integer labels (N,) as (labels shifted to start at 0, table size, number of
+    distinct values).
 
-    Small ranges are only shifted (empty classes are harmless: the mutual information sums over
-    non-empty cells only); wide ranges are relabelled 0..m-1 with ``np.unique``.
+    Small ranges are only shifted (empty classes are harmless: the mutual information
+    sums over non-empty cells only); wide ranges are relabelled 0..m-1 with
+    ``np.unique``.
     """
     lo, hi = int(labels.min()), int(labels.max())
     if hi - lo < 4 * len(labels) + 64:
@@ -108,8 +117,9 @@ def _dense_labels(labels: np.ndarray) -> tuple[np.ndarray, int, int]:
 def _mutual_info_cells(
     counts: np.ndarray, row_totals: np.ndarray, col_totals: np.ndarray, total: int
 ) -> float:
-    """Mutual information (nats) from the non-empty cells of a contingency table: their counts and
-    their row and column totals, with the same arithmetic as ``sklearn.metrics.mutual_info_score``."""
+    """Mutual information (nats) from the non-empty cells of a contingency table: their
+    counts and their row and column totals, with the same arithmetic as
+    ``sklearn.metrics.mutual_info_score``."""
     nz = counts.astype(np.float64)
     p = nz / total
     log_outer = -np.log(
@@ -123,8 +133,9 @@ def _mutual_info_cells(
 def _mutual_info_pair(
     f: np.ndarray, nf: int, c: np.ndarray, nc: int, offset: np.ndarray
 ) -> float:
-    """MI of labels f in 0..nf-1 and c in 0..nc-1 (``offset`` = f * nc): a dense ``np.bincount``
-    contingency table, or its non-empty cells from ``np.unique`` when the table would be huge."""
+    """MI of labels f in 0..nf-1 and c in 0..nc-1 (``offset`` = f * nc): a dense
+    ``np.bincount`` contingency table, or its non-empty cells from ``np.unique`` when
+    the table would be huge."""
     total = len(c)
     if nf * nc <= 8 * total + 100_000:
         joint = np.bincount(offset + c, minlength=nf * nc).reshape(nf, nc)
@@ -164,8 +175,9 @@ def _mutual_info_rows(codes_rows: np.ndarray, factor_rows: np.ndarray) -> np.nda
 def discrete_mutual_info(codes_discrete, factors) -> np.ndarray:
     """Mutual information (nats) between every discrete code and every factor: (D, K).
 
-    codes_discrete: (N, D) integer bins; factors: (N, K) integer classes. Equal (to rounding) to
-    disentanglement_lib's loop of ``sklearn.metrics.mutual_info_score(factor, code)``.
+    codes_discrete: (N, D) integer bins; factors: (N, K) integer classes. Equal (to
+    rounding) to disentanglement_lib's loop of
+    ``sklearn.metrics.mutual_info_score(factor, code)``.
     """
     codes_discrete = _check_factors(codes_discrete, name="codes_discrete")
     factors = _check_factors(factors, len(codes_discrete))
@@ -185,7 +197,8 @@ def _entropy_rows(factor_rows: np.ndarray) -> np.ndarray:
 
 
 def discrete_entropy(factors) -> np.ndarray:
-    """Entropy (nats) of each factor's empirical distribution: (K,). factors: (N, K) integer classes."""
+    """Entropy (nats) of each factor's empirical distribution: (K,). factors: (N, K)
+    integer classes."""
     return _entropy_rows(np.ascontiguousarray(_check_factors(factors).T))
 
 
@@ -205,12 +218,14 @@ class MIGResult:
 
 
 def mig(codes, factors, n_bins: int = 20) -> MIGResult:
-    """Mutual Information Gap (Chen et al. 2018), exactly as disentanglement_lib computes it.
+    """Mutual Information Gap (Chen et al. 2018), exactly as disentanglement_lib
+    computes it.
 
-    codes: (N, D) latent means (array or tensor), D ≥ 2; factors: (N, K) integer factor classes.
-    Each code dimension is binned into ``n_bins`` equal-width bins (:func:`histogram_discretize`);
-    for each factor k, MIG_k = (largest − second largest MI(z_d; v_k) over d) / H(v_k).
-    Returns :class:`MIGResult`; ``score`` is the mean of MIG_k over factors.
+    codes: (N, D) latent means (array or tensor), D ≥ 2; factors: (N, K) integer factor
+    classes. Each code dimension is binned into ``n_bins`` equal-width bins
+    (:func:`histogram_discretize`); for each factor k, MIG_k = (largest − second largest
+    MI(z_d; v_k) over d) / H(v_k). Returns :class:`MIGResult`; ``score`` is the mean of
+    MIG_k over factors.
     """
     codes = finite_matrix(codes, "codes")
     factors = _check_factors(factors, len(codes))
@@ -227,7 +242,8 @@ def mig(codes, factors, n_bins: int = 20) -> MIGResult:
     constant = np.flatnonzero(entropy == 0)
     if constant.size:
         raise ValueError(
-            f"factor column(s) {constant.tolist()} take a single value, so their entropy is 0 "
+            f"factor column(s) {constant.tolist()} take a single value, "
+            f"so their entropy is 0 "
             f"and MIG (which divides by it) is undefined; drop those columns"
         )
     mi = _mutual_info_rows(_bins_by_row(codes, n_bins), factor_rows)
@@ -236,17 +252,19 @@ def mig(codes, factors, n_bins: int = 20) -> MIGResult:
     return MIGResult(float(per_factor.mean()), per_factor, mi, entropy)
 
 
-# ----------------------------------------------------------------------------- sampling protocols
+# ------------------------------------------------------------------- sampling protocols
 
 
 def _codes_from(output) -> np.ndarray:
-    """What an encoder returned -> (B, D) float64 NumPy codes; a (mu, logvar) tuple gives mu."""
+    """What an encoder returned -> (B, D) float64 NumPy codes; a (mu, logvar) tuple
+    gives mu."""
     if isinstance(output, (tuple, list)):
         output = output[0]
     codes = to_numpy(output, "encode_fn output")
     if codes.ndim != 2:
         raise ValueError(
-            f"encode_fn must return codes of shape (B, D) (or a tuple whose first item is), "
+            f"encode_fn must return codes of shape (B, D) "
+            f"(or a tuple whose first item is), "
             f"got shape {codes.shape}"
         )
     return codes.astype(np.float64, copy=False)
@@ -259,7 +277,8 @@ def _encode_factors(
     rng: np.random.Generator,
     chunk: int,
 ) -> np.ndarray:
-    """Render factor classes (N, K) with ``dataset`` and encode them, ``chunk`` images a call: (N, D)."""
+    """Render factor classes (N, K) with ``dataset`` and encode them, ``chunk`` images a
+    call: (N, D)."""
     parts = []
     with torch.no_grad():
         for start in range(0, len(classes), chunk):
@@ -278,7 +297,8 @@ def _encode_factors(
 
 
 def _check_protocol(dataset, **sizes) -> int:
-    """Validate the protocol sizes and the dataset interface; returns the number of factors."""
+    """Validate the protocol sizes and the dataset interface; returns the number of
+    factors."""
     for name in ("factor_sizes", "sample_factors", "sample_observations_from_factors"):
         if not hasattr(dataset, name):
             raise TypeError(
@@ -297,8 +317,8 @@ def _votes_per_call(batch_size: int, images_per_call: int) -> int:
 
 
 def _sample_classes(dataset, num_votes: int, batch_size: int, rng) -> np.ndarray:
-    """Factor classes for every vote at once, (num_votes, batch_size, K) int64, so that the draws do
-    not depend on how many votes are encoded together."""
+    """Factor classes for every vote at once, (num_votes, batch_size, K) int64, so that
+    the draws do not depend on how many votes are encoded together."""
     classes = np.asarray(
         dataset.sample_factors(num_votes * batch_size, rng), dtype=np.int64
     )
@@ -306,16 +326,18 @@ def _sample_classes(dataset, num_votes: int, batch_size: int, rng) -> np.ndarray
 
 
 def _protocol_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """Independent streams for factor draws and for observation noise (datasets that have any)."""
+    """Independent streams for factor draws and for observation noise (datasets that
+    have any)."""
     factor_seq, observation_seq = np.random.SeedSequence(seed).spawn(2)
     return np.random.default_rng(factor_seq), np.random.default_rng(observation_seq)
 
 
 @dataclass
 class FactorVAEResult:
-    """FactorVAE score: ``score`` (majority-vote accuracy on the evaluation votes), ``train_accuracy``,
-    ``num_active_dims`` (latents with std ≥ the pruning threshold), ``active`` (D,) bool mask and
-    ``train_votes`` (K, D): how often fixing factor k made latent d the least variable."""
+    """FactorVAE score: ``score`` (majority-vote accuracy on the evaluation votes),
+    ``train_accuracy``, ``num_active_dims`` (latents with std ≥ the pruning threshold),
+    ``active`` (D,) bool mask and ``train_votes`` (K, D): how often fixing factor k made
+    latent d the least variable."""
 
     score: float
     train_accuracy: float
@@ -337,8 +359,8 @@ def _factor_vae_votes(
     active,
     images_per_call: int,
 ) -> np.ndarray:
-    """Votes (K, D): per vote, fix one random factor over a batch; vote for the latent whose
-    variance, divided by its global variance, is smallest among the active ones.
+    """Votes (K, D): per vote, fix one random factor over a batch; vote for the latent
+    whose variance, divided by its global variance, is smallest among the active ones.
     rng: (factor stream, observation stream), from :func:`_protocol_rngs`."""
     factor_rng, observation_rng = rng
     k_factors = len(dataset.factor_sizes)
@@ -384,19 +406,21 @@ def factor_vae_score(
     num_variance_estimate: int = 10000,
     images_per_call: int = 1024,
 ) -> FactorVAEResult:
-    """FactorVAE disentanglement score (Kim & Mnih 2018), as disentanglement_lib's ``factor_vae.py``.
+    """FactorVAE disentanglement score (Kim & Mnih 2018), as disentanglement_lib's
+    ``factor_vae.py``.
 
-    encode_fn: images -> codes (B, D), NumPy or tensor (a ``(mu, logvar)`` tuple uses mu, so
-    ``model.encode`` works); it is called under ``torch.no_grad()``.
+    encode_fn: images -> codes (B, D), NumPy or tensor (a ``(mu, logvar)`` tuple uses
+    mu, so ``model.encode`` works); it is called under ``torch.no_grad()``.
     dataset: ground-truth data with ``factor_sizes``, ``sample_factors(n, rng)`` and
     ``sample_observations_from_factors(classes, rng)``, e.g. ``data.DSprites``.
 
-    Protocol: global variances from ``num_variance_estimate`` samples; latents whose std is below
-    ``prune_threshold`` are inactive (disentanglement_lib's gin default 0.05). Each vote fixes one
-    random factor across ``batch_size`` samples and votes (factor, argmin over active latents of
-    local variance / global variance). The classifier maps each latent to its majority factor;
-    ``score`` is its accuracy on ``num_eval`` fresh votes. Up to ``images_per_call`` images go
-    through ``encode_fn`` at once (whole votes; the result does not depend on it).
+    Protocol: global variances from ``num_variance_estimate`` samples; latents whose std
+    is below ``prune_threshold`` are inactive (disentanglement_lib's gin default 0.05).
+    Each vote fixes one random factor across ``batch_size`` samples and votes (factor,
+    argmin over active latents of local variance / global variance). The classifier maps
+    each latent to its majority factor; ``score`` is its accuracy on ``num_eval`` fresh
+    votes. Up to ``images_per_call`` images go through ``encode_fn`` at once (whole
+    votes; the result does not depend on it).
     """
     _check_protocol(
         dataset,
@@ -441,7 +465,8 @@ def factor_vae_score(
 
 @dataclass
 class BetaVAEResult:
-    """β-VAE score: ``score`` (linear classifier accuracy on the evaluation points), ``train_accuracy``."""
+    """β-VAE score: ``score`` (linear classifier accuracy on the evaluation points),
+    ``train_accuracy``."""
 
     score: float
     train_accuracy: float
@@ -453,8 +478,8 @@ class BetaVAEResult:
 def _beta_vae_points(
     encode_fn, dataset, num_points: int, batch_size: int, rng, images_per_call: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Points (num_points, D) and labels (num_points,): per point, fix one random factor across
-    ``batch_size`` pairs; the feature is the mean |z1 − z2| over the pairs.
+    """Points (num_points, D) and labels (num_points,): per point, fix one random factor
+    across ``batch_size`` pairs; the feature is the mean |z1 − z2| over the pairs.
     rng: (factor stream, observation stream), from :func:`_protocol_rngs`."""
     factor_rng, observation_rng = rng
     k_factors = len(dataset.factor_sizes)
@@ -488,12 +513,14 @@ def beta_vae_score(
     num_eval: int = 5000,
     images_per_call: int = 1024,
 ) -> BetaVAEResult:
-    """β-VAE disentanglement score (Higgins et al. 2017), as disentanglement_lib's ``beta_vae.py``.
+    """β-VAE disentanglement score (Higgins et al. 2017), as disentanglement_lib's
+    ``beta_vae.py``.
 
-    encode_fn, dataset: as in :func:`factor_vae_score`. Each training point fixes one random factor
-    across ``batch_size`` pairs of samples; its feature is mean |z1 − z2| over the pairs (D,) and its
-    label the fixed factor. A scikit-learn ``LogisticRegression`` is fitted on ``num_train`` points;
-    ``score`` is its accuracy on ``num_eval`` fresh points.
+    encode_fn, dataset: as in :func:`factor_vae_score`. Each training point fixes one
+    random factor across ``batch_size`` pairs of samples; its feature is mean |z1 − z2|
+    over the pairs (D,) and its label the fixed factor. A scikit-learn
+    ``LogisticRegression`` is fitted on ``num_train`` points; ``score`` is its accuracy
+    on ``num_eval`` fresh points.
     """
     _check_protocol(
         dataset, batch_size=batch_size, num_train=num_train, num_eval=num_eval
@@ -504,7 +531,8 @@ def beta_vae_score(
     train_x, train_y = _beta_vae_points(
         encode_fn, dataset, num_train, batch_size, rng, images_per_call
     )
-    # disentanglement_lib uses sklearn's defaults; more iterations only avoid a convergence warning.
+    # disentanglement_lib uses sklearn's defaults; more iterations only avoid a
+    # convergence warning.
     model = LogisticRegression(random_state=seed, max_iter=2000)
     model.fit(train_x, train_y)
     train_accuracy = float(np.mean(model.predict(train_x) == train_y))
@@ -514,13 +542,13 @@ def beta_vae_score(
     return BetaVAEResult(float(model.score(eval_x, eval_y)), train_accuracy)
 
 
-# ----------------------------------------------------------------------------- active units, KL
+# --------------------------------------------------------------------- active units, KL
 
 
 @dataclass
 class ActiveUnits:
-    """Active units: ``count``, ``mask`` (D,) bool, ``variance`` (D,) of the posterior means over the
-    data, and the ``threshold`` used."""
+    """Active units: ``count``, ``mask`` (D,) bool, ``variance`` (D,) of the posterior
+    means over the data, and the ``threshold`` used."""
 
     count: int
     mask: np.ndarray
@@ -529,15 +557,18 @@ class ActiveUnits:
 
 
 def active_units(mu, threshold: float = 0.01) -> ActiveUnits:
-    """Latents whose posterior mean varies with the input (Burda et al. 2016, section 5.2).
+    """Latents whose posterior mean varies with the input (Burda et al. 2016, section
+    5.2).
 
-    mu: (N, D) posterior means over a dataset. Unit d is active when Var_x(E_q[z_d | x]) > threshold
-    (population variance over the N rows; Burda et al. use 0.01).
+    mu: (N, D) posterior means over a dataset. Unit d is active when
+    Var_x(E_q[z_d | x]) > threshold (population variance over the N rows; Burda et al.
+    use 0.01).
     """
     mu = finite_matrix(mu, "mu").astype(np.float64, copy=False)
     if len(mu) < 2:
         raise ValueError(
-            f"need at least 2 rows of posterior means to estimate a variance, got {len(mu)}"
+            f"need at least 2 rows of posterior means to estimate a variance, "
+            f"got {len(mu)}"
         )
     if not threshold >= 0:
         raise ValueError(f"threshold must be >= 0, got {threshold!r}")
@@ -548,9 +579,10 @@ def active_units(mu, threshold: float = 0.01) -> ActiveUnits:
 
 @dataclass
 class KLSummary:
-    """Per-dimension KL in nats: ``per_dim`` (D,) in latent order, ``order`` (D,) latent indices by
-    decreasing KL, ``sorted`` (D,) the KLs in that order, ``total`` their sum, and
-    ``cumulative_share`` (D,) the fraction of the total carried by the top 1, 2, ... latents."""
+    """Per-dimension KL in nats: ``per_dim`` (D,) in latent order, ``order`` (D,) latent
+    indices by decreasing KL, ``sorted`` (D,) the KLs in that order, ``total`` their
+    sum, and ``cumulative_share`` (D,) the fraction of the total carried by the top 1,
+    2, ... latents."""
 
     per_dim: np.ndarray
     order: np.ndarray
@@ -559,12 +591,14 @@ class KLSummary:
     cumulative_share: np.ndarray
 
     def active(self, threshold: float = 0.01) -> np.ndarray:
-        """Latent indices (in decreasing-KL order) whose KL exceeds ``threshold`` nats."""
+        """Latent indices (in decreasing-KL order) whose KL exceeds ``threshold``
+        nats."""
         return self.order[self.sorted > threshold]
 
 
 def kl_summary(kl_per_dim) -> KLSummary:
-    """Sort a KL-per-dimension vector: kl_per_dim (D,) or (B, D) (averaged over the batch), nats."""
+    """Sort a KL-per-dimension vector: kl_per_dim (D,) or (B, D) (averaged over the
+    batch), nats."""
     kl = to_numpy(kl_per_dim, "kl_per_dim").astype(np.float64)
     if kl.ndim == 2:
         kl = kl.mean(axis=0)
@@ -585,7 +619,7 @@ def kl_summary(kl_per_dim) -> KLSummary:
     return KLSummary(kl, order, ranked, total, share)
 
 
-# ----------------------------------------------------------------------------- IWAE bound
+# --------------------------------------------------------------------------- IWAE bound
 
 _IWAE_IMAGES_PER_DECODE = 2048
 
@@ -602,17 +636,21 @@ def iwae_bound(
     seed: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Importance-weighted lower bound on log p(x) (Burda et al. 2016, eq. 8): (B,) nats.
+    """Importance-weighted lower bound on log p(x) (Burda et al. 2016, eq. 8): (B,)
+    nats.
 
         log p(x) ≥ log (1/k) Σ_i p(x | z_i) p(z_i) / q(z_i | x),   z_i ~ q(z | x)
 
-    model: has ``encode(x) -> (mu, logvar)`` (B, D) and ``decode(z) -> logits``. x: (B, ...) images.
-    k: importance samples; k = 1 is a one-sample ELBO estimate, the bound tightens as k grows.
-    chunk_size: samples decoded together (default: about 2,048 images per decode), so k = 5,000 fits
-    in memory; the result does not depend on it beyond sampling noise.
-    likelihood: ``"bernoulli"``, ``"gaussian"`` (fixed ``sigma``), ``"gaussian_learned"``
-    (``model.log_sigma``), as :func:`losses.reconstruction_nll`; or a callable
-    ``(decoder_output, x) -> −log p(x|z)`` (B,). seed / generator: make the samples reproducible.
+    model: has ``encode(x) -> (mu, logvar)`` (B, D) and ``decode(z) -> logits``.
+    x: (B, ...) images.
+    k: importance samples; k = 1 is a one-sample ELBO estimate, the bound tightens as k
+    grows.
+    chunk_size: samples decoded together (default: about 2,048 images per decode), so
+    k = 5,000 fits in memory; the result does not depend on it beyond sampling noise.
+    likelihood: ``"bernoulli"``, ``"gaussian"`` (fixed ``sigma``),
+    ``"gaussian_learned"`` (``model.log_sigma``), as :func:`losses.reconstruction_nll`;
+    or a callable ``(decoder_output, x) -> −log p(x|z)`` (B,).
+    seed / generator: make the samples reproducible.
     The model is put in eval mode for the call and restored after.
     """
     k = positive_int("k", k, what="a positive integer number of importance samples")

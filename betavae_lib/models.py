@@ -1,9 +1,10 @@
-"""VAE models: an MLP (Kingma & Welling 2014) and the convolutional net of Burgess et al. (2018).
+"""VAE models: an MLP (Kingma & Welling 2014) and the convolutional net of Burgess et
+al. (2018).
 
-Every model maps images (B, C, H, W) in [0, 1] to a diagonal Gaussian posterior ``(mu, logvar)``,
-each (B, D), and latents z (B, D) to decoder logits (B, C, H, W). ``torch.sigmoid(logits)`` is the
-mean image for every likelihood. ``model.config`` holds the constructor arguments, so a checkpoint
-can rebuild the model.
+Every model maps images (B, C, H, W) in [0, 1] to a diagonal Gaussian posterior
+``(mu, logvar)``, each (B, D), and latents z (B, D) to decoder logits (B, C, H, W).
+``torch.sigmoid(logits)`` is the mean image for every likelihood. ``model.config`` holds
+the constructor arguments, so a checkpoint can rebuild the model.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from ._common import check_pixel_range, model_device, positive_int
 
 
 class VAEOutput(NamedTuple):
-    """What ``forward`` returns: decoder logits (B, C, H, W), posterior mu and logvar (B, D), and z (B, D)."""
+    """What ``forward`` returns: decoder logits (B, C, H, W), posterior mu and logvar
+    (B, D), and z (B, D)."""
 
     logits: torch.Tensor
     mu: torch.Tensor
@@ -27,12 +29,14 @@ class VAEOutput(NamedTuple):
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps with eps ~ N(0, I): a sample of q(z|x) that gradients flow through."""
+    """z = mu + sigma * eps with eps ~ N(0, I): a sample of q(z|x) that gradients flow
+    through."""
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
 
 class VAE(nn.Module):
-    """Shared behaviour: ``forward``, ``sample``, ``reconstruct`` and input checks; subclasses give the nets."""
+    """Shared behaviour: ``forward``, ``sample``, ``reconstruct`` and input checks;
+    subclasses give the nets."""
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int):
         super().__init__()
@@ -40,12 +44,13 @@ class VAE(nn.Module):
             raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
         self.image_shape = tuple(positive_int("image_shape", s) for s in image_shape)
         self.latent_dim = positive_int("latent_dim", latent_dim)
-        # log sigma of the Gaussian likelihood with learned sigma; unused (no gradient) by the others.
+        # log sigma of the Gaussian likelihood with learned sigma; unused (no gradient)
+        # by the others.
         self.log_sigma = nn.Parameter(torch.zeros(()))
 
     def check_model_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Raise a clear error unless ``x`` is a float batch (B, C, H, W) of this model's image
-        shape and dtype, in [0, 1]; returns ``x``."""
+        """Raise a clear error unless ``x`` is a float batch (B, C, H, W) of this
+        model's image shape and dtype, in [0, 1]; returns ``x``."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
@@ -55,16 +60,19 @@ class VAE(nn.Module):
             )
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(
-                f"{type(self).__name__} expects images of shape (B, {', '.join(map(str, self.image_shape))}), "
+                f"{type(self).__name__} expects images of shape "
+                f"(B, {', '.join(map(str, self.image_shape))}), "
                 f"got {tuple(x.shape)}"
             )
         if x.dtype != self.log_sigma.dtype:
             raise TypeError(
-                f"images are {x.dtype} but the model's weights are {self.log_sigma.dtype}; "
+                f"images are {x.dtype} "
+                f"but the model's weights are {self.log_sigma.dtype}; "
                 f"convert them with x.to({self.log_sigma.dtype})"
             )
-        # The value check makes an accelerator report back to the host, so it is skipped there in
-        # training mode (fit checks the whole dataset once instead); it always runs on the CPU and in eval mode.
+        # The value check makes an accelerator report back to the host, so it is skipped
+        # there in training mode (fit checks the whole dataset once instead); it always
+        # runs on the CPU and in eval mode.
         if (
             x.numel()
             and (x.device.type == "cpu" or not self.training)
@@ -114,7 +122,8 @@ class VAE(nn.Module):
 class MLPVAE(VAE):
     """Fully connected VAE; the default 784-400-400-20 is the common MNIST baseline.
 
-    image_shape: (C, H, W); hidden: sizes of the hidden layers (mirrored in the decoder).
+    image_shape: (C, H, W); hidden: sizes of the hidden layers (mirrored in the
+    decoder).
     """
 
     def __init__(
@@ -145,11 +154,13 @@ class MLPVAE(VAE):
 
 
 class ConvVAE(VAE):
-    """Convolutional VAE of Burgess et al. (2018), "Understanding disentangling in beta-VAE".
+    """Convolutional VAE of Burgess et al. (2018), "Understanding disentangling in
+    beta-VAE".
 
-    64x64: four 4x4 stride-2 convolutions of 32 channels (64 -> 4), two 256-unit layers, then mu and
-    logvar; the decoder mirrors it with transposed convolutions. 28x28: two stride-2 convolutions
-    (28 -> 7), otherwise the same. image_size: 28 or 64; channels: image channels.
+    64x64: four 4x4 stride-2 convolutions of 32 channels (64 -> 4), two 256-unit layers,
+    then mu and logvar; the decoder mirrors it with transposed convolutions. 28x28: two
+    stride-2 convolutions (28 -> 7), otherwise the same. image_size: 28 or 64; channels:
+    image channels.
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""Figures used across the chapters. Every function returns the matplotlib Figure it drew."""
+"""Figures used across the chapters. Every function returns the matplotlib Figure it
+drew."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from ._common import model_device, positive_int, to_numpy
 def image_grid(
     images, nrow: int = 8, title: str | None = None, ax=None, row_labels=None
 ):
-    """Show images (N, 1, H, W) in [0, 1] as one grid, ``nrow`` per row; returns the Figure."""
+    """Show images (N, 1, H, W) in [0, 1] as one grid, ``nrow`` per row; returns the
+    Figure."""
     imgs = to_numpy(images, "images")
     if imgs.ndim != 4 or len(imgs) == 0:
         raise ValueError(
@@ -42,7 +44,8 @@ def image_grid(
 
 
 def plot_history(history, title: str = "Training curves"):
-    """Reconstruction and KL per epoch (train and, when present, test), in nats per image."""
+    """Reconstruction and KL per epoch (train and, when present, test), in nats per
+    image."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, key, label in zip(
         axes, ("recon", "kl"), ("reconstruction −log p(x|z)", "KL(q(z|x) ‖ p(z))")
@@ -65,7 +68,8 @@ def plot_kl_per_dim(
     ax=None,
     threshold: float | None = None,
 ):
-    """Bar chart of the KL (nats) carried by each latent dimension, largest first in colour order."""
+    """Bar chart of the KL (nats) carried by each latent dimension, largest first in
+    colour order."""
     kl = to_numpy(kl_per_dim).ravel()
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4, 0.35 * len(kl) + 1), 3))
@@ -109,7 +113,8 @@ def plot_latent_scatter(
 def latent_manifold(
     model, n: int = 15, span: float = 2.5, title: str = "Decoded latent grid", ax=None
 ):
-    """Decode an n×n grid of z ∈ [−span, span]² for a 2-latent model and show it as one image."""
+    """Decode an n×n grid of z ∈ [−span, span]² for a 2-latent model and show it as one
+    image."""
     if model.latent_dim != 2:
         raise ValueError(
             f"latent_manifold needs a 2-latent model, got latent_dim={model.latent_dim}"
@@ -126,7 +131,8 @@ def latent_manifold(
 
 
 def book_style(dpi: int = 80) -> None:
-    """Matplotlib settings the chapters share: modest dpi (small notebooks), light grid, readable fonts."""
+    """Matplotlib settings the chapters share: modest dpi (small notebooks), light grid,
+    readable fonts."""
     plt.rcParams.update(
         {
             "figure.dpi": dpi,
@@ -142,10 +148,12 @@ def book_style(dpi: int = 80) -> None:
 def animate(
     frames, titles=None, interval: int = 200, figsize=(4, 4), cmap: str = "gray"
 ):
-    """Animate a list of 2-D arrays (e.g. image grids or rendered plots) as self-contained HTML.
+    """Animate a list of 2-D arrays (e.g. image grids or rendered plots) as
+    self-contained HTML.
 
-    Returns an ``IPython.display.HTML`` built with matplotlib's ``to_jshtml``: it plays in the static
-    book without a kernel. frames: sequence of (H, W) or (H, W, 3) arrays; titles: one per frame.
+    Returns an ``IPython.display.HTML`` built with matplotlib's ``to_jshtml``: it plays
+    in the static book without a kernel.
+    frames: sequence of (H, W) or (H, W, 3) arrays; titles: one per frame.
     """
     from IPython.display import HTML
     from matplotlib import animation
@@ -179,7 +187,8 @@ def animate(
 
 
 def figure_to_array(fig) -> np.ndarray:
-    """Render a matplotlib Figure to an (H, W, 3) float array in [0, 1] (to use it as an animation frame)."""
+    """Render a matplotlib Figure to an (H, W, 3) float array in [0, 1] (to use it as an
+    animation frame)."""
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
     return rgba[..., :3].astype(np.float32) / 255.0
@@ -188,16 +197,19 @@ def figure_to_array(fig) -> np.ndarray:
 def plot_kl_and_mi(
     kl_per_dim, mi, factor_names, entropy=None, threshold: float = 0.01, title: str = ""
 ):
-    """KL per latent (bars) beside the mutual information of each alive latent with each factor (heatmap).
+    """KL per latent (bars) beside the mutual information of each alive latent with each
+    factor (heatmap).
 
-    kl_per_dim: (D,) nats; mi: (D, K) nats, e.g. ``metrics.mig(...).mi``; factor_names: K names;
-    entropy: (K,) factor entropies in nats: when given, the heatmap shows MI / H(factor) in [0, 1].
+    kl_per_dim: (D,) nats; mi: (D, K) nats, e.g. ``metrics.mig(...).mi``; factor_names:
+    K names; entropy: (K,) factor entropies in nats: when given, the heatmap shows
+    MI / H(factor) in [0, 1].
     Latents with KL ≤ ``threshold`` nats are left out; rows are sorted by decreasing KL.
     """
     kl, mi = to_numpy(kl_per_dim).ravel(), to_numpy(mi)
     if mi.shape != (len(kl), len(factor_names)):
         raise ValueError(
-            f"mi must have shape (D, K) = ({len(kl)}, {len(factor_names)}), got {mi.shape}"
+            f"mi must have shape (D, K) = ({len(kl)}, {len(factor_names)}), "
+            f"got {mi.shape}"
         )
     alive = [d for d in np.argsort(-kl, kind="stable") if kl[d] > threshold]
     if not alive:

@@ -1,4 +1,5 @@
-"""Headline metrics: the numbers a chapter reports, printed so the book's executor can record them."""
+"""Headline metrics: the numbers a chapter reports, printed so the book's executor can
+record them."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def _clean(value):
 
 
 def headline(**metrics) -> dict:
-    """Print ``metrics`` as one JSON line after :data:`MARKER`; returns the cleaned dict.
+    """Print ``metrics`` as one JSON line after :data:`MARKER`; returns the cleaned
+    dict.
 
     The executor (``tools/execute_book.py``) collects these lines into the run manifest.
     """

@@ -1,6 +1,8 @@
-"""Schedules for a weight that changes with the optimiser step: beta (KL annealing) or the capacity C.
+"""Schedules for a weight that changes with the optimiser step: beta (KL annealing) or
+the capacity C.
 
-A schedule is any callable ``step -> float``; ``fit`` calls it once per optimiser step (step 0 first).
+A schedule is any callable ``step -> float``; ``fit`` calls it once per optimiser step
+(step 0 first).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class Constant:
 
 @dataclass(frozen=True)
 class Linear:
-    """Linear warm-up from ``start`` to ``end`` over ``steps`` steps, then ``end`` (Bowman et al. 2016).
+    """Linear warm-up from ``start`` to ``end`` over ``steps`` steps, then ``end``
+    (Bowman et al. 2016).
 
     value(t) = start + (end - start) * min(t / steps, 1)
     """
@@ -51,8 +54,9 @@ class Linear:
 
 @dataclass(frozen=True)
 class Cyclical:
-    """Cyclical annealing (Fu et al. 2019): ``n_cycles`` cycles over ``total_steps``; in each cycle the
-    value rises linearly from 0 to ``end`` over the first ``ratio`` of the cycle, then stays at ``end``.
+    """Cyclical annealing (Fu et al. 2019): ``n_cycles`` cycles over ``total_steps``; in
+    each cycle the value rises linearly from 0 to ``end`` over the first ``ratio`` of
+    the cycle, then stays at ``end``.
 
     value(t) = end * min((t mod T) / (ratio * T), 1),  T = total_steps / n_cycles
     """
@@ -90,7 +94,8 @@ def as_schedule(value, name: str = "beta"):
         return value
     if isinstance(value, str):
         raise ValueError(
-            f"{name} must be a number or a schedule ({', '.join(SCHEDULES)}), got the string {value!r}"
+            f"{name} must be a number or a schedule ({', '.join(SCHEDULES)}), "
+            f"got the string {value!r}"
         )
     try:
         number = float(value)

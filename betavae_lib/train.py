@@ -1,17 +1,20 @@
 """The one training loop, :func:`fit`, and :func:`evaluate`.
 
-The whole dataset is moved to the device once; batches are taken by index from a seeded permutation
-(no per-item Python, no DataLoader workers). Running sums stay on the device and are read back only
-every ``log_every`` steps and at the end of an epoch, so the GPU is never stalled by the host.
+The whole dataset is moved to the device once; batches are taken by index from a seeded
+permutation (no per-item Python, no DataLoader workers). Running sums stay on the device
+and are read back only every ``log_every`` steps and at the end of an epoch, so the GPU
+is never stalled by the host.
 
-Speed settings that leave the arithmetic unchanged are on by default: Adam's fused kernel where the
-device has one, channels-last weights for convolutional models, and cuDNN autotuning on CUDA (off when
-``torch.use_deterministic_algorithms(True)`` is set). Settings that change the arithmetic are opt-in:
-``amp=True`` (bfloat16 autocast) and ``compile=True`` (``torch.compile``).
+Speed settings that leave the arithmetic unchanged are on by default: Adam's fused
+kernel where the device has one, channels-last weights for convolutional models, and
+cuDNN autotuning on CUDA (off when ``torch.use_deterministic_algorithms(True)`` is set).
+Settings that change the arithmetic are opt-in: ``amp=True`` (bfloat16 autocast) and
+``compile=True`` (``torch.compile``).
 
-With ``checkpoint_path`` the full training state (weights, optimiser, RNG states, history) is saved
-atomically every ``checkpoint_every`` epochs; ``resume=True`` continues from it and gives the same
-numbers, bit for bit on the same device, as a run that was never interrupted.
+With ``checkpoint_path`` the full training state (weights, optimiser, RNG states,
+history) is saved atomically every ``checkpoint_every`` epochs; ``resume=True``
+continues from it and gives the same numbers, bit for bit on the same device, as a run
+that was never interrupted.
 """
 
 from __future__ import annotations
@@ -65,9 +68,10 @@ class NonFiniteWeightsError(NonFiniteLossError):
 class History:
     """Per-epoch curves, in nats (batch means, summed over pixels / latents).
 
-    ``train_loss`` is the objective minimised (β-weighted); ``*_recon`` and ``*_kl`` are the two ELBO
-    terms, so ``recon + kl`` is the negative ELBO; ``*_kl_per_dim`` is one list of D values per epoch.
-    Train values are averages over the epoch's steps; test values are measured after the epoch.
+    ``train_loss`` is the objective minimised (β-weighted); ``*_recon`` and ``*_kl`` are
+    the two ELBO terms, so ``recon + kl`` is the negative ELBO; ``*_kl_per_dim`` is one
+    list of D values per epoch. Train values are averages over the epoch's steps; test
+    values are measured after the epoch.
     """
 
     epoch: list = field(default_factory=list)
@@ -103,8 +107,9 @@ def evaluate(
 ) -> dict:
     """Negative-ELBO terms on ``images`` with one posterior sample per image.
 
-    Returns ``{"recon": float, "kl": float, "kl_per_dim": (D,) list, "neg_elbo": float}`` in nats
-    per image (means over images, sums over pixels / latents).
+    Returns
+    ``{"recon": float, "kl": float, "kl_per_dim": (D,) list, "neg_elbo": float}`` in
+    nats per image (means over images, sums over pixels / latents).
     """
     _check_model(model)
     _check_dataset_images(model, images, "images")
@@ -122,7 +127,8 @@ def evaluate(
 def _evaluate(
     model, images: torch.Tensor, *, batch_size: int, likelihood: str, sigma: float
 ) -> dict:
-    """:func:`evaluate` without the argument checks (``fit`` checks once, before the first epoch)."""
+    """:func:`evaluate` without the argument checks (``fit`` checks once, before the
+    first epoch)."""
     was_training = model.training
     model.eval()
     device, dtype = model_device(model), model.log_sigma.dtype
@@ -154,7 +160,7 @@ def _evaluate(
     }
 
 
-# ----------------------------------------------------------------------------- argument checks
+# ---------------------------------------------------------------------- argument checks
 
 
 def _check_model(model) -> None:
@@ -164,7 +170,8 @@ def _check_model(model) -> None:
         or not hasattr(model, "latent_dim")
     ):
         raise TypeError(
-            f"model must be a betavae_lib VAE (MLPVAE, ConvVAE or a subclass of models.VAE), "
+            f"model must be a betavae_lib VAE "
+            f"(MLPVAE, ConvVAE or a subclass of models.VAE), "
             f"got {type(model).__name__}"
         )
 
@@ -235,11 +242,12 @@ def _check_fit_args(
         raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
     if arithmetic["amp"] and device.type not in ("cuda", "cpu"):
         raise ValueError(
-            f"amp=True (bfloat16 autocast) is supported on cuda and cpu, not {device.type}"
+            f"amp=True (bfloat16 autocast) is supported on cuda and cpu, "
+            f"not {device.type}"
         )
 
 
-# ----------------------------------------------------------------------------- device settings
+# ---------------------------------------------------------------------- device settings
 
 
 def _fused_adam_devices() -> list[str]:
@@ -252,7 +260,8 @@ def _fused_adam_devices() -> list[str]:
 
 
 def _adam(model, lr: float, device: torch.device) -> torch.optim.Adam:
-    """Adam with the fused single-kernel update where this device has it (same update, fewer kernels)."""
+    """Adam with the fused single-kernel update where this device has it (same update,
+    fewer kernels)."""
     fused = device.type in _fused_adam_devices() or None
     return torch.optim.Adam(model.parameters(), lr=lr, fused=fused)
 
@@ -263,7 +272,8 @@ def _has_convolutions(model) -> bool:
 
 @contextlib.contextmanager
 def _backend_settings(device: torch.device):
-    """cuDNN autotuning on CUDA for the duration of ``fit`` unless deterministic algorithms are asked for."""
+    """cuDNN autotuning on CUDA for the duration of ``fit`` unless deterministic
+    algorithms are asked for."""
     if device.type != "cuda":
         yield
         return
@@ -306,7 +316,8 @@ def _batch(run: _TrainingRun, index: torch.Tensor) -> torch.Tensor:
 
 
 def _train_step(run: _TrainingRun, x: torch.Tensor, step: int):
-    """One Adam step on batch ``x``; returns the loss terms (device tensors, no host sync) and β."""
+    """One Adam step on batch ``x``; returns the loss terms (device tensors, no host
+    sync) and β."""
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
         out = run.forward(x)
     if run.amp:
@@ -338,8 +349,8 @@ def _train_step(run: _TrainingRun, x: torch.Tensor, step: int):
 def _train_epoch(
     run: _TrainingRun, perm: torch.Tensor, epoch: int, step: int, log_every: int, bar
 ):
-    """One pass over the data in the order ``perm``; returns (objective, recon, kl sums, kl per dim sums,
-    last β, step), the sums weighted by batch size."""
+    """One pass over the data in the order ``perm``; returns (objective, recon, kl sums,
+    kl per dim sums, last β, step), the sums weighted by batch size."""
     n, batch_size = len(run.data), run.batch_size
     steps_per_epoch = math.ceil(n / batch_size)
     sums = torch.zeros(3, device=run.device)  # objective, recon, kl
@@ -399,7 +410,8 @@ def _record_test(
 def _run_callback(
     callback, epoch: int, model, history: History, device: torch.device
 ) -> None:
-    """Call ``callback`` with torch's RNG forked, so what it draws never changes the training."""
+    """Call ``callback`` with torch's RNG forked, so what it draws never changes the
+    training."""
     devices = (
         [device.index if device.index is not None else torch.cuda.current_device()]
         if device.type == "cuda"
@@ -438,16 +450,19 @@ def fit(
 ) -> History:
     """Train ``model`` on ``images`` with Adam; returns a :class:`History`.
 
-    images: (N, C, H, W), float in [0, 1], uint8 (0..255) or bool; test_images likewise (optional).
-    beta: a number or a schedule ``step -> β`` (see :mod:`betavae_lib.schedules`); capacity: ``None``,
-    a number or a schedule ``step -> C`` (nats) for the capacity objective with weight ``gamma``;
-    likelihood, sigma, free_bits, tc: as for :func:`betavae_lib.losses.beta_vae_loss`.
+    images: (N, C, H, W), float in [0, 1], uint8 (0..255) or bool; test_images likewise
+    (optional).
+    beta: a number or a schedule ``step -> β`` (see :mod:`betavae_lib.schedules`);
+    capacity: ``None``, a number or a schedule ``step -> C`` (nats) for the capacity
+    objective with weight ``gamma``; likelihood, sigma, free_bits, tc: as for
+    :func:`betavae_lib.losses.beta_vae_loss`.
     These options make one :class:`betavae_lib.objective.Objective`, which raises
     ``ValueError`` for combinations it cannot honour (``tc`` with ``free_bits`` or
     ``capacity``; ``capacity`` with ``free_bits`` or a β other than 1; ``gamma``
     without ``capacity``).
-    seed: seeds the batch order and the sampling noise. callback: ``callback(epoch, model, history)``
-    after each epoch, run with torch's RNG forked so that it cannot change the training.
+    seed: seeds the batch order and the sampling noise. callback:
+    ``callback(epoch, model, history)`` after each epoch, run with torch's RNG forked so
+    that it cannot change the training.
 
     checkpoint_path: save the training state there (atomically) every
     ``checkpoint_every`` epochs and after the last; resume: continue from that file if
@@ -579,7 +594,8 @@ def fit(
 def _prepare_run(
     model, images, device, arithmetic: dict, *, objective: Objective
 ) -> _TrainingRun:
-    """Move the model and the data to ``device``, choose the fast settings, and build the optimiser."""
+    """Move the model and the data to ``device``, choose the fast settings, and build
+    the optimiser."""
     channels_last = _has_convolutions(model) and device.type in ("cuda", "cpu")
     model.to(device).train()
     if channels_last:

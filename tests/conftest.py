@@ -34,7 +34,8 @@ def binary_images(n: int = 32, side: int = 28, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
-    # One thread: on a small shared machine, thread contention makes tiny models 10-100x slower.
+    # One thread: on a small shared machine, thread contention makes tiny models 10-100x
+    # slower.
     torch.set_num_threads(1)
     torch.manual_seed(0)
     yield
@@ -42,7 +43,8 @@ def _seed_and_threads():
 
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
-    """No downloads, an empty cache, and no data dir: only what a test puts in place exists."""
+    """No downloads, an empty cache, and no data dir: only what a test puts in place
+    exists."""
     monkeypatch.setenv("BETAVAE_OFFLINE", "1")
     monkeypatch.setenv("BETAVAE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("BETAVAE_DATA_DIR", raising=False)

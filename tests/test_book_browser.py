@@ -3,7 +3,8 @@
 animations, widgets, live latent explorers (driven through their self-test hook),
 missing files and JavaScript errors. Screenshots of two pages: `_build/screenshots/`.
 
-Runs after `jupyter-book build .` (CI builds the book first); skipped when the build or Chromium is absent.
+Runs after `jupyter-book build .` (CI builds the book first); skipped when the build or
+Chromium is absent.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 CDN_HOSTS = ("cdn.jsdelivr.net", "cdnjs.cloudflare.com", "unpkg.com")
-# sphinx-thebe (pulled in by the theme) writes its config script into every page twice; the second copy
-# fails to redeclare a const while the first works, so nothing on the page depends on it.
+# sphinx-thebe (pulled in by the theme) writes its config script into every page twice;
+# the second copy fails to redeclare a const while the first works, so nothing on the
+# page depends on it.
 KNOWN_HARMLESS = ("Identifier 'THEBE_JS_URL' has already been declared",)
 
 pytestmark = [
@@ -63,12 +65,13 @@ CHAPTERS = [p[:-6] for p in _EXECUTOR.toc_notebooks(ROOT)]
 PAGES = [p for p in toc_files() if (HTML / f"{p}.html").is_file()]
 
 
-# --------------------------------------------------------------------------------------------- chromium
+# ----------------------------------------------------------------------------- chromium
 @dataclass
 class PageLoad:
-    """What Chromium saw for one page: the DOM after scripts ran, console messages, files
-    and URLs loaded (``remote``: every http(s) URL in the network log; ``requests``: the
-    non-file URLs the page itself asked for, not the browser's background requests)."""
+    """What Chromium saw for one page: the DOM after scripts ran, console messages,
+    files and URLs loaded (``remote``: every http(s) URL in the network log;
+    ``requests``: the non-file URLs the page itself asked for, not the browser's
+    background requests)."""
 
     dom: str
     console: list[str]
@@ -78,7 +81,8 @@ class PageLoad:
 
 
 def loaded_files(log: str) -> list[str]:
-    """file:// URLs Chromium started to load (logged by --vmodule=file_url_loader_factory=1)."""
+    """file:// URLs Chromium started to load (logged by
+    --vmodule=file_url_loader_factory=1)."""
     return re.findall(r"FileURLLoader::Start: (file://\S+)", log)
 
 
@@ -116,7 +120,8 @@ _loads: dict[str, PageLoad] = {}
 
 
 def load(page: str, tmp_path_factory) -> PageLoad:
-    """Open ``_build/html/<page>.html`` once per test session and keep what Chromium saw."""
+    """Open ``_build/html/<page>.html`` once per test session and keep what Chromium
+    saw."""
     if page not in _loads:
         work = tmp_path_factory.mktemp("chromium")
         _loads[page] = open_page((HTML / f"{page}.html").as_uri(), work)
@@ -146,7 +151,8 @@ def has_animation(nb) -> bool:
 
 
 def widget_views(nb) -> int:
-    """Widget outputs ``nb`` displays whose state it stores (so the built page can render them)."""
+    """Widget outputs ``nb`` displays whose state it stores (so the built page can
+    render them)."""
     state = (
         nb.metadata.get("widgets", {})
         .get("application/vnd.jupyter.widget-state+json", {})
@@ -175,7 +181,7 @@ def explorers(nb) -> int:
     )
 
 
-# ------------------------------------------------------------------------------------------------ tests
+# -------------------------------------------------------------------------------- tests
 def test_the_book_has_pages():
     assert CHAPTERS, "no notebook chapters in _toc.yml"
     missing = [p for p in toc_files() if not (HTML / f"{p}.html").is_file()]
@@ -207,10 +213,12 @@ def test_no_cdn_for_math_requirejs_or_widgets():
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_loads_everything_it_asks_for(page, tmp_path_factory):
-    """Every file the page loads exists, no request goes to a CDN, and no script error is uncaught."""
+    """Every file the page loads exists, no request goes to a CDN, and no script error
+    is uncaught."""
     seen = load(page, tmp_path_factory)
     assert any(u.split("?")[0].endswith(f"{page}.html") for u in seen.files), (
-        "Chromium did not log its file loads (--vmodule=file_url_loader_factory=1); cannot check this page"
+        "Chromium did not log its file loads (--vmodule=file_url_loader_factory=1); "
+        "cannot check this page"
     )
     missing = sorted(
         {
@@ -313,7 +321,8 @@ def screenshot(page: str, out: Path, tmp_path: Path) -> Path:
 
 
 def test_screenshots(tmp_path):
-    """Screenshots of the first chapter and of the richest one (widgets, else animation, else the last)."""
+    """Screenshots of the first chapter and of the richest one (widgets, else animation,
+    else the last)."""
     import matplotlib.image
 
     if not CHAPTERS:

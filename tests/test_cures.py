@@ -1,5 +1,5 @@
-"""Cures for posterior collapse: annealing schedules, free bits and the capacity objective, against
-hand-computed values."""
+"""Cures for posterior collapse: annealing schedules, free bits and the capacity
+objective, against hand-computed values."""
 
 import math
 
@@ -13,7 +13,7 @@ from betavae_lib.schedules import Constant, Cyclical, Linear, as_schedule
 LOG2 = math.log(2)
 
 
-# ----------------------------------------------------------------------------- schedules
+# ---------------------------------------------------------------------------- schedules
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,8 @@ def test_linear_warm_up_from_a_nonzero_start():
     ],
 )
 def test_cyclical_values(step, expected):
-    """Fu et al. (2019) with 4 cycles of 25 steps and ratio 0.5: value = min((t mod 25) / 12.5, 1)."""
+    """Fu et al. (2019) with 4 cycles of 25 steps and ratio 0.5:
+    value = min((t mod 25) / 12.5, 1)."""
     assert Cyclical(end=1.0, total_steps=100, n_cycles=4, ratio=0.5)(
         step
     ) == pytest.approx(expected, abs=1e-12)
@@ -69,7 +70,8 @@ def test_numbers_become_constant_schedules():
 
 
 def test_fit_applies_the_schedule_at_every_step():
-    """Two steps per epoch: history.beta holds β at each epoch's last step, 1 and 3, of Linear(1, 4)."""
+    """Two steps per epoch: history.beta holds β at each epoch's last step, 1 and 3, of
+    Linear(1, 4)."""
     images = (
         torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.5
     ).float()
@@ -87,11 +89,12 @@ def test_fit_applies_the_schedule_at_every_step():
     assert history.steps == 6
 
 
-# ----------------------------------------------------------------------------- free bits
+# ---------------------------------------------------------------------------- free bits
 
 
 def _fixed_batch(mu_rows):
-    """Two 4-pixel images with p = 0.5 everywhere (recon = 4 log 2 each) and unit-variance posteriors."""
+    """Two 4-pixel images with p = 0.5 everywhere (recon = 4 log 2 each) and
+    unit-variance posteriors."""
     x = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]], [[[0.0, 0.0], [1.0, 1.0]]]])
     logits = torch.zeros(2, 1, 2, 2)
     mu = torch.tensor(mu_rows, requires_grad=True)
@@ -100,7 +103,8 @@ def _fixed_batch(mu_rows):
 
 
 def test_free_bits_value_is_hand_computed():
-    # KL_d = mu_d² / 2 with unit variances: dim 0 has batch-mean KL (2 + 2)/2 = 2, dim 1 (0.1 + 0.1)/2 = 0.1
+    # KL_d = mu_d² / 2 with unit variances: dim 0 has batch-mean KL (2 + 2)/2 = 2, dim 1
+    # (0.1 + 0.1)/2 = 0.1
     x, logits, mu, logvar = _fixed_batch(
         [[2.0, math.sqrt(0.2)], [-2.0, -math.sqrt(0.2)]]
     )
@@ -121,7 +125,8 @@ def test_free_bits_gradient_is_zero_below_the_floor():
 
 
 def test_free_bits_floor_is_on_the_batch_mean_not_each_example():
-    # dim 1: per-example KL 0.1 and 0.9, batch mean 0.5 < λ = 0.6, so the whole dimension is floored
+    # dim 1: per-example KL 0.1 and 0.9, batch mean 0.5 < λ = 0.6, so the whole
+    # dimension is floored
     x, logits, mu, logvar = _fixed_batch(
         [[2.0, math.sqrt(0.2)], [-2.0, math.sqrt(1.8)]]
     )

@@ -1,4 +1,5 @@
-"""Loaders on the real files, the procedural dSprites grid, and the errors for bad requests."""
+"""Loaders on the real files, the procedural dSprites grid, and the errors for bad
+requests."""
 
 import gzip
 import shutil
@@ -135,7 +136,8 @@ def test_dsprites_grid_size_and_factor_values(sprites):
 
 
 def test_dsprites_index_order_is_row_major(sprites):
-    # index = ((((shape*6 + scale)*40 + orientation)*32 + posX)*32 + posY), as in DeepMind's file
+    # index = ((((shape*6 + scale)*40 + orientation)*32 + posX)*32 + posY), as in
+    # DeepMind's file
     idx = (((2 * 6 + 3) * 40 + 7) * 32 + 5) * 32 + 31
     assert sprites.index_to_factors([idx]).tolist() == [[2, 3, 7, 5, 31]]
     assert sprites.factors_to_index([[2, 3, 7, 5, 31]]).tolist() == [idx]
@@ -189,7 +191,8 @@ def test_dsprites_auto_falls_back_to_procedural_with_a_warning(offline):
 
 
 def test_dsprites_real_file_is_used_when_present(offline, monkeypatch):
-    """A file with the real name and layout is read (checksum-verified via its git blob id).
+    """A file with the real name and layout is read (checksum-verified via its git blob
+    id).
 
     A stand-in with 200 images keeps the test light; the loader is told to expect 200.
     """

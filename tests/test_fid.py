@@ -1,5 +1,6 @@
-"""FID: the shipped domain classifiers, the domain FID against a hand-written reference, and (where
-pytorch-fid and its weights are available) Inception features against pytorch-fid's own pipeline."""
+"""FID: the shipped domain classifiers, the domain FID against a hand-written reference,
+and (where pytorch-fid and its weights are available) Inception features against
+pytorch-fid's own pipeline."""
 
 import sys
 
@@ -36,7 +37,8 @@ def mnist_features():
 
 
 def reference_fid(a, b):
-    """‖Δμ‖² + tr S1 + tr S2 − 2 Σ √λ(S1 S2), the eigenvalues of S1 S2 being real and ≥ 0."""
+    """‖Δμ‖² + tr S1 + tr S2 − 2 Σ √λ(S1 S2), the eigenvalues of S1 S2 being real
+    and ≥ 0."""
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     eig = np.clip(np.linalg.eigvals(s1 @ s2).real, 0, None)
@@ -45,7 +47,7 @@ def reference_fid(a, b):
     )
 
 
-# ----------------------------------------------------------------------------- shipped classifiers
+# ------------------------------------------------------------------ shipped classifiers
 
 
 @pytest.mark.parametrize("name, minimum", [("mnist", 0.98), ("fashion_mnist", 0.88)])
@@ -85,7 +87,7 @@ def test_domain_features_resize_other_sizes(mnist, mnist_features):
     assert np.corrcoef(f_big.ravel(), f.ravel())[0, 1] > 0.9
 
 
-# ----------------------------------------------------------------------------- domain FID
+# --------------------------------------------------------------------------- domain FID
 
 
 def test_fid_matches_reference_without_datasets(mnist_features):
@@ -242,7 +244,7 @@ def test_load_domain_classifier_rejects_other_files(tmp_path):
         fidlib.load_domain_classifier(path=tmp_path / "missing.pt")
 
 
-# ----------------------------------------------------------------------------- Inception
+# ---------------------------------------------------------------------------- Inception
 
 
 def test_inception_unavailable_raises_a_clear_error(monkeypatch):
@@ -276,8 +278,9 @@ def test_inception_weights_search_order(tmp_path, monkeypatch):
 
 @needs_inception
 def test_inception_features_match_pytorch_fid_pipeline(tmp_path, monkeypatch):
-    """Our features of grayscale images equal pytorch-fid's get_activations on the same images saved
-    as PNG files (read as RGB), with pytorch-fid loading the same weights from its own cache."""
+    """Our features of grayscale images equal pytorch-fid's get_activations on the same
+    images saved as PNG files (read as RGB), with pytorch-fid loading the same weights
+    from its own cache."""
     from PIL import Image
     from pytorch_fid.fid_score import calculate_frechet_distance, get_activations
     from pytorch_fid.inception import InceptionV3

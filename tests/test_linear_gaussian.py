@@ -1,4 +1,5 @@
-"""The exact linear-Gaussian model: its densities against torch.distributions, and the ELBO identities."""
+"""The exact linear-Gaussian model: its densities against torch.distributions, and the
+ELBO identities."""
 
 import math
 
@@ -36,7 +37,8 @@ def test_log_marginal_matches_multivariate_normal(model, x):
 
 
 def test_posterior_is_the_gaussian_conditional_of_the_joint(model, x):
-    # joint of (z, x): cov [[I, Wᵀ], [W, WWᵀ + σ²I]]; condition z on x by the Schur complement
+    # joint of (z, x): cov [[I, Wᵀ], [W, WWᵀ + σ²I]]; condition z on x by the Schur
+    # complement
     W, s2 = model.W, model.sigma**2
     cxx = W @ W.T + s2 * torch.eye(model.data_dim, dtype=torch.float64)
     gain = W.T @ torch.linalg.inv(cxx)
@@ -134,7 +136,8 @@ def test_iwae_is_exact_with_the_true_posterior_and_tightens_with_k(model, x):
         k1.mean(0), model.elbo(x, mf_mean, mf_var), rtol=0, atol=0.05
     )
     assert (k1.mean(0) < k50.mean(0)).all()
-    # E[IWAE_k] <= log p(x): the average of 400 estimates lies below it up to 3 standard errors
+    # E[IWAE_k] <= log p(x): the average of 400 estimates lies below it up to 3 standard
+    # errors
     stderr = k50.std(0) / math.sqrt(len(k50))
     assert (k50.mean(0) <= model.log_marginal(x) + 3 * stderr).all()
     assert (model.log_marginal(x) - k50.mean(0)).mean() < (

@@ -65,7 +65,8 @@ def test_gaussian_nll_matches_normal_log_prob(sigma):
 
 
 def test_learned_sigma_gradient_vanishes_at_the_optimum():
-    """d/dlogσ of Σ[½ r²/σ² + log σ] is zero at σ² = mean r² (the closed-form optimum)."""
+    """d/dlogσ of Σ[½ r²/σ² + log σ] is zero at σ² = mean r² (the closed-form
+    optimum)."""
     logits, x = (
         torch.randn(8, 1, 5, 5, dtype=torch.float64),
         torch.rand(8, 1, 5, 5, dtype=torch.float64),
@@ -104,7 +105,8 @@ def test_beta_multiplies_the_summed_kl():
 
 
 def test_tc_terms_add_up_to_the_sampled_kl_estimate():
-    """MI + TC + dwKL telescopes to E[log q(z|x) − log p(z)] (a single-sample KL estimate)."""
+    """MI + TC + dwKL telescopes to E[log q(z|x) − log p(z)] (a single-sample KL
+    estimate)."""
     mu, logvar = (
         torch.randn(64, 3, dtype=torch.float64),
         torch.randn(64, 3, dtype=torch.float64) * 0.3,

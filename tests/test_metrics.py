@@ -1,6 +1,6 @@
-"""Metrics checked against independent references: scikit-learn's mutual_info_score, SciPy's sqrtm,
-closed forms (diagonal Fréchet distance, linear-Gaussian log-likelihood), torch.distributions,
-and disentanglement_lib's own sanity cases."""
+"""Metrics checked against independent references: scikit-learn's mutual_info_score,
+SciPy's sqrtm, closed forms (diagonal Fréchet distance, linear-Gaussian log-likelihood),
+torch.distributions, and disentanglement_lib's own sanity cases."""
 
 import math
 import warnings
@@ -25,7 +25,8 @@ sklearn_metrics = pytest.importorskip(
 
 
 def reference_mig(codes, factors, n_bins=20):
-    """disentanglement_lib's MIG written plainly: per-dimension histogram bins, sklearn MI loops."""
+    """disentanglement_lib's MIG written plainly: per-dimension histogram bins, sklearn
+    MI loops."""
     mus, ys = np.asarray(codes).T, np.asarray(factors).T
     discretized = np.zeros_like(mus)
     for i in range(mus.shape[0]):
@@ -43,7 +44,8 @@ def reference_mig(codes, factors, n_bins=20):
 
 class FactorsAsObservations:
     """Ground-truth data whose observations are the factor classes themselves (like
-    disentanglement_lib's IdentityObservationsData), so an identity encoder is a perfect one."""
+    disentanglement_lib's IdentityObservationsData), so an identity encoder is a perfect
+    one."""
 
     def __init__(self, factor_sizes=(10,) * 10):
         self.factor_sizes = tuple(factor_sizes)
@@ -186,7 +188,7 @@ def test_mig_accepts_float_factors_with_whole_values():
     )
 
 
-# ----------------------------------------------------------------------------- FactorVAE and β-VAE scores
+# ----------------------------------------------------------- FactorVAE and β-VAE scores
 
 SMALL = dict(batch_size=32, num_train=400, num_eval=200)
 
@@ -226,7 +228,8 @@ def test_factor_vae_score_prunes_collapsed_latents():
 
 
 def test_factor_vae_score_is_seeded_and_independent_of_call_size():
-    encode = lambda x: x + np.sin(x.sum(1, keepdims=True))  # deterministic, imperfect  # noqa: E731
+    # deterministic, imperfect
+    encode = lambda x: x + np.sin(x.sum(1, keepdims=True))  # noqa: E731
     data = FactorsAsObservations((3, 4, 5))
     a = metrics.factor_vae_score(
         encode, data, seed=3, num_variance_estimate=500, **SMALL
@@ -259,8 +262,9 @@ def test_scores_accept_model_style_encoders_returning_tensor_tuples():
 
 
 def test_scores_on_procedural_dsprites_with_a_factor_reading_encoder():
-    """A tiny run on rendered dSprites: the encoder reads position from the image centroid
-    (a code that follows posX and posY only), so FactorVAE votes those two right, not the rest."""
+    """A tiny run on rendered dSprites: the encoder reads position from the image
+    centroid (a code that follows posX and posY only), so FactorVAE votes those two
+    right, not the rest."""
     data = DSprites(source="procedural")
 
     def centroid(images):
@@ -298,7 +302,7 @@ def test_scores_reject_bad_arguments():
         metrics.beta_vae_score(lambda x: x[:, 0], FactorsAsObservations(), **SMALL)
 
 
-# ----------------------------------------------------------------------------- Fréchet distance
+# --------------------------------------------------------------------- Fréchet distance
 
 
 def random_covariance(rng, dim, rank=None):
@@ -307,7 +311,8 @@ def random_covariance(rng, dim, rank=None):
 
 
 def reference_frechet(mu1, s1, mu2, s2):
-    """‖Δμ‖² + tr S1 + tr S2 − 2 tr (S1^½ S2 S1^½)^½: the symmetric form, through SciPy's sqrtm."""
+    """‖Δμ‖² + tr S1 + tr S2 − 2 tr (S1^½ S2 S1^½)^½: the symmetric form, through
+    SciPy's sqrtm."""
     r1 = np.real(scipy.linalg.sqrtm(s1))
     cross = np.real(scipy.linalg.sqrtm(r1 @ s2 @ r1))
     return float(
@@ -381,7 +386,7 @@ def test_feature_statistics_like_numpy_and_warns_when_singular():
         metrics.feature_statistics(x[:1])
 
 
-# ----------------------------------------------------------------------------- active units, KL summary
+# ------------------------------------------------------------- active units, KL summary
 
 
 def test_active_units_on_constructed_data():
@@ -411,13 +416,14 @@ def test_kl_summary_sorts_and_totals():
         metrics.kl_summary(np.array([1.0, -0.5]))
 
 
-# ----------------------------------------------------------------------------- IWAE bound
+# --------------------------------------------------------------------------- IWAE bound
 
 
 class OrthogonalLinearGaussian(nn.Module):
-    """p(z) = N(0, I), p(x|z) = N(Wz + b, s² I) with orthogonal columns in W, so the exact posterior
-    is diagonal: precision 1 + ‖w_d‖²/s², mean Wᵀ(x − b)/s² / precision. ``shift``/``widen``
-    perturb the encoder away from it. log p(x) = log N(x; b, WWᵀ + s² I) exactly."""
+    """p(z) = N(0, I), p(x|z) = N(Wz + b, s² I) with orthogonal columns in W, so the
+    exact posterior is diagonal: precision 1 + ‖w_d‖²/s², mean Wᵀ(x − b)/s² / precision.
+    ``shift``/``widen`` perturb the encoder away from it.
+    log p(x) = log N(x; b, WWᵀ + s² I) exactly."""
 
     def __init__(self, pixels=16, dim=3, s=0.3, shift=0.0, widen=1.0, seed=0):
         super().__init__()

@@ -1,4 +1,5 @@
-"""Model shapes, the Burgess et al. architecture, sampling statistics and input checks."""
+"""Model shapes, the Burgess et al. architecture, sampling statistics and input
+checks."""
 
 import pytest
 import torch
@@ -23,11 +24,15 @@ def test_mlp_shapes_any_latent_size(latent_dim):
 def test_mlp_default_is_784_400_400_20():
     m = MLPVAE()
     sizes = [
-        (l.in_features, l.out_features) for l in m.encoder if isinstance(l, nn.Linear)
+        (layer.in_features, layer.out_features)
+        for layer in m.encoder
+        if isinstance(layer, nn.Linear)
     ]
     assert sizes == [(784, 400), (400, 400), (400, 40)]
     sizes = [
-        (l.in_features, l.out_features) for l in m.decoder if isinstance(l, nn.Linear)
+        (layer.in_features, layer.out_features)
+        for layer in m.decoder
+        if isinstance(layer, nn.Linear)
     ]
     assert sizes == [(20, 400), (400, 400), (400, 784)]
 
@@ -41,7 +46,7 @@ def test_conv_shapes(size, n_conv, latent_dim):
     assert mu.shape == (3, latent_dim)
     assert m(x).logits.shape == (3, 1, size, size)
     assert m.sample(2).shape == (2, 1, size, size)
-    convs = [l for l in m.encoder if isinstance(l, nn.Conv2d)]
+    convs = [layer for layer in m.encoder if isinstance(layer, nn.Conv2d)]
     assert len(convs) == n_conv and all(
         c.out_channels == 32 and c.kernel_size == (4, 4) and c.stride == (2, 2)
         for c in convs
@@ -49,10 +54,13 @@ def test_conv_shapes(size, n_conv, latent_dim):
 
 
 def test_burgess_dsprites_architecture():
-    """4 conv 32×4×4 stride 2 → FC 256 → FC 256 → 2×10 (Burgess et al. 2018, appendix A.1)."""
+    """4 conv 32×4×4 stride 2 → FC 256 → FC 256 → 2×10 (Burgess et al. 2018,
+    appendix A.1)."""
     m = ConvVAE()
     linears = [
-        (l.in_features, l.out_features) for l in m.encoder if isinstance(l, nn.Linear)
+        (layer.in_features, layer.out_features)
+        for layer in m.encoder
+        if isinstance(layer, nn.Linear)
     ]
     assert linears == [(32 * 4 * 4, 256), (256, 256), (256, 20)]
     assert m.latent_dim == 10 and m.image_shape == (1, 64, 64)

@@ -1,5 +1,5 @@
-"""Nothing silent, nothing lost: bad input fails clearly, corrupt or partial files are never used,
-and checkpoints can neither run code nor be half-written."""
+"""Nothing silent, nothing lost: bad input fails clearly, corrupt or partial files are
+never used, and checkpoints can neither run code nor be half-written."""
 
 import gzip
 import hashlib
@@ -45,7 +45,7 @@ def small_mlp():
     return MLPVAE(latent_dim=2, hidden=(16,))
 
 
-# ----------------------------------------------------------------------------- bad input, the model
+# ----------------------------------------------------------------- bad input, the model
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ def test_model_refuses_bad_latents_and_sizes():
         ConvVAE(image_size=32)
 
 
-# ----------------------------------------------------------------------------- bad input, fit and evaluate
+# ---------------------------------------------------------- bad input, fit and evaluate
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,8 @@ def test_model_refuses_bad_latents_and_sizes():
         (
             {"likelihood": "poisson"},
             ValueError,
-            "unknown likelihood 'poisson'; valid are bernoulli, gaussian, gaussian_learned",
+            "unknown likelihood 'poisson'; "
+            "valid are bernoulli, gaussian, gaussian_learned",
         ),
         ({"likelihood": "gaussian", "sigma": 0.0}, ValueError, "sigma must be > 0"),
         ({"free_bits": -0.1}, ValueError, "free_bits must be >= 0"),
@@ -162,7 +163,8 @@ def test_fit_refuses_bad_arguments(kwargs, err, match, tmp_path, monkeypatch):
         (
             torch.rand(8, 1, 32, 32),
             ValueError,
-            r"images must have shape \(N, 1, 28, 28\) for this model, got \(8, 1, 32, 32\)",
+            r"images must have shape \(N, 1, 28, 28\) for this model, "
+            r"got \(8, 1, 32, 32\)",
         ),
         (torch.rand(0, 1, 28, 28), ValueError, "images is empty"),
         (
@@ -221,7 +223,8 @@ def test_evaluate_refuses_bad_images_and_names():
 def test_unknown_names_list_the_valid_ones(tmp_path):
     with pytest.raises(
         ValueError,
-        match="unknown dataset 'cifar10'; valid names are mnist, fashion_mnist, dsprites",
+        match="unknown dataset 'cifar10'; "
+        "valid names are mnist, fashion_mnist, dsprites",
     ):
         load_dataset("cifar10")
     with pytest.raises(
@@ -270,7 +273,7 @@ def test_subset_size_and_cuda_device_are_checked():
             pick_device("cuda")
 
 
-# ----------------------------------------------------------------------------- dataset integrity
+# -------------------------------------------------------------------- dataset integrity
 
 
 def idx_gz(array: np.ndarray) -> bytes:
@@ -296,7 +299,8 @@ TOY_FILES = {
 
 @pytest.fixture
 def toy_checksums(offline, monkeypatch):
-    """MNIST's loader expects the toy files' md5s (downloads still off, empty cache, no data dir)."""
+    """MNIST's loader expects the toy files' md5s (downloads still off, empty cache, no
+    data dir)."""
     for name, blob in TOY_FILES.items():
         monkeypatch.setitem(data._IDX_FILES["mnist"]["files"], name, md5(blob))
     return offline
@@ -349,8 +353,8 @@ def test_corrupted_copy_of_the_real_mnist_is_detected(offline):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """GET /MODE/NAME serves TOY_FILES[NAME]: MODE good as it is, bad with its bytes reversed,
-    cut announcing the full length but closing the connection halfway."""
+    """GET /MODE/NAME serves TOY_FILES[NAME]: MODE good as it is, bad with its bytes
+    reversed, cut announcing the full length but closing the connection halfway."""
 
     def do_GET(self):
         mode, name = self.path.strip("/").split("/")
@@ -395,7 +399,8 @@ def test_download_keeps_only_a_verified_file(server, tmp_path):
         (
             "bad",
             ChecksumError,
-            f"has md5 [0-9a-f]{{32}}, expected {md5(TOY_FILES[LABELS])}; nothing was kept",
+            f"has md5 [0-9a-f]{{32}}, "
+            f"expected {md5(TOY_FILES[LABELS])}; nothing was kept",
         ),
         (
             "cut",
@@ -434,7 +439,7 @@ def test_load_dataset_keeps_only_verified_downloads(server, toy_checksums, monke
     assert sorted(p.name for p in cache.iterdir()) == sorted(TOY_FILES)
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# -------------------------------------------------------------------------- checkpoints
 
 
 class _RunsShell:

@@ -1,5 +1,5 @@
-"""Determinism and interrupted training: the same seed gives the same run, and a run resumed from
-its checkpoint ends bit for bit where an uninterrupted run ends."""
+"""Determinism and interrupted training: the same seed gives the same run, and a run
+resumed from its checkpoint ends bit for bit where an uninterrupted run ends."""
 
 import functools
 
@@ -42,7 +42,8 @@ class Interrupt:
 
 
 class Beta:
-    """β warmed up as Linear(4, 10); raises KeyboardInterrupt at optimiser step ``stop_at``."""
+    """β warmed up as Linear(4, 10); raises KeyboardInterrupt at optimiser step
+    ``stop_at``."""
 
     def __init__(self, stop_at=None):
         self.stop_at, self.linear = stop_at, Linear(4.0, steps=10)
@@ -54,7 +55,8 @@ class Beta:
 
 
 def run(make=new_mlp, **kwargs):
-    """Train a fresh model: 4 epochs of 6 steps, a β warm-up, test images, seed 7, on the CPU."""
+    """Train a fresh model: 4 epochs of 6 steps, a β warm-up, test images, seed 7, on
+    the CPU."""
     model = make()
     settings = dict(
         epochs=EPOCHS,

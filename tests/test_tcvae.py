@@ -1,21 +1,26 @@
-"""β-TCVAE decomposition (``losses.tc_decomposition``), checked against closed forms and a loop.
+"""β-TCVAE decomposition (``losses.tc_decomposition``), checked against closed forms and
+a loop.
 
 What is asserted, and why it must hold:
 
-* **The three terms sum to a Monte Carlo KL.** MI + TC + dwKL telescopes to the batch mean of
-  log q(z_i|x_i) − log p(z_i), whatever the estimate of q(z); for many samples of one posterior
-  (the single-datapoint case) that mean converges to the closed-form KL(q(z|x) ‖ N(0, I)).
-* **Single datapoint, exact zeros.** When every row has the same posterior and ``dataset_size=1``,
-  the estimated aggregate posterior *is* q(z|x), so MI = 0 and, the posterior being diagonal, TC = 0
-  (to rounding), and dwKL carries the whole KL.
-* **TC of a correlated aggregate posterior.** Codes x_i ~ N(0, Σ) with posteriors N(x_i, s² I) give the
-  aggregate posterior N(0, Σ + s² I), whose total correlation is ½ (Σ_d log C_dd − log det C). With
-  ``dataset_size=1`` the estimator averages over the batch's own mixture, a consistent estimate:
-  for B = 2048 it is positive and close to the closed form; for independent dimensions it is ≈ 0.
-* **The dataset size only shifts the terms.** The minibatch-weighted sampling normaliser log(N·B)
-  (Chen et al. 2018, as in their code) makes TC larger by exactly (D − 1)·log N, MI by log N and dwKL
-  smaller by D·log N than with N = 1; the shifts are constants, so training gradients are unaffected.
-* **The formula itself**, against an independent double loop over scipy's normal log-density.
+* **The three terms sum to a Monte Carlo KL.** MI + TC + dwKL telescopes to the batch
+  mean of log q(z_i|x_i) − log p(z_i), whatever the estimate of q(z); for many samples
+  of one posterior (the single-datapoint case) that mean converges to the closed-form
+  KL(q(z|x) ‖ N(0, I)).
+* **Single datapoint, exact zeros.** When every row has the same posterior and
+  ``dataset_size=1``, the estimated aggregate posterior *is* q(z|x), so MI = 0 and, the
+  posterior being diagonal, TC = 0 (to rounding), and dwKL carries the whole KL.
+* **TC of a correlated aggregate posterior.** Codes x_i ~ N(0, Σ) with posteriors
+  N(x_i, s² I) give the aggregate posterior N(0, Σ + s² I), whose total correlation is
+  ½ (Σ_d log C_dd − log det C). With ``dataset_size=1`` the estimator averages over
+  the batch's own mixture, a consistent estimate: for B = 2048 it is positive and
+  close to the closed form; for independent dimensions it is ≈ 0.
+* **The dataset size only shifts the terms.** The minibatch-weighted sampling normaliser
+  log(N·B) (Chen et al. 2018, as in their code) makes TC larger by exactly
+  (D − 1)·log N, MI by log N and dwKL smaller by D·log N than with N = 1; the shifts
+  are constants, so training gradients are unaffected.
+* **The formula itself**, against an independent double loop over scipy's normal
+  log-density.
 """
 
 import math
@@ -32,8 +37,9 @@ from betavae_lib.losses import beta_vae_loss, gaussian_kl, tc_decomposition
 def correlated_posteriors(
     seed: int, rho: float, s2: float = 0.25, batch: int = 2048, dim: int = 3
 ):
-    """Posterior means x_i ~ N(0, Σ) (Σ: unit variances, corr(z0, z1) = rho), variances s², and one
-    sample z_i per posterior; returns z, mu, logvar (float64) and the closed-form TC of N(0, Σ + s² I)."""
+    """Posterior means x_i ~ N(0, Σ) (Σ: unit variances, corr(z0, z1) = rho), variances
+    s², and one sample z_i per posterior; returns z, mu, logvar (float64) and the
+    closed-form TC of N(0, Σ + s² I)."""
     g = torch.Generator().manual_seed(seed)
     cov = torch.eye(dim, dtype=torch.float64)
     cov[0, 1] = cov[1, 0] = rho
@@ -49,7 +55,8 @@ def correlated_posteriors(
 
 
 def single_posterior(seed: int, batch: int = 2048, dim: int = 4):
-    """``batch`` samples of one diagonal posterior (the same mu, logvar on every row)."""
+    """``batch`` samples of one diagonal posterior (the same mu, logvar on every
+    row)."""
     g = torch.Generator().manual_seed(seed)
     mu0 = torch.tensor([1.5, -0.5, 0.0, 2.0], dtype=torch.float64)[:dim]
     logvar0 = torch.tensor([-1.0, 0.5, -2.0, 0.0], dtype=torch.float64)[:dim]
@@ -64,8 +71,9 @@ def single_posterior(seed: int, batch: int = 2048, dim: int = 4):
 def test_terms_sum_to_the_closed_form_kl_for_one_posterior(seed):
     z, mu, logvar = single_posterior(seed)
     kl = float(gaussian_kl(mu[:1], logvar[:1]).sum())
-    # per-sample log q(z|x) − log p(z) has a standard deviation of about 2.5 nats here, so the mean
-    # of 2048 samples has a standard error of 0.055 nats: 0.2 nats is more than 3.5 standard errors.
+    # per-sample log q(z|x) − log p(z) has a standard deviation of about 2.5 nats here,
+    # so the mean of 2048 samples has a standard error of 0.055 nats: 0.2 nats is more
+    # than 3.5 standard errors.
     mi, tc, dwkl = tc_decomposition(z, mu, logvar, dataset_size=60_000)
     assert float(mi + tc + dwkl) == pytest.approx(kl, abs=0.2)
 
@@ -94,7 +102,8 @@ def test_tc_of_independent_dimensions_is_near_zero(seed):
     z, mu, logvar, tc_true = correlated_posteriors(seed, rho=0.0)
     _, tc, _ = tc_decomposition(z, mu, logvar, dataset_size=1)
     assert tc_true == 0.0
-    # a finite mixture is not exactly factorised: over 20 seeds the estimate is 0.010 ± 0.003 nats.
+    # a finite mixture is not exactly factorised: over 20 seeds the estimate is 0.010 ±
+    # 0.003 nats.
     assert abs(float(tc)) < 0.03
 
 

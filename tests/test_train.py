@@ -1,4 +1,5 @@
-"""The training loop: it learns, it records, it is seedable, and it stops loudly on NaN."""
+"""The training loop: it learns, it records, it is seedable, and it stops loudly on
+NaN."""
 
 import pytest
 import torch

@@ -1,5 +1,6 @@
-"""Latent traversals (grid, animation frames, the ipywidgets playground), against a decoder that
-records the codes it is given and paints each image with a known function of its code."""
+"""Latent traversals (grid, animation frames, the ipywidgets playground), against a
+decoder that records the codes it is given and paints each image with a known function
+of its code."""
 
 import io
 
@@ -17,8 +18,9 @@ from betavae_lib.models import MLPVAE  # noqa: E402
 
 
 class RecordingDecoder(torch.nn.Module):
-    """A stand-in model: ``decode(z)`` records z and returns logits equal to ``weights · z`` on every
-    pixel, so each decoded image is the constant sigmoid(weights · z)."""
+    """A stand-in model: ``decode(z)`` records z and returns logits equal to
+    ``weights · z`` on every pixel, so each decoded image is the constant
+    sigmoid(weights · z)."""
 
     def __init__(self, latent_dim: int, side: int = 6):
         super().__init__()
