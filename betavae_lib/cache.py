@@ -77,18 +77,12 @@ def entry_key(parts: dict) -> str:
 
 
 def key_parts(
-    model_class: type,
-    config: dict,
-    objective: Objective,
-    *,
-    train_digest: str,
-    test_digest: str | None,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
+    model_class: type, config: dict, objective: Objective, seed: int, training: dict
 ) -> dict:
-    """Everything that determines a trained model and its History, as JSON values."""
+    """Everything that determines a trained model and its History, as JSON values.
+
+    training: what all members of a grid share (:func:`training_parts`).
+    """
     from . import __version__
 
     return {
@@ -97,12 +91,20 @@ def key_parts(
         "model": model_class.__name__,
         "config": json.loads(json.dumps(config)),
         "objective": objective.describe(),
-        "train_images": train_digest,
-        "test_images": test_digest,
+        **training,
+        "seed": int(seed),
+    }
+
+
+def training_parts(images, test_images, epochs: int, batch_size: int, lr: float):
+    """The cache-key parts shared by a grid: content hashes of the training and test
+    images, and the training length, batch size and learning rate."""
+    return {
+        "train_images": images_digest(images),
+        "test_images": None if test_images is None else images_digest(test_images),
         "epochs": int(epochs),
         "batch_size": int(batch_size),
         "lr": float(lr),
-        "seed": int(seed),
     }
 
 
@@ -228,23 +230,12 @@ def train_grid(
     if cuda_graph is None:
         graph_env = os.environ.get("BETAVAE_CUDA_GRAPH", "").strip().lower()
         cuda_graph = device.type == "cuda" and graph_env in ("1", "true", "yes", "on")
-    train_digest = images_digest(images)
-    test_digest = None if test_images is None else images_digest(test_images)
+    shared = training_parts(images, test_images, epochs, batch_size, lr)
     members, models, histories, status = {}, {}, {}, {}
     for key, spec in grid.items():
         objective, overrides, member_seed = _split_spec(spec, seed)
         member_config = {**config, **overrides}
-        parts = key_parts(
-            model_class,
-            member_config,
-            objective,
-            train_digest=train_digest,
-            test_digest=test_digest,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=member_seed,
-        )
+        parts = key_parts(model_class, member_config, objective, member_seed, shared)
         entry = entry_key(parts)
         found = cache.load(entry, parts)
         if found is not None:

@@ -175,6 +175,10 @@ class Objective:
         }
 
 
+# The options an Objective is built from (the keyword arguments fit shares with it).
+OBJECTIVE_OPTIONS = tuple(f.name for f in dataclasses.fields(Objective))
+
+
 TERMS_OF_VARIANT = {
     "beta": {"beta_kl"},
     "free_bits": {"beta_kl", "free_bits"},

@@ -41,7 +41,7 @@ from ._common import (
 )
 from .losses import LIKELIHOODS, beta_vae_loss, objective_loss
 from .models import VAEOutput
-from .objective import Objective
+from .objective import OBJECTIVE_OPTIONS, Objective
 
 __all__ = [
     "History",
@@ -201,31 +201,23 @@ def _check_dataset_images(model, images, name: str) -> None:
 
 
 def _check_fit_args(
-    model,
-    images,
-    test_images,
-    arithmetic: dict,
-    *,
-    epochs,
-    log_every,
-    checkpoint_path,
-    checkpoint_every,
-    resume,
-    device,
-    callback,
+    model, images, test_images, arithmetic: dict, loop: dict, saving: dict, device
 ) -> None:
-    """Raise on the first argument of ``fit`` that is wrong, before any work starts;
-    ``arithmetic``: the settings that define the run's numbers, by name."""
+    """Raise on the first argument of ``fit`` that is wrong, before any work starts.
+
+    arithmetic: the settings that define the run's numbers, by name; loop: epochs,
+    log_every, callback; saving: the checkpoint's path, every (epochs) and resume.
+    """
     lr = arithmetic["lr"]
     _check_model(model)
     _check_dataset_images(model, images, "images")
     if test_images is not None:
         _check_dataset_images(model, test_images, "test_images")
     for name, value in (
-        ("epochs", epochs),
+        ("epochs", loop["epochs"]),
         ("batch_size", arithmetic["batch_size"]),
-        ("log_every", log_every),
-        ("checkpoint_every", checkpoint_every),
+        ("log_every", loop["log_every"]),
+        ("checkpoint_every", saving["every"]),
     ):
         positive_int(name, value)
     positive_int("seed", arithmetic["seed"], minimum=0, what="a non-negative integer")
@@ -233,12 +225,13 @@ def _check_fit_args(
         raise TypeError(f"lr must be a number, got {type(lr).__name__}")
     real_number("lr", lr, strict=True)
     # likelihood, sigma, β, capacity, γ, free bits and their combination: Objective
+    callback = loop["callback"]
     if callback is not None and not callable(callback):
         raise TypeError(
             f"callback must be callable as callback(epoch, model, history), got "
             f"{type(callback).__name__}"
         )
-    if resume and checkpoint_path is None:
+    if saving["resume"] and saving["path"] is None:
         raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
     if arithmetic["amp"] and device.type not in ("cuda", "cpu"):
         raise ValueError(
@@ -493,28 +486,11 @@ def fit(
         "amp": amp,
         "compile": compile,
     }
-    _check_fit_args(
-        model,
-        images,
-        test_images,
-        arithmetic,
-        epochs=epochs,
-        log_every=log_every,
-        checkpoint_path=checkpoint_path,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        device=device,
-        callback=callback,
-    )
-    objective = Objective(  # checks the options and their combination
-        beta=beta,
-        capacity=capacity,
-        gamma=gamma,
-        free_bits=free_bits,
-        tc=tc,
-        likelihood=likelihood,
-        sigma=sigma,
-    )
+    loop = {"epochs": epochs, "log_every": log_every, "callback": callback}
+    saving = {"path": checkpoint_path, "every": checkpoint_every, "resume": resume}
+    _check_fit_args(model, images, test_images, arithmetic, loop, saving, device)
+    # checks β, capacity, γ, free bits, the likelihood and their combination
+    objective = Objective(**{name: arithmetic[name] for name in OBJECTIVE_OPTIONS})
     settings = (
         None
         if checkpoint_path is None
