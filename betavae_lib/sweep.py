@@ -22,9 +22,12 @@ not finished and writes, per run, into ``root/runs/NNNNN/`` (NNNNN: the run's in
 state to resume train as one batched model,
 :func:`~betavae_lib.ensemble.fit_ensemble`, each with its own seed and
 :class:`~betavae_lib.objective.Objective`; then each is scored and recorded as a run
-trained alone would be. On the CPU an ensemble member ends with the weights and History
-``fit`` gives the run alone, bit for bit, so records do not depend on whether runs were
-batched; on CUDA (the "grouped" layout) they agree to float32 rounding. A member whose
+trained alone would be. A member takes the batches and noise ``fit`` gives the run
+alone; on the CPU its weights agree with ``fit``'s to the last bit (the fused Adam step
+over stacked weights may round a few differently) and its scores to about 1e-7
+relative, on CUDA (the "grouped" layout) to float32 rounding. So a run's numbers depend,
+to that rounding, on the ensemble it trained in; the same shards give the same numbers
+bit for bit. A member whose
 loss stops being finite is frozen by the ensemble and recorded as failed, naming the
 step; the other members train on. An ensemble keeps no training state: interrupted
 mid-training, its runs have no checkpoint and the next sweep trains them again from the
@@ -52,7 +55,7 @@ mount).
 a Ray task with its CPU/GPU request, on an existing cluster (``address``) or on a Ray
 instance started here. Both call the same function, :func:`_train_shard`, with the same
 seeds, thread count and deterministic-algorithm setting, so a run's numbers do not
-depend on the backend (on the same device type; on CUDA, for the same ``shard_size``).
+depend on the backend (on the same device type, for the same shards).
 By default the local backend makes one shard of all runs that can share an ensemble, and
 the Ray backend one shard per run (one task per CPU); give Ray ``shard_size`` > 1 and a
 GPU per shard to train ensembles on a cluster. Ray is optional: ``pip install
