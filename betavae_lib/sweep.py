@@ -5,14 +5,36 @@ configurations (:class:`RunConfig`): the same index always means the same run, a
 disentanglement_lib's ``--model_num``. :func:`run` trains every run of a grid that is
 not finished and writes, per run, into ``root/runs/NNNNN/`` (NNNNN: the run's index):
 
-- ``checkpoint.pt``: the training state written by :func:`~betavae_lib.train.fit`
-  (weights, optimiser, RNG states); an interrupted run resumes from it, and
-  ``betavae_lib.load`` rebuilds the model from it;
+- ``checkpoint.pt``: for a run trained alone, the training state written by
+  :func:`~betavae_lib.train.fit` after every epoch (weights, optimiser, RNG states), from
+  which an interrupted run resumes; for a run trained in an ensemble, a model checkpoint
+  (:func:`betavae_lib.checkpoints.save`, with its History in ``meta``) written once
+  training ended. ``betavae_lib.load`` and :func:`load_run` rebuild the model from
+  either;
 - ``record.json``: the configuration and the scores (MIG, FactorVAE score, KL,
   reconstruction, active units), wall times and the device. It is written atomically (a
   temporary file renamed into place) and a run is finished exactly when its record
-  exists;
+  exists. ``trainer`` says how the run was trained: ``"fit"`` or ``"ensemble"``;
 - ``claim``: present while a worker trains the run.
+
+**Ensembles.** A shard's runs share data, architecture, length and learning rate
+(:func:`_shard_key`), so the runs of a shard that are not finished and have no training
+state to resume train as one batched model,
+:func:`~betavae_lib.ensemble.fit_ensemble`, each with its own seed and
+:class:`~betavae_lib.objective.Objective`; then each is scored and recorded as a run
+trained alone would be. A member takes the batches and noise ``fit`` gives the run
+alone; on the CPU its weights agree with ``fit``'s to the last bit (the fused Adam step
+over stacked weights may round a few differently) and its scores to about 1e-7
+relative, on CUDA (the "grouped" layout) to float32 rounding. So a run's numbers depend,
+to that rounding, on the ensemble it trained in; the same shards give the same numbers
+bit for bit. A member whose
+loss stops being finite is frozen by the ensemble and recorded as failed, naming the
+step; the other members train on. An ensemble keeps no training state: interrupted
+mid-training, its runs have no checkpoint and the next sweep trains them again from the
+start (to the same numbers). A run that has a training state (a run trained alone and
+interrupted) resumes alone with ``fit(resume=True)``, and a lone run (a shard of one)
+trains alone with ``fit``, checkpointing every epoch. ``batch_runs=False`` trains every
+run alone.
 
 ``root/grid.json`` holds the grid's configurations; a root accepts only the grid that
 created it or one that extends it (runs appended at the end), so an index never changes
@@ -33,7 +55,10 @@ mount).
 a Ray task with its CPU/GPU request, on an existing cluster (``address``) or on a Ray
 instance started here. Both call the same function, :func:`_train_shard`, with the same
 seeds, thread count and deterministic-algorithm setting, so a run's numbers do not
-depend on the backend (on the same device type). Ray is optional: ``pip install
+depend on the backend (on the same device type, for the same shards).
+By default the local backend makes one shard of all runs that can share an ensemble, and
+the Ray backend one shard per run (one task per CPU); give Ray ``shard_size`` > 1 and a
+GPU per shard to train ensembles on a cluster. Ray is optional: ``pip install
 "betavae_lib[ray]"``.
 """
 
@@ -67,11 +92,13 @@ import torch
 
 from . import checkpoints
 from .data import load_dataset
+from .ensemble import fit_ensemble
 from .metrics import active_units, factor_vae_score, mig
 from .models import ConvVAE
+from .objective import Objective
 from .profile import Profile, get_profile
 from .schedules import Linear
-from .train import evaluate, fit, pick_device, seed_everything
+from .train import NonFiniteLossError, evaluate, fit, pick_device, seed_everything
 
 RECORD_FORMAT = "betavae_lib.sweep.record/1"
 BACKENDS = ("local", "ray")
@@ -256,6 +283,12 @@ class RunConfig:
         if self.objective == "free_bits":
             options["free_bits"] = c["free_bits"]
         return options
+
+    def to_objective(self) -> Objective:
+        """The objective as an :class:`~betavae_lib.objective.Objective`: what
+        :meth:`fit_options` makes ``fit`` minimise (for
+        :func:`~betavae_lib.ensemble.fit_ensemble`)."""
+        return Objective(**self.fit_options())
 
     def as_dict(self) -> dict:
         """A JSON-ready dict; :meth:`from_dict` is its inverse."""
@@ -634,14 +667,17 @@ def _release_claim(path: Path, token: str) -> None:
 
 
 @contextlib.contextmanager
-def _heartbeat(path: Path, every: float):
-    """Touch ``path`` every ``every`` seconds from a thread while the block runs."""
+def _heartbeat(paths, every: float):
+    """Touch every file of ``paths`` every ``every`` seconds from a thread while the
+    block runs (the claims of the runs being trained)."""
+    paths = [paths] if isinstance(paths, Path) else list(paths)
     stop = threading.Event()
 
     def beat():
         while not stop.wait(every):
-            with contextlib.suppress(FileNotFoundError):
-                os.utime(path)
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(path)
 
     thread = threading.Thread(target=beat, name="sweep-heartbeat", daemon=True)
     thread.start()
@@ -731,9 +767,16 @@ def _scores(model, config: RunConfig, device) -> dict:
     }
 
 
-def _checkpoint_epoch(path: Path) -> int:
-    """The epoch a training state was saved after; 0 when there is none."""
-    return int(checkpoints.read_training_state(path)["epoch"]) if path.is_file() else 0
+def _resumable_epoch(path: Path) -> int | None:
+    """The epoch the training state at ``path`` was saved after; None when there is no
+    training state to resume (no file, or the model checkpoint of an ensemble-trained
+    run whose record was not written)."""
+    if not path.is_file():
+        return None
+    ckpt = checkpoints.read(path)
+    if ckpt["format"] != checkpoints.TRAINING_FORMAT:
+        return None
+    return int(checkpoints.read_training_state(path)["epoch"])
 
 
 def _device_name(device: torch.device) -> str:
@@ -742,31 +785,22 @@ def _device_name(device: torch.device) -> str:
     return device.type
 
 
-def _train_and_score(index: int, config: RunConfig, directory: Path, device) -> dict:
-    """Train run ``index`` (resuming from its checkpoint if any) and score it."""
+def _record(
+    index: int,
+    config: RunConfig,
+    history,
+    metrics: dict,
+    device: torch.device,
+    *,
+    trainer: str,
+    train_seconds: float,
+    eval_seconds: float,
+    resumed_from: int,
+    ensemble: dict | None = None,
+) -> dict:
+    """The record of a trained and scored run (module docstring)."""
     from . import __version__
 
-    device = pick_device(device)
-    images = _training_images(config.dataset, config.train_size, config.data_seed)
-    checkpoint = directory / "checkpoint.pt"
-    resumed_from = _checkpoint_epoch(checkpoint)
-    seed_everything(config.seed)
-    model = ConvVAE(**config.model_config())
-    history = fit(
-        model,
-        images,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        device=device,
-        seed=config.seed,
-        progress=False,
-        checkpoint_path=checkpoint,
-        resume=checkpoint.is_file(),
-        **config.fit_options(),
-    )
-    t0 = time.perf_counter()
-    metrics = _scores(model, config, device)
     metrics["train_recon"], metrics["train_kl"] = (
         history.train_recon[-1],
         history.train_kl[-1],
@@ -777,8 +811,10 @@ def _train_and_score(index: int, config: RunConfig, directory: Path, device) -> 
         "config": config.as_dict(),
         "steps": history.steps,
         "metrics": metrics,
-        "train_seconds": float(sum(history.seconds)),
-        "eval_seconds": time.perf_counter() - t0,
+        "trainer": trainer,
+        "ensemble": ensemble,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
         "resumed_from_epoch": resumed_from,
         "device": device.type,
         "device_name": _device_name(device),
@@ -793,10 +829,54 @@ def _train_and_score(index: int, config: RunConfig, directory: Path, device) -> 
     }
 
 
+def _build_model(config: RunConfig) -> ConvVAE:
+    """The run's model with its initial weights (seeded by the run's seed)."""
+    seed_everything(config.seed)
+    return ConvVAE(**config.model_config())
+
+
+def _train_and_score(index: int, config: RunConfig, directory: Path, device) -> dict:
+    """Train run ``index`` alone with ``fit`` (resuming from its training state if any)
+    and score it; its record."""
+    device = pick_device(device)
+    images = _training_images(config.dataset, config.train_size, config.data_seed)
+    checkpoint = directory / "checkpoint.pt"
+    resumed_from = _resumable_epoch(checkpoint)
+    model = _build_model(config)
+    history = fit(
+        model,
+        images,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        device=device,
+        seed=config.seed,
+        progress=False,
+        checkpoint_path=checkpoint,
+        resume=resumed_from is not None,
+        overwrite=resumed_from is None,  # a model checkpoint without a record
+        **config.fit_options(),
+    )
+    t0 = time.perf_counter()
+    metrics = _scores(model, config, device)
+    return _record(
+        index,
+        config,
+        history,
+        metrics,
+        device,
+        trainer="fit",
+        train_seconds=float(sum(history.seconds)),
+        eval_seconds=time.perf_counter() - t0,
+        resumed_from=resumed_from or 0,
+    )
+
+
 def _train_claimed(
     index: int, config: RunConfig, root: Path, device, stale_after
 ) -> dict:
-    """Claim run ``index``, train and score it, write its record; its outcome."""
+    """Claim run ``index``, train it alone and score it, write its record; its
+    outcome."""
     directory = run_dir(root, index)
     directory.mkdir(parents=True, exist_ok=True)
     if _is_finished(directory, config):
@@ -814,6 +894,124 @@ def _train_claimed(
         return {"index": index, "status": "trained"}
     finally:
         _release_claim(claim, token)
+
+
+def _failed(index: int, error: BaseException | str) -> dict:
+    if isinstance(error, BaseException):
+        error = f"{type(error).__name__}: {error}"
+    return {"index": index, "status": "failed", "error": error}
+
+
+def _claim_members(jobs, root: Path, stale_after) -> tuple[list, list, dict]:
+    """Claim the runs of ``jobs`` for an ensemble: ``(members, alone, outcomes)``.
+
+    members: ``(index, config, claim, token)`` of runs claimed, unfinished and without
+    a training state; alone: jobs with a training state to resume (not claimed, they
+    train alone); outcomes: index -> outcome of runs finished or busy.
+    """
+    members, alone, outcomes = [], [], {}
+    for index, config in jobs:
+        directory = run_dir(root, index)
+        directory.mkdir(parents=True, exist_ok=True)
+        if _is_finished(directory, config):
+            outcomes[index] = {"index": index, "status": "finished"}
+            continue
+        claim = directory / "claim"
+        token = _try_claim(claim, stale_after)
+        if token is None:
+            outcomes[index] = {"index": index, "status": "busy"}
+        elif _is_finished(directory, config):
+            _release_claim(claim, token)
+            outcomes[index] = {"index": index, "status": "finished"}
+        elif _resumable_epoch(directory / "checkpoint.pt") is not None:
+            _release_claim(claim, token)
+            alone.append((index, config))
+        else:
+            members.append((index, config, claim, token))
+    return members, alone, outcomes
+
+
+def _train_ensemble(members: list, root: Path, device, keep_going: bool):
+    """Train the claimed ``members`` as one ensemble, then score, checkpoint and record
+    each; yields each member's outcome as it is written. The caller releases the
+    claims."""
+    device = pick_device(device)
+    first = members[0][1]
+    images = _training_images(first.dataset, first.train_size, first.data_seed)
+    models = {index: _build_model(config) for index, config, *_ in members}
+    configs = {index: config for index, config, *_ in members}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)  # failed: recorded
+        result = fit_ensemble(
+            models,
+            images,
+            objectives={i: c.to_objective() for i, c in configs.items()},
+            seeds={i: c.seed for i, c in configs.items()},
+            epochs=first.epochs,
+            batch_size=first.batch_size,
+            lr=first.lr,
+            device=device,
+            progress=False,
+            on_failure="warn",
+        )
+    indices = list(configs)
+    seconds = None
+    diverged = []
+    for index, config in configs.items():
+        if index in result.failed:
+            step = result.failed[index]
+            error = NonFiniteLossError(
+                f"run {index}: the loss became NaN or infinite at step {step} (trained "
+                f"in an ensemble with runs {indices}, which trained on); lower the "
+                f"learning rate or β"
+            )
+            if not keep_going:
+                diverged.append(error)
+                continue
+            yield _failed(index, error)
+            continue
+        history = result.histories[index]
+        seconds = float(sum(history.seconds)) if seconds is None else seconds
+        try:
+            model = models[index]
+            t0 = time.perf_counter()
+            metrics = _scores(model, config, device)
+            record = _record(
+                index,
+                config,
+                history,
+                metrics,
+                device,
+                trainer="ensemble",
+                train_seconds=seconds / len(indices),
+                eval_seconds=time.perf_counter() - t0,
+                resumed_from=0,
+                ensemble={"runs": indices, "train_seconds": seconds},
+            )
+            directory = run_dir(root, index)
+            checkpoints.save(
+                model,
+                directory / "checkpoint.pt",
+                trainer="ensemble",
+                index=index,
+                config=config.as_dict(),
+                epoch=config.epochs,
+                step=history.steps,
+                history=history.as_dict(),
+            )
+            _write_json_atomic(directory / "record.json", record)
+        except Exception as e:
+            if not keep_going:
+                raise
+            yield _failed(index, e)
+            continue
+        yield {"index": index, "status": "trained"}
+    if diverged:
+        raise (
+            diverged[0]
+            if len(diverged) == 1
+            else NonFiniteLossError("; ".join(map(str, diverged)))
+        )
 
 
 @contextlib.contextmanager
@@ -841,35 +1039,73 @@ def _train_shard(
     deterministic: bool = True,
     stale_after: float = 600.0,
     keep_going: bool = False,
+    batch_runs: bool = True,
     report=None,
 ) -> list[dict]:
-    """Train one shard of runs, one after another; returns one outcome dict per run.
+    """Train one shard of runs; returns one outcome dict per run.
 
     jobs: ``(index, RunConfig.as_dict())`` pairs. Every backend calls this function, so
-    that a run's numbers do not depend on the backend; a batched trainer would replace
-    the loop. Outcomes: ``{"index", "status"}`` with status ``trained``, ``finished``
-    (already), ``busy`` (claimed by another live worker) or ``failed`` (with ``error``;
-    only with ``keep_going``). report: called with each outcome as it comes (the local
-    backend's progress bar).
+    that a run's numbers do not depend on the backend. With ``batch_runs``, the runs
+    that are unfinished, free and without a training state train as one ensemble per
+    :func:`_shard_key` (when there are two or more); the others (a run resuming its
+    training state, a lone run) train alone with ``fit``, one after another. Outcomes:
+    ``{"index", "status"}`` with status ``trained``, ``finished`` (already), ``busy``
+    (claimed by another live worker) or ``failed`` (with ``error``; only with
+    ``keep_going``). report: called with each outcome as it comes (the local backend's
+    progress bar).
     """
+    root = Path(root)
     outcomes = []
+
+    def done(outcome):
+        outcomes.append(outcome)
+        if report is not None:
+            report(outcome)
+
+    jobs = [(index, RunConfig.from_dict(config)) for index, config in jobs]
     with _torch_settings(threads, deterministic):
-        for index, config in jobs:
+        alone = []
+        groups: dict[tuple, list] = {}
+        for job in jobs:
+            groups.setdefault(_shard_key(job[1]), []).append(job)
+        for group in groups.values():
+            if not batch_runs or len(group) == 1:
+                alone += group
+                continue
+            members, resume, found = _claim_members(group, root, stale_after)
+            for outcome in found.values():
+                done(outcome)
+            alone += resume
+            if len(members) == 1:  # alone after all: fit, with its checkpoints
+                index, config, claim, token = members[0]
+                _release_claim(claim, token)
+                alone.append((index, config))
+                continue
+            if not members:
+                continue
+            claims = [claim for _, _, claim, _ in members]
             try:
-                outcome = _train_claimed(
-                    index, RunConfig.from_dict(config), Path(root), device, stale_after
-                )
+                with _heartbeat(claims, stale_after / 4):
+                    for outcome in _train_ensemble(members, root, device, keep_going):
+                        done(outcome)
             except Exception as e:
                 if not keep_going:
                     raise
-                outcome = {
-                    "index": index,
-                    "status": "failed",
-                    "error": f"{type(e).__name__}: {e}",
-                }
-            outcomes.append(outcome)
-            if report is not None:
-                report(outcome)
+                finished = {o["index"] for o in outcomes}
+                for index, *_ in members:
+                    if index not in finished:
+                        done(_failed(index, e))
+            finally:
+                for _, _, claim, token in members:
+                    _release_claim(claim, token)
+        for index, config in sorted(alone, key=lambda job: job[0]):
+            try:
+                outcome = _train_claimed(index, config, root, device, stale_after)
+            except Exception as e:
+                if not keep_going:
+                    raise
+                outcome = _failed(index, e)
+            done(outcome)
     return outcomes
 
 
@@ -877,28 +1113,31 @@ def _train_shard(
 
 
 def _shard_key(config: RunConfig) -> tuple:
-    """Runs sharing data, architecture and length: what one batched trainer can hold."""
+    """Runs sharing data, architecture, length and learning rate: what one batched
+    trainer (:func:`~betavae_lib.ensemble.fit_ensemble`) can hold."""
     return (
         config.dataset,
         config.train_size,
         config.data_seed,
         config.epochs,
         config.batch_size,
+        config.lr,
         config.latent_dim,
         config.width,
         config.hidden,
     )
 
 
-def _make_shards(grid: Grid, indices: list[int], shard_size: int) -> list[list]:
-    """Group runs by :func:`_shard_key` (index order), then cut groups into shards."""
+def _make_shards(grid: Grid, indices: list[int], shard_size: int | None) -> list[list]:
+    """Group runs by :func:`_shard_key` (index order), then cut groups into shards of
+    ``shard_size`` runs (None: a group is one shard)."""
     groups: dict[tuple, list] = {}
     for i in indices:
         groups.setdefault(_shard_key(grid[i]), []).append((i, grid[i].as_dict()))
     return [
-        jobs[start : start + shard_size]
+        jobs[start : start + (shard_size or len(jobs))]
         for jobs in groups.values()
-        for start in range(0, len(jobs), shard_size)
+        for start in range(0, len(jobs), shard_size or len(jobs))
     ]
 
 
@@ -1097,10 +1336,11 @@ def run(
     backend: str = "local",
     indices=None,
     device: str = "auto",
-    shard_size: int = 1,
+    shard_size: int | None = None,
     cpus_per_shard: int = 1,
     gpus_per_shard: float = 0,
     deterministic: bool = True,
+    batch_runs: bool = True,
     address: str | None = None,
     num_cpus: int | None = None,
     connect_timeout: float = 30.0,
@@ -1112,10 +1352,13 @@ def run(
 
     grid: a :class:`Grid`, or a name or spec file for :func:`get_grid`. backend:
     ``"local"`` (this process) or ``"ray"``. Runs are cut into shards of ``shard_size``
-    runs sharing data and architecture; a shard runs with ``cpus_per_shard`` torch
+    runs sharing data, architecture, length and learning rate (default: all such runs
+    with the local backend, 1 with Ray); a shard runs with ``cpus_per_shard`` torch
     threads (also its Ray CPU request) and, with Ray, ``gpus_per_shard`` GPUs.
-    deterministic: ``torch.use_deterministic_algorithms`` while training, so that reruns
-    match bit for bit on GPUs too.
+    batch_runs: train the runs of a shard as one ensemble (module docstring); False
+    trains every run alone with ``fit``. deterministic:
+    ``torch.use_deterministic_algorithms`` while training, so that reruns match bit for
+    bit on GPUs too.
 
     Ray only: address: an existing cluster (``host:port``, ``ray://host:port`` or
     ``auto``); with none, a Ray instance already initialised in this process is used,
@@ -1136,11 +1379,11 @@ def run(
     if backend == "ray":
         _import_ray()  # fail before any work
     grid = grid if isinstance(grid, Grid) else get_grid(grid)
-    for name, value, minimum in (
-        ("shard_size", shard_size, 1),
-        ("cpus_per_shard", cpus_per_shard, 1),
-    ):
-        _check_int(name, value, minimum)
+    if shard_size is None and backend == "ray":
+        shard_size = 1  # one task per run, so that the runs spread over the workers
+    if shard_size is not None:
+        _check_int("shard_size", shard_size, 1)
+    _check_int("cpus_per_shard", cpus_per_shard, 1)
     _check_number("gpus_per_shard", gpus_per_shard)
     _check_number("stale_after", stale_after)
     if address is not None and backend != "ray":
@@ -1158,6 +1401,7 @@ def run(
         "deterministic": deterministic,
         "stale_after": stale_after,
         "keep_going": keep_going,
+        "batch_runs": bool(batch_runs),
     }
     with tqdm(
         total=len(pending), desc=grid.name, unit="run", disable=not progress
@@ -1199,6 +1443,7 @@ def _row(record: dict) -> dict:
     per_factor = metrics.pop("mig_per_factor")
     metrics.pop("kl_per_dim")
     row = {"index": record["index"], **config, **coefficients, "steps": record["steps"]}
+    row["trainer"] = record.get("trainer", "fit")  # records from before ensembles
     row.update(metrics)
     row.update({f"mig_{name}": value for name, value in per_factor.items()})
     for key in (
@@ -1223,7 +1468,8 @@ def collect(root: str | os.PathLike):
     Columns: ``index``, the configuration (objective, seed, …), one column per
     coefficient (NaN where an objective lacks it), the scores (``mig``, ``factor_vae``,
     ``kl``, ``recon`` in nats per image, ``active_units``, ``mig_<factor>``, …),
-    ``train_seconds``, ``eval_seconds``, ``device``.
+    ``trainer`` (``"fit"`` or ``"ensemble"``), ``train_seconds`` (for an ensemble, its
+    time divided by its runs), ``eval_seconds``, ``device``.
     """
     import pandas as pd
 
@@ -1240,7 +1486,10 @@ def collect(root: str | os.PathLike):
 
 
 def load_run(root: str | os.PathLike, index: int):
-    """The trained model of run ``index`` (in eval mode) and its record."""
+    """The trained model of run ``index`` (in eval mode) and its record.
+
+    The checkpoint is ``fit``'s training state for a run trained alone and a model
+    checkpoint for one trained in an ensemble; ``checkpoints.load`` reads both."""
     directory = run_dir(root, index)
     record = _read_record(directory)
     if record is None:
@@ -1295,7 +1544,17 @@ def _parser() -> argparse.ArgumentParser:
         "--indices", type=_parse_indices, help="only these runs, e.g. 0-9,12"
     )
     p.add_argument("--device", default="auto")
-    p.add_argument("--shard-size", type=int, default=1)
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        help="runs per shard (default: all that can share an ensemble locally, 1 "
+        "with Ray)",
+    )
+    p.add_argument(
+        "--no-batch",
+        action="store_true",
+        help="train every run alone with fit, not a shard's runs as one ensemble",
+    )
     p.add_argument("--cpus-per-shard", type=int, default=1)
     p.add_argument("--gpus-per-shard", type=float, default=0)
     p.add_argument("--connect-timeout", type=float, default=30.0)
@@ -1338,6 +1597,7 @@ def main(argv=None) -> int:
             indices=args.indices,
             device=args.device,
             shard_size=args.shard_size,
+            batch_runs=not args.no_batch,
             cpus_per_shard=args.cpus_per_shard,
             gpus_per_shard=args.gpus_per_shard,
             address=args.address,

@@ -1,8 +1,9 @@
-"""Sweeps: grids address runs by index; runs are trained once, resumed after an
-interruption, recorded and collected; the Ray backend gives the local backend's
-numbers."""
+"""Sweeps: grids address runs by index; runs are trained once (a shard's runs as one
+ensemble), resumed after an interruption, recorded and collected; the Ray backend and
+the one-by-one trainer give the local backend's numbers."""
 
 import json
+import math
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from betavae_lib import sweep
+from betavae_lib import checkpoints, ensemble, sweep
 from betavae_lib.metrics import mig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,14 +58,29 @@ def _no_downloads():
 
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory):
-    """The tiny grid trained once with the local backend: (grid, root, report)."""
+    """The tiny grid trained once with the local backend (one ensemble of the four
+    runs): (grid, root, report)."""
     grid, root = tiny_grid(), tmp_path_factory.mktemp("local")
     return grid, root, sweep.run(grid, root, progress=False)
+
+
+@pytest.fixture(scope="module")
+def unbatched_sweep(tmp_path_factory):
+    """The tiny grid trained run by run with ``fit``: (root, report)."""
+    root = tmp_path_factory.mktemp("unbatched")
+    return root, sweep.run(tiny_grid(), root, batch_runs=False, progress=False)
 
 
 def same_scores(a, b) -> bool:
     """The score columns of two collect() frames hold the same numbers, row for row."""
     return np.array_equal(a[SCORES].to_numpy(), b[SCORES].to_numpy())
+
+
+def close_scores(a, b) -> bool:
+    """The score columns agree to 1e-6 relative, row for row: runs trained in
+    ensembles of other sizes, or alone (the fused Adam step over stacked weights may
+    round the last bit of a weight differently)."""
+    return np.allclose(a[SCORES].to_numpy(), b[SCORES].to_numpy(), rtol=1e-6, atol=0)
 
 
 # ------------------------------------------------------------------ grids
@@ -135,6 +151,48 @@ def test_local_run_writes_records_that_collect_returns(local_sweep):
     assert ((df["mig"] >= 0) & (df["mig"] <= 1)).all()
     assert (df["device"] == "cpu").all() and (df["threads"] == 1).all()
     assert (df["steps"] == 4).all() and (df["train_seconds"] > 0).all()
+    assert (df["trainer"] == "ensemble").all()  # one shard, trained as one ensemble
+    record = json.loads((sweep.run_dir(root, 0) / "record.json").read_text())
+    assert record["ensemble"]["runs"] == [0, 1, 2, 3]
+
+
+def test_ensemble_gives_the_records_of_runs_trained_one_by_one(
+    local_sweep, unbatched_sweep
+):
+    """On the CPU an ensemble member is trained as fit trains it alone (the same
+    batches, noise and Histories; weights to the last bit), so the records hold the
+    same numbers to 1e-6; the checkpoints differ in kind."""
+    _, root, _ = local_sweep
+    alone_root, report = unbatched_sweep
+    assert report.trained == [0, 1, 2, 3]
+    batched, alone = sweep.collect(root), sweep.collect(alone_root)
+    assert (alone["trainer"] == "fit").all()
+    assert close_scores(batched, alone)
+    assert list(batched["mig"]) == list(alone["mig"])
+    for i in range(4):
+        a, b = sweep.run_dir(root, i), sweep.run_dir(alone_root, i)
+        model_ckpt = checkpoints.read(a / "checkpoint.pt")
+        training_state = checkpoints.read(b / "checkpoint.pt")
+        assert model_ckpt["format"] == checkpoints.FORMAT
+        assert training_state["format"] == checkpoints.TRAINING_FORMAT
+        assert model_ckpt["meta"]["trainer"] == "ensemble"
+        got, want = model_ckpt["meta"]["history"], training_state["history"]
+        assert got.keys() == want.keys() and got["steps"] == want["steps"]
+        for key in want.keys() - {"seconds", "steps"}:
+            torch.testing.assert_close(
+                torch.tensor(got[key], dtype=torch.float64),
+                torch.tensor(want[key], dtype=torch.float64),
+                rtol=1e-6,
+                atol=0,
+                msg=key,
+            )
+        for name, weight in training_state["state_dict"].items():
+            torch.testing.assert_close(
+                model_ckpt["state_dict"][name], weight, rtol=1e-6, atol=1e-7
+            )
+        model_a, _ = sweep.load_run(root, i)
+        model_b, _ = sweep.load_run(alone_root, i)
+        assert type(model_a) is type(model_b) and model_a.config == model_b.config
 
 
 def test_record_scores_describe_the_stored_checkpoint(local_sweep):
@@ -173,9 +231,11 @@ class _InterruptAfterEpoch1:
 
 
 def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    """A lone run trains with fit and checkpoints every epoch; interrupted, it resumes
+    alone from its training state while the runs without one train as an ensemble."""
     grid = tiny_grid(epochs=3)
-    reference = sweep.run(grid, tmp_path / "whole", indices=[2], progress=False)
-    assert reference.trained == [2]
+    reference = sweep.run(grid, tmp_path / "whole", batch_runs=False, progress=False)
+    assert reference.trained == [0, 1, 2, 3]
 
     real_fit = sweep.fit
     monkeypatch.setattr(
@@ -191,8 +251,79 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
 
     assert sweep.run(grid, tmp_path / "cut", progress=False).trained == [0, 1, 2, 3]
     whole, cut = sweep.collect(tmp_path / "whole"), sweep.collect(tmp_path / "cut")
-    assert cut.loc[cut["index"] == 2, "resumed_from_epoch"].item() == 1
-    assert same_scores(cut[cut["index"] == 2], whole)
+    assert list(cut["resumed_from_epoch"]) == [0, 0, 1, 0]
+    assert list(cut["trainer"]) == ["ensemble", "ensemble", "fit", "ensemble"]
+    assert same_scores(cut[cut["index"] == 2], whole[whole["index"] == 2])
+    assert close_scores(cut, whole)  # 0, 1 and 3 trained in an ensemble
+
+
+class _InterruptEnsembleAfterEpoch1:
+    def __init__(self, record):
+        self.record = record
+
+    def __call__(self, histories, trainer, epoch, *args, **kwargs):
+        self.record(histories, trainer, epoch, *args, **kwargs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_ensemble_trains_again_to_the_same_numbers(tmp_path, monkeypatch):
+    """An ensemble keeps no training state: interrupted mid-training it leaves neither
+    claims nor checkpoints, and the next sweep trains its runs from the start, to the
+    numbers of an uninterrupted sweep."""
+    grid = tiny_grid(epochs=3)
+    monkeypatch.setattr(
+        ensemble, "_record", _InterruptEnsembleAfterEpoch1(ensemble._record)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(grid, tmp_path / "cut", progress=False)
+    for i in range(4):
+        assert list(sweep.run_dir(tmp_path / "cut", i).iterdir()) == []
+    monkeypatch.undo()
+
+    report = sweep.run(grid, tmp_path / "cut", progress=False)
+    assert report.trained == [0, 1, 2, 3] and not report.finished_before
+    sweep.run(grid, tmp_path / "whole", progress=False)
+    whole, cut = sweep.collect(tmp_path / "whole"), sweep.collect(tmp_path / "cut")
+    assert (cut["trainer"] == "ensemble").all() and (
+        cut["resumed_from_epoch"] == 0
+    ).all()
+    assert same_scores(cut, whole)
+
+
+def _nan_beta_for(beta: float):
+    """RunConfig.fit_options, except that runs with this β get a β schedule that is NaN
+    from step 2 on: their loss stops being finite there."""
+    real = sweep.RunConfig.fit_options
+
+    def fit_options(config):
+        options = real(config)
+        if config.coefficients.get("beta") == beta:
+            options["beta"] = lambda step: math.nan if step >= 2 else beta
+        return options
+
+    return fit_options
+
+
+def test_a_diverging_member_fails_alone(tmp_path, monkeypatch, unbatched_sweep):
+    """A member whose loss turns NaN is frozen by the ensemble and recorded as failed,
+    naming its step; the other members finish with the numbers of runs trained
+    alone."""
+    monkeypatch.setattr(sweep.RunConfig, "fit_options", _nan_beta_for(4.0))
+    grid, root = tiny_grid(), tmp_path / "root"
+    report = sweep.run(grid, root, keep_going=True, progress=False)
+    assert report.trained == [0, 1] and sorted(report.failed) == [2, 3]
+    for i in (2, 3):
+        assert "NonFiniteLossError" in report.failed[i]
+        assert f"run {i}: the loss became NaN or infinite at step 2" in report.failed[i]
+        assert list(sweep.run_dir(root, i).iterdir()) == []  # no claim, no record
+    alone = sweep.collect(unbatched_sweep[0])
+    assert close_scores(sweep.collect(root), alone[alone["index"] < 2])
+
+    with pytest.raises(sweep.NonFiniteLossError, match="run 2: .* at step 2"):
+        sweep.run(grid, tmp_path / "strict", progress=False)  # without keep_going
+    assert sorted(sweep.collect(tmp_path / "strict")["index"]) == [0, 1]
+    assert not list((tmp_path / "strict" / "runs").glob("*/claim"))
 
 
 # The command line, pausing after each epoch (in fit's callback, whose RNG is forked, so
@@ -293,7 +424,8 @@ def test_one_claimant_wins(tmp_path):
 
 
 def test_two_workers_never_train_the_same_run(tmp_path, monkeypatch):
-    """A worker process and this process sweep one root at once: each run once."""
+    """A worker process (run by run) and this process (the runs it can claim as one
+    ensemble) sweep one root at once: each run once."""
     spec, root = tmp_path / "tiny.json", tmp_path / "root"
     spec.write_text(json.dumps(TINY))
     other = subprocess.Popen(
@@ -306,6 +438,7 @@ def test_two_workers_never_train_the_same_run(tmp_path, monkeypatch):
             "--root",
             str(root),
             "--no-progress",
+            "--no-batch",
         ],  # fmt: skip
         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
         stdout=subprocess.PIPE,
@@ -345,15 +478,25 @@ def ray_instance():
 
 
 def test_ray_backend_gives_the_local_backends_numbers(
-    ray_instance, local_sweep, tmp_path
+    ray_instance, local_sweep, unbatched_sweep, tmp_path
 ):
+    """Shards of one run (Ray's default) give the numbers of runs trained alone here;
+    a shard of the four runs, trained as one ensemble in a Ray worker, gives the local
+    ensemble's numbers."""
     grid, local_root, _ = local_sweep
-    report = sweep.run(grid, tmp_path, backend="ray", progress=False)
+    report = sweep.run(grid, tmp_path / "alone", backend="ray", progress=False)
     assert report.trained == [0, 1, 2, 3] and report.backend == "ray"
-    local, remote = sweep.collect(local_root), sweep.collect(tmp_path)
-    assert same_scores(remote, local)
+    remote = sweep.collect(tmp_path / "alone")
+    assert same_scores(remote, sweep.collect(unbatched_sweep[0]))
+    assert (remote["trainer"] == "fit").all()
     assert (remote["pid"] != os.getpid()).all()  # trained in Ray's worker processes
-    assert sweep.run(grid, tmp_path, backend="ray", progress=False).trained == []
+    again = sweep.run(grid, tmp_path / "alone", backend="ray", progress=False)
+    assert again.trained == []
+
+    sweep.run(grid, tmp_path / "one", backend="ray", shard_size=4, progress=False)
+    remote = sweep.collect(tmp_path / "one")
+    assert (remote["trainer"] == "ensemble").all()
+    assert same_scores(remote, sweep.collect(local_root))
 
 
 # ------------------------------------------------------------------ bad input
