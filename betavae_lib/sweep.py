@@ -6,11 +6,11 @@ disentanglement_lib's ``--model_num``. :func:`run` trains every run of a grid th
 not finished and writes, per run, into ``root/runs/NNNNN/`` (NNNNN: the run's index):
 
 - ``checkpoint.pt``: for a run trained alone, the training state written by
-  :func:`~betavae_lib.train.fit` after every epoch (weights, optimiser, RNG states), from
-  which an interrupted run resumes; for a run trained in an ensemble, a model checkpoint
-  (:func:`betavae_lib.checkpoints.save`, with its History in ``meta``) written once
-  training ended. ``betavae_lib.load`` and :func:`load_run` rebuild the model from
-  either;
+  :func:`~betavae_lib.train.fit` after every epoch (weights, optimiser, RNG states),
+  from which an interrupted run resumes; for a run trained in an ensemble, a model
+  checkpoint (:func:`betavae_lib.checkpoints.save`, with its History in ``meta``)
+  written once training ended. ``betavae_lib.load`` and :func:`load_run` rebuild the
+  model from either;
 - ``record.json``: the configuration and the scores (MIG, FactorVAE score, KL,
   reconstruction, active units), wall times and the device. It is written atomically (a
   temporary file renamed into place) and a run is finished exactly when its record
@@ -603,9 +603,10 @@ def _create_claim(path: Path) -> str | None:
 
 
 def _read_claim(path: Path) -> dict:
+    """The claim's owner; ``{}`` while it is being written or after it is removed."""
     try:
         return json.loads(path.read_text(encoding="utf-8") or "{}")
-    except ValueError:  # being written right now
+    except (ValueError, FileNotFoundError):  # being written, or just released
         return {}
 
 
@@ -632,8 +633,12 @@ def _claim_is_stale(path: Path, stale_after: float) -> bool:
     return age > stale_after
 
 
-def _break_stale_claim(path: Path, stale_after: float) -> bool:
-    """Remove a stale claim, holding ``claim.break`` while checking; True if removed."""
+def _take_over_stale_claim(path: Path, stale_after: float) -> str | None:
+    """Replace a stale claim by ours while holding ``claim.break``: our token, or None.
+
+    The check, the removal and the new claim all happen under the lock, so that no
+    other worker can judge our fresh claim stale in between.
+    """
     lock = path.with_name(path.name + ".break")
     try:
         os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
@@ -641,12 +646,12 @@ def _break_stale_claim(path: Path, stale_after: float) -> bool:
         with contextlib.suppress(FileNotFoundError):
             if time.time() - lock.stat().st_mtime > 60:  # its breaker died mid-way
                 lock.unlink()
-        return False
+        return None
     try:
         if not _claim_is_stale(path, stale_after):
-            return False
+            return None
         path.unlink(missing_ok=True)
-        return True
+        return _create_claim(path)
     finally:
         lock.unlink(missing_ok=True)
 
@@ -655,8 +660,7 @@ def _try_claim(path: Path, stale_after: float) -> str | None:
     """Claim a run: its token, or None when another live worker holds it."""
     token = _create_claim(path)
     if token is None and _claim_is_stale(path, stale_after):
-        if _break_stale_claim(path, stale_after):
-            token = _create_claim(path)
+        token = _take_over_stale_claim(path, stale_after)
     return token
 
 
