@@ -513,10 +513,10 @@ def beta_vae_score(
     num_eval: int = 5000,
     images_per_call: int = 1024,
 ) -> BetaVAEResult:
-    """β-VAE disentanglement score (Higgins et al. 2017), as disentanglement_lib's
-    ``beta_vae.py``.
+    """β-VAE disentanglement score (Higgins et al. 2017), as in disentanglement_lib.
 
-    encode_fn, dataset: as in :func:`factor_vae_score`. Each training point fixes one
+    The protocol of disentanglement_lib's ``beta_vae.py``. encode_fn, dataset: as in
+    :func:`factor_vae_score`. Each training point fixes one
     random factor across ``batch_size`` pairs of samples; its feature is mean |z1 − z2|
     over the pairs (D,) and its label the fixed factor. A scikit-learn
     ``LogisticRegression`` is fitted on ``num_train`` points; ``score`` is its accuracy

@@ -1307,10 +1307,10 @@ class SweepReport:
     grid: str
     root: str
     backend: str
-    trained: list = field(default_factory=list)
-    finished_before: list = field(default_factory=list)
-    busy: list = field(default_factory=list)
-    failed: dict = field(default_factory=dict)
+    trained: list[int] = field(default_factory=list)
+    finished_before: list[int] = field(default_factory=list)
+    busy: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
     wall_seconds: float = 0.0
 
     def __str__(self) -> str:
