@@ -516,11 +516,10 @@ def beta_vae_score(
     """β-VAE disentanglement score (Higgins et al. 2017), as in disentanglement_lib.
 
     The protocol of disentanglement_lib's ``beta_vae.py``. encode_fn, dataset: as in
-    :func:`factor_vae_score`. Each training point fixes one
-    random factor across ``batch_size`` pairs of samples; its feature is mean |z1 − z2|
-    over the pairs (D,) and its label the fixed factor. A scikit-learn
-    ``LogisticRegression`` is fitted on ``num_train`` points; ``score`` is its accuracy
-    on ``num_eval`` fresh points.
+    :func:`factor_vae_score`. Each training point fixes one random factor across
+    ``batch_size`` pairs of samples; its feature is mean |z1 − z2| over the pairs (D,)
+    and its label the fixed factor. A scikit-learn ``LogisticRegression`` is fitted on
+    ``num_train`` points; ``score`` is its accuracy on ``num_eval`` fresh points.
     """
     _check_protocol(
         dataset, batch_size=batch_size, num_train=num_train, num_eval=num_eval
