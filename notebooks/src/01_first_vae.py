@@ -48,9 +48,8 @@ from betavae_lib import (
 )
 from betavae_lib.losses import beta_vae_loss
 
-profile, device = start_chapter(
-    seed=0
-)  # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+# BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+profile, device = start_chapter(seed=0)
 
 # %% [markdown]
 # ## The data

@@ -49,9 +49,8 @@ from betavae_lib import (
     train_grid,
 )
 
-profile, device = start_chapter(
-    seed=0
-)  # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+# BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+profile, device = start_chapter(seed=0)
 
 # %% [markdown]
 # (beta-rate-distortion)=

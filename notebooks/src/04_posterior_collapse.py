@@ -44,13 +44,13 @@ from betavae_lib import (
     fit,
     load_dataset,
     plots,
+    seed_everything,
     start_chapter,
     train_grid,
 )
 
-profile, device = start_chapter(
-    seed=0
-)  # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+# BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+profile, device = start_chapter(seed=0)
 
 # %% [markdown]
 # (collapse-what)=
@@ -382,6 +382,7 @@ plots.image_grid(
 from betavae_lib.train import NonFiniteLossError
 
 few = train.images[:512]
+seed_everything(0)  # the initial weights; fit seeds its own noise
 try:
     fit(
         MLPVAE(latent_dim=20),
@@ -391,6 +392,7 @@ try:
         device=device,
         progress=False,
     )
+    print("lr = 1.0: the loss stayed finite in this run")
 except NonFiniteLossError as error:
     print("lr = 1.0:", error)
 history_ok = fit(

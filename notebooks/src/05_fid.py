@@ -57,9 +57,8 @@ from betavae_lib.fid import (
 )
 from betavae_lib.metrics import feature_statistics, frechet_distance
 
-profile, device = start_chapter(
-    seed=0
-)  # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+# BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+profile, device = start_chapter(seed=0)
 
 # %% [markdown]
 # ## A model to score
@@ -548,8 +547,9 @@ display(Markdown("\n".join(verdicts) + "\n\n" + summary))
 # and the sample grids); where it rises, blur has won. At large β the two FIDs meet, because the decoder
 # then produces nearly the same image whether its code came from the encoder or from the prior. Under the
 # short profiles the models are undertrained and the differences between neighbouring β can be within
-# the draw-to-draw spread measured above; the full run (30 epochs on the whole training set, N = 10,000) is
-# what the book reports.
+# the draw-to-draw spread measured above; the full profile (30 epochs on the whole training set,
+# N = 10,000) is the one to trust. The table's footnote, and the page "How this book was executed", say
+# which profile produced the numbers on this page.
 #
 # ## What to try
 #

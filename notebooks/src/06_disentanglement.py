@@ -57,9 +57,8 @@ from betavae_lib.metrics import factor_vae_score, mig
 from betavae_lib.models import reparameterize
 from betavae_lib.schedules import Linear
 
-profile, device = start_chapter(
-    seed=0
-)  # BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+# BETAVAE_PROFILE=smoke|reduced|full scales every run in the book
+profile, device = start_chapter(seed=0)
 
 # %% [markdown]
 # ## The data: five known factors
