@@ -383,8 +383,9 @@ print(
 #
 # The short profiles train each model for a few hundred optimiser steps, far from the hundreds of
 # thousands of the published runs: at that length the models are still learning where the sprite *is*,
-# and the ranking in this table is mostly noise. The full run (a GPU, the whole grid, several seeds) is
-# what the book reports. What stays true at any length is the mechanism, visible next.
+# and the ranking in this table is mostly noise. The full profile (a GPU, the whole grid, several seeds)
+# is the run to read; the table's footnote, and the page "How this book was executed", say which profile
+# produced the numbers on this page. What stays true at any length is the mechanism, visible next.
 #
 # Two columns are worth reading together whatever the profile: **KL and MI(x; z)**. The KL is what the
 # objectives penalise or target, but KL is not information: a posterior that is narrow and away from the
@@ -731,9 +732,9 @@ display(
 # With a handful of seeds per β these statistics are themselves noisy: a standard
 # deviation from two or three runs can be far from the one fifty runs would give, which
 # is why Locatello et al. trained fifty. Short runs add their own caveat (see the table
-# above). The full profile trains six values of β × five seeds on the whole grid, many
-# GPU hours on one machine; this command spreads the same runs over a Ray cluster, one
-# GPU each, and `BETAVAE_SWEEP_DIR=DIR` then lets this section plot them:
+# above). The full profile trains six values of β × five seeds on the whole grid; this
+# command spreads the same runs over a Ray cluster, one GPU each, and
+# `BETAVAE_SWEEP_DIR=DIR` then lets this section plot them:
 #
 # ```bash
 # python -m betavae_lib.sweep --grid chapter6-seeds --profile full \
