@@ -34,9 +34,9 @@ INTRO = (
     "the {runs} recorded here, made with `tools/execute_book.py`."
 )
 NO_GPU = (
-    "{lead}: {which} ran on the CPU under the {profiles}. Numbers from a "
-    "`full` run on a GPU differ; run the command below on a GPU to reproduce the "
-    "full-scale results."
+    "{lead}: {which} ran on the CPU under the {profiles}. A `full` run on a GPU "
+    "gives numbers of its own (other arithmetic, and for the shorter profiles more "
+    "training); run the command below on a GPU to reproduce the full-scale results."
 )
 METRICS_INTRO = (
     "Each chapter ends by printing its headline numbers; these are the values "
