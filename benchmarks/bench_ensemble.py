@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from benchmarks import bench_train
-from benchmarks.bench_train import Row, _clock, _done, _sync
+from benchmarks.bench_train import Row, _clock, _done, _sync, interleaved_row
 from betavae_lib import MLPVAE, ConvVAE, fit, seed_everything
 from betavae_lib.ensemble import fit_ensemble
-from betavae_lib.objective import Objective
+from betavae_lib.objective import OBJECTIVE_OPTIONS, Objective
 from betavae_lib.schedules import Linear
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,13 +65,8 @@ def chapter6_objectives(steps: int) -> dict[str, Objective]:
 
 
 def _fit_options(objective: Objective) -> dict:
-    return {
-        "beta": objective.beta,
-        "capacity": objective.capacity,
-        "gamma": objective.gamma,
-        "free_bits": objective.free_bits,
-        "tc": objective.tc,
-    }
+    """The ``fit`` keywords that build ``objective``."""
+    return {name: getattr(objective, name) for name in OBJECTIVE_OPTIONS}
 
 
 def _members(make_model, objectives: dict, seeds: dict) -> dict[str, nn.Module]:
@@ -164,17 +159,13 @@ def ensemble_row(
             )
         )
     steps = math.ceil(len(images) / batch_size)
-    return _done(
-        Row(
-            name,
-            str(device),
-            f"{len(objectives)} x fit, one by one",
-            min(t for t, _ in ref),
-            min(t for t, _ in ours),
-            ref[-1][1],
-            ours[-1][1],
-            f"{steps} steps per model; loss: members' mean final training loss",
-        )
+    return interleaved_row(
+        name,
+        device,
+        f"{len(objectives)} x fit, one by one",
+        ref,
+        ours,
+        f"{steps} steps per model; loss: members' mean final training loss",
     )
 
 
@@ -253,24 +244,17 @@ def gemm_row(device, images, *, batch_size: int, repeats: int) -> Row:
 
 def cuda_epoch_row(device, images, *, batch_size: int, repeats: int) -> Row:
     """One MNIST MLPVAE epoch: ``fit`` against a one-member ensemble in a CUDA graph."""
-    objective = {"m": Objective()}
 
     def graphed():
-        torch.manual_seed(0)
-        _sync(device)
-        t0 = _clock(device)
-        result = fit_ensemble(
-            {"m": MLPVAE()},
+        return one_ensemble(
+            MLPVAE,
             images,
-            objectives=objective,
-            epochs=1,
+            {"m": Objective()},
+            {"m": 0},
             batch_size=batch_size,
             device=device,
-            progress=False,
             cuda_graph=True,
         )
-        _sync(device)
-        return _clock(device) - t0, result.histories["m"].train_loss[-1]
 
     fit_epoch_seconds(images[: 8 * batch_size], batch_size, device)
     graphed()
@@ -279,18 +263,13 @@ def cuda_epoch_row(device, images, *, batch_size: int, repeats: int) -> Row:
         ref.append(fit_epoch_seconds(images, batch_size, device))
         ours.append(graphed())
     limit = matrix_products_epoch(MLPVAE(), len(images), batch_size, device)
-    return _done(
-        Row(
-            CUDA_EPOCH_ROW,
-            str(device),
-            "fit (eager)",
-            min(t for t, _ in ref),
-            min(t for t, _ in ours),
-            ref[-1][1],
-            ours[-1][1],
-            f"{len(images)} images; the epoch's matrix products alone take "
-            f"{limit:.2f} s",
-        )
+    return interleaved_row(
+        CUDA_EPOCH_ROW,
+        device,
+        "fit (eager)",
+        ref,
+        ours,
+        f"{len(images)} images; the epoch's matrix products alone take {limit:.2f} s",
     )
 
 

@@ -180,6 +180,23 @@ def _done(row: Row) -> Row:
     return row
 
 
+def interleaved_row(name, device, reference, ref, ours, note="") -> Row:
+    """The finished row for interleaved repeats: ``ref`` and ``ours`` are lists of
+    ``(seconds, final loss)``; the best time of each, the last run's loss."""
+    return _done(
+        Row(
+            name,
+            str(device),
+            reference,
+            min(t for t, _ in ref),
+            min(t for t, _ in ours),
+            ref[-1][1],
+            ours[-1][1],
+            note,
+        )
+    )
+
+
 def compare(
     name: str,
     device: torch.device,
@@ -211,18 +228,7 @@ def compare(
         )
         loader.append(loader_epoch(images_uint8, batch_size=batch_size, device=device))
     note = f"{note}; the reference's DataLoader alone takes {min(loader):.2f} s"
-    return _done(
-        Row(
-            name,
-            str(device),
-            "seeds' pipeline",
-            min(t for t, _ in ref),
-            min(t for t, _ in ours),
-            ref[-1][1],
-            ours[-1][1],
-            note,
-        )
-    )
+    return interleaved_row(name, device, "seeds' pipeline", ref, ours, note)
 
 
 def fit_variant(
@@ -256,18 +262,7 @@ def fit_variant(
                 make_model, images, batch_size=batch_size, device=device, **fit_kwargs
             )
         )
-    return _done(
-        Row(
-            name,
-            str(device),
-            "fit (defaults)",
-            min(t for t, _ in ref),
-            min(t for t, _ in ours),
-            ref[-1][1],
-            ours[-1][1],
-            note,
-        )
-    )
+    return interleaved_row(name, device, "fit (defaults)", ref, ours, note)
 
 
 def checkpoint_overhead(
