@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 # ----------------------------------------------------------------------------- numbers
 
@@ -263,3 +264,75 @@ def atomic_write(path: str | os.PathLike, suffix: str = ".tmp"):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# --------------------------------------------------------------- models and training
+
+
+def check_vae(model) -> None:
+    """Raise TypeError unless ``model`` is a betavae_lib VAE."""
+    if (
+        not isinstance(model, nn.Module)
+        or not hasattr(model, "image_shape")
+        or not hasattr(model, "latent_dim")
+    ):
+        raise TypeError(
+            f"model must be a betavae_lib VAE "
+            f"(MLPVAE, ConvVAE or a subclass of models.VAE), "
+            f"got {type(model).__name__}"
+        )
+
+
+def check_dataset_images(model, images, name: str) -> None:
+    """Raise unless ``images`` is a non-empty (N, C, H, W) tensor of the model's image
+    shape, float in [0, 1], uint8 or bool (the whole dataset is checked once, before
+    training)."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor (N, C, H, W), got {type(images).__name__}"
+        )
+    if images.dim() != 4 or tuple(images.shape[1:]) != model.image_shape:
+        raise ValueError(
+            f"{name} must have shape (N, {', '.join(map(str, model.image_shape))}) "
+            f"for this model, got {tuple(images.shape)}"
+        )
+    if len(images) == 0:
+        raise ValueError(f"{name} is empty")
+    if images.dtype not in (torch.uint8, torch.bool) and not images.is_floating_point():
+        raise TypeError(
+            f"{name} must be float in [0, 1], uint8 (0..255) or bool, "
+            f"got dtype {images.dtype}"
+        )
+    if images.is_floating_point():
+        check_pixel_range(images, name)
+
+
+def _fused_adam_devices() -> list[str]:
+    try:  # the list PyTorch itself checks; CPU joined it in 2.4
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return list(_get_fused_kernels_supported_devices())
+    except ImportError:
+        return ["cuda"]
+
+
+def adam(parameters, lr: float, device: torch.device, **options) -> torch.optim.Adam:
+    """Adam with the fused single-kernel update where this device has it (same update,
+    fewer kernels); ``options`` go to ``torch.optim.Adam`` (e.g. ``capturable=``)."""
+    fused = device.type in _fused_adam_devices() or None
+    return torch.optim.Adam(parameters, lr=lr, fused=fused, **options)
+
+
+@contextlib.contextmanager
+def backend_settings(device: torch.device):
+    """cuDNN autotuning on CUDA while training runs unless deterministic
+    algorithms are asked for."""
+    if device.type != "cuda":
+        yield
+        return
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = old

@@ -47,7 +47,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import as_float_images, pick_device, positive_int
+from ._common import (
+    adam,
+    as_float_images,
+    backend_settings,
+    check_dataset_images,
+    check_vae,
+    pick_device,
+    positive_int,
+)
 from .losses import LossTerms, objective_loss
 from .objective import (
     Coefficients,
@@ -56,14 +64,7 @@ from .objective import (
     shared_likelihood,
     used_terms,
 )
-from .train import (
-    History,
-    NonFiniteLossError,
-    _backend_settings,
-    _check_dataset_images,
-    _check_model,
-    _fused_adam_devices,
-)
+from .train import History, NonFiniteLossError
 
 CONV_LAYERS = (nn.Conv2d, nn.ConvTranspose2d)
 SUPPORTED_LAYERS = (nn.Linear, nn.ReLU, nn.Flatten, nn.Unflatten, *CONV_LAYERS)
@@ -148,7 +149,7 @@ def _check_same_architecture(models: Sequence[nn.Module]) -> None:
     if not models:
         raise ValueError("an ensemble needs at least one model")
     for m in models:
-        _check_model(m)
+        check_vae(m)
     first = models[0]
     for m in models[1:]:
         if type(m) is not type(first) or m.config != first.config:
@@ -393,10 +394,7 @@ class _Trainer:
         self.data = images.to(device)
         self.n = len(images)
         self.steps_per_epoch = math.ceil(self.n / batch_size)
-        fused = device.type in _fused_adam_devices() or None
-        self.opt = torch.optim.Adam(
-            ens.parameters(), lr=lr, fused=fused, capturable=graph
-        )
+        self.opt = adam(ens.parameters(), lr, device, capturable=graph)
         self.likelihood = shared_likelihood(objectives)
         self.used = used_terms(objectives)
         self.seeds = list(seeds)
@@ -692,9 +690,9 @@ def fit_ensemble(
     seed_list = _per_member(seeds, names, "seeds", int)
     shared_likelihood(objective_list, names)
     device = pick_device(device)
-    _check_dataset_images(model_list[0], images, "images")
+    check_dataset_images(model_list[0], images, "images")
     if test_images is not None:
-        _check_dataset_images(model_list[0], test_images, "test_images")
+        check_dataset_images(model_list[0], test_images, "test_images")
     for name, value in (
         ("epochs", epochs),
         ("batch_size", batch_size),
@@ -719,7 +717,7 @@ def fit_ensemble(
         graph=bool(cuda_graph),
     )
     histories = {n: History() for n in names}
-    with _backend_settings(device):
+    with backend_settings(device):
         _train_epochs(
             trainer,
             histories,

@@ -19,7 +19,6 @@ that was never interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import numbers
@@ -31,8 +30,11 @@ from torch import nn
 
 from . import checkpoints
 from ._common import (
+    adam,
     as_float_images,
-    check_pixel_range,
+    backend_settings,
+    check_dataset_images,
+    check_vae,
     model_device,
     pick_device,
     positive_int,
@@ -111,8 +113,8 @@ def evaluate(
     ``{"recon": float, "kl": float, "kl_per_dim": (D,) list, "neg_elbo": float}`` in
     nats per image (means over images, sums over pixels / latents).
     """
-    _check_model(model)
-    _check_dataset_images(model, images, "images")
+    check_vae(model)
+    check_dataset_images(model, images, "images")
     positive_int("batch_size", batch_size)
     if likelihood not in LIKELIHOODS:
         raise ValueError(
@@ -163,43 +165,6 @@ def _evaluate(
 # ---------------------------------------------------------------------- argument checks
 
 
-def _check_model(model) -> None:
-    if (
-        not isinstance(model, nn.Module)
-        or not hasattr(model, "image_shape")
-        or not hasattr(model, "latent_dim")
-    ):
-        raise TypeError(
-            f"model must be a betavae_lib VAE "
-            f"(MLPVAE, ConvVAE or a subclass of models.VAE), "
-            f"got {type(model).__name__}"
-        )
-
-
-def _check_dataset_images(model, images, name: str) -> None:
-    """Raise unless ``images`` is a non-empty (N, C, H, W) tensor of the model's image
-    shape, float in [0, 1], uint8 or bool (the whole dataset is checked once, before
-    training)."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor (N, C, H, W), got {type(images).__name__}"
-        )
-    if images.dim() != 4 or tuple(images.shape[1:]) != model.image_shape:
-        raise ValueError(
-            f"{name} must have shape (N, {', '.join(map(str, model.image_shape))}) "
-            f"for this model, got {tuple(images.shape)}"
-        )
-    if len(images) == 0:
-        raise ValueError(f"{name} is empty")
-    if images.dtype not in (torch.uint8, torch.bool) and not images.is_floating_point():
-        raise TypeError(
-            f"{name} must be float in [0, 1], uint8 (0..255) or bool, "
-            f"got dtype {images.dtype}"
-        )
-    if images.is_floating_point():
-        check_pixel_range(images, name)
-
-
 def _check_fit_args(
     model, images, test_images, arithmetic: dict, loop: dict, saving: dict, device
 ) -> None:
@@ -209,10 +174,10 @@ def _check_fit_args(
     log_every, callback; saving: the checkpoint's path, every (epochs) and resume.
     """
     lr = arithmetic["lr"]
-    _check_model(model)
-    _check_dataset_images(model, images, "images")
+    check_vae(model)
+    check_dataset_images(model, images, "images")
     if test_images is not None:
-        _check_dataset_images(model, test_images, "test_images")
+        check_dataset_images(model, test_images, "test_images")
     for name, value in (
         ("epochs", loop["epochs"]),
         ("batch_size", arithmetic["batch_size"]),
@@ -243,39 +208,8 @@ def _check_fit_args(
 # ---------------------------------------------------------------------- device settings
 
 
-def _fused_adam_devices() -> list[str]:
-    try:  # the list PyTorch itself checks; CPU joined it in 2.4
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-        return list(_get_fused_kernels_supported_devices())
-    except ImportError:
-        return ["cuda"]
-
-
-def _adam(model, lr: float, device: torch.device) -> torch.optim.Adam:
-    """Adam with the fused single-kernel update where this device has it (same update,
-    fewer kernels)."""
-    fused = device.type in _fused_adam_devices() or None
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=fused)
-
-
 def _has_convolutions(model) -> bool:
     return any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
-
-
-@contextlib.contextmanager
-def _backend_settings(device: torch.device):
-    """cuDNN autotuning on CUDA for the duration of ``fit`` unless deterministic
-    algorithms are asked for."""
-    if device.type != "cuda":
-        yield
-        return
-    old = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = old
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -530,7 +464,7 @@ def fit(
         leave=False,
     )
     try:
-        with _backend_settings(device):
+        with backend_settings(device):
             for epoch in range(start_epoch + 1, epochs + 1):
                 t0 = time.perf_counter()
                 perm = torch.randperm(len(images), generator=order).to(device)
@@ -579,7 +513,7 @@ def _prepare_run(
     return _TrainingRun(
         model=model,
         forward=torch.compile(model) if arithmetic["compile"] else model,
-        opt=_adam(model, arithmetic["lr"], device),
+        opt=adam(model.parameters(), arithmetic["lr"], device),
         data=images.to(device),
         batch_size=int(arithmetic["batch_size"]),
         objective=objective,
