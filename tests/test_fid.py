@@ -276,6 +276,19 @@ def test_inception_weights_search_order(tmp_path, monkeypatch):
         fidlib.inception_weights_path(tmp_path / "nope.pth")
 
 
+def _serve_shared_weights_to_pytorch_fid(tmp_path, monkeypatch):
+    """Make pytorch-fid load the same Inception weights from its own torch hub cache
+    (a fresh ``TORCH_HOME`` whose checkpoint is a link to the shared file); returns the
+    shared file's path."""
+    weights = fidlib.inception_weights_path()
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / fidlib.INCEPTION_CACHE_FILE).symlink_to(weights.resolve())
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    return weights
+
+
 @needs_inception
 def test_inception_features_match_pytorch_fid_pipeline(tmp_path, monkeypatch):
     """Our features of grayscale images equal pytorch-fid's get_activations on the same
@@ -285,12 +298,7 @@ def test_inception_features_match_pytorch_fid_pipeline(tmp_path, monkeypatch):
     from pytorch_fid.fid_score import calculate_frechet_distance, get_activations
     from pytorch_fid.inception import InceptionV3
 
-    weights = fidlib.inception_weights_path()
-    hub = tmp_path / "torch" / "hub" / "checkpoints"
-    hub.mkdir(parents=True)
-    (hub / fidlib.INCEPTION_CACHE_FILE).symlink_to(weights.resolve())
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    weights = _serve_shared_weights_to_pytorch_fid(tmp_path, monkeypatch)
 
     g = torch.Generator().manual_seed(0)
     pixels = (torch.rand(4, 1, 28, 28, generator=g) * 255).round().to(torch.uint8)
@@ -352,12 +360,7 @@ def test_inception_fid_equals_pytorch_fid_on_the_same_images(
     )
     from pytorch_fid.inception import InceptionV3
 
-    weights = fidlib.inception_weights_path()
-    hub = tmp_path / "torch" / "hub" / "checkpoints"
-    hub.mkdir(parents=True)
-    (hub / fidlib.INCEPTION_CACHE_FILE).symlink_to(weights.resolve())
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    weights = _serve_shared_weights_to_pytorch_fid(tmp_path, monkeypatch)
 
     n = INCEPTION_IMAGES_PER_SET
     g = torch.Generator().manual_seed(0)
