@@ -7,8 +7,9 @@ then stored. So a chapter that trains the models another chapter already trained
 same run profile) loads them, and a reader who opens that chapter alone trains them.
 
 An entry's key is the SHA-256 of everything that determines the result: the model class
-and config, the objective (schedules by value), a content hash of the training images
-(and of the test images, which the History depends on), epochs, batch size, learning
+and config, the objective (schedules by value), the content hash of the training images
+(:func:`betavae_lib.checkpoints.data_fingerprint`; and of the test images, which the
+History depends on), epochs, batch size, learning
 rate, seed and the library version. An entry is one file,
 ``$BETAVAE_CACHE_DIR/models/<key>.pt`` (default ``~/.cache/betavae_lib/models/``),
 written atomically by :func:`betavae_lib.checkpoints.save` with the History and the key
@@ -60,16 +61,6 @@ def models_dir() -> Path:
     return cache_dir() / "models"
 
 
-def images_digest(images: torch.Tensor, chunk: int = 1 << 24) -> str:
-    """SHA-256 of a tensor's dtype, shape and bytes (hashed in chunks on the CPU)."""
-    digest = hashlib.sha256(f"{images.dtype}|{tuple(images.shape)}|".encode())
-    flat = images.detach().reshape(-1)
-    for start in range(0, flat.numel(), chunk):
-        part = flat[start : start + chunk].cpu().contiguous()
-        digest.update(part.view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
 def entry_key(parts: dict) -> str:
     """The key of an entry: SHA-256 of ``parts`` as canonical JSON."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
@@ -100,8 +91,10 @@ def training_parts(images, test_images, epochs: int, batch_size: int, lr: float)
     """The cache-key parts shared by a grid: content hashes of the training and test
     images, and the training length, batch size and learning rate."""
     return {
-        "train_images": images_digest(images),
-        "test_images": None if test_images is None else images_digest(test_images),
+        "train_images": checkpoints.data_fingerprint(images),
+        "test_images": (
+            None if test_images is None else checkpoints.data_fingerprint(test_images)
+        ),
         "epochs": int(epochs),
         "batch_size": int(batch_size),
         "lr": float(lr),

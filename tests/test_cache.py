@@ -8,7 +8,8 @@ from conftest import binary_images
 import betavae_lib
 from betavae_lib import MLPVAE, fit, seed_everything
 from betavae_lib import cache as cache_mod
-from betavae_lib.cache import ModelCacheWarning, images_digest, train_grid
+from betavae_lib.cache import ModelCacheWarning, train_grid
+from betavae_lib.checkpoints import data_fingerprint as images_digest
 from betavae_lib.schedules import Linear
 
 IMAGES = binary_images(64)
