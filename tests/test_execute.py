@@ -154,6 +154,33 @@ def test_printed_setting_and_seeds():
     assert eb.chapter_seed(nb, text) == 0
 
 
+def test_steps_override_reaches_the_kernel_and_the_record(monkeypatch):
+    monkeypatch.setenv("BETAVAE_STEPS", "99")
+    assert "BETAVAE_STEPS" not in eb.kernel_env("reduced")  # not inherited
+    assert eb.kernel_env("reduced", 15_000)["BETAVAE_STEPS"] == "15000"
+    text = "profile: reduced | steps: 15000 | device: cpu | seed: 0 | torch 2\n"
+    assert eb.printed_setting(text, "profile") == "reduced"
+    assert eb.steps_entry(eb.printed_setting(text, "steps")) == {"steps": 15_000}
+    plain = "profile: full | device: cpu"
+    assert eb.steps_entry(eb.printed_setting(plain, "steps")) == {}
+    assert eb.parse_args(["--steps", "15_000"]).steps == 15_000
+    for bad in ("0", "x"):
+        with pytest.raises(SystemExit):
+            eb.parse_args(["--steps", bad])
+
+    order = ["notebooks/01_a.ipynb", "notebooks/06_b.ipynb"]
+    run = {**fake_run(1, "cpu"), "steps": 15_000}
+    entries = [
+        fake_entry(order[0], run),
+        {**fake_entry(order[1], run), "steps": 15_000},
+    ]
+    text = eb.render_page(eb.record(None, run, entries, order))
+    assert "`reduced` | " + f"{CPU}, CPU |" in text  # chapter 1 did not use it
+    assert "`reduced`, 15,000 steps per model | " + f"{CPU}, CPU |" in text
+    assert "lengthened to 15,000 optimiser steps per model" in text
+    assert "--profile reduced --steps 15000" in text
+
+
 def test_chapter_seed_from_start_chapter_by_name_position_or_default():
     setup = (
         "try:\n    import betavae_lib\nexcept ImportError:\n    %pip install x\n"

@@ -119,3 +119,36 @@ def test_start_chapter_prints_the_line_the_executor_reads(monkeypatch, capsys):
     a = torch.rand(3)
     __import__("betavae_lib").start_chapter(seed=3)
     assert torch.equal(a, torch.rand(3))  # seeded
+
+
+def test_steps_override_lengthens_by_steps_and_nothing_else(monkeypatch, capsys):
+    from betavae_lib.profile import start_chapter
+
+    monkeypatch.setenv("BETAVAE_PROFILE", "reduced")
+    monkeypatch.delenv("BETAVAE_STEPS", raising=False)
+    assert get_profile().by_steps(737_280, 12_800, 1, 32) == (12_800, 1)
+    monkeypatch.setenv("BETAVAE_STEPS", "15_000")
+    p = get_profile()
+    assert (p.name, p.steps, str(p)) == (
+        "reduced",
+        15_000,
+        "reduced, 15,000 steps per model",
+    )
+    assert p.pick(1, 2, 3) == 2 and p.train_size == 20_000  # sizes unchanged
+    # one pass over 15,000 batches of distinct images...
+    assert p.by_steps(737_280, 12_800, 1, 32) == (480_000, 1)
+    # ...or, when the data run out, whole passes: ceil(15000 / ceil(1000 / 32))
+    assert p.by_steps(1_000, 500, 1, 32) == (None, 469)
+    assert 469 * -(-1_000 // 32) >= 15_000 > 468 * -(-1_000 // 32)
+    # only a chapter that trains by steps says so and keeps the override
+    assert start_chapter(0, by_steps=True)[0].steps == 15_000
+    assert "profile: reduced | steps: 15000 | device:" in capsys.readouterr().out
+    assert start_chapter(0)[0].steps is None
+    assert "steps" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "1.5", "many"])
+def test_steps_override_must_be_a_positive_integer(monkeypatch, bad):
+    monkeypatch.setenv("BETAVAE_STEPS", bad)
+    with pytest.raises(ValueError, match="BETAVAE_STEPS must be a positive integer"):
+        get_profile("smoke")

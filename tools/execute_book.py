@@ -46,6 +46,7 @@ from execution_page import fmt_seconds, render_page  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = Path("book/execution.json")
+STEPS_ENV = "BETAVAE_STEPS"  # betavae_lib.profile.STEPS_ENV
 PAGE = Path("book/execution.md")
 FAILED_DIR = Path("_build/execution/failed")
 SCHEMA = 2
@@ -392,17 +393,36 @@ def error_line(exc: BaseException) -> str:
 
 
 # -------------------------------------------------------------------------- execution
-def kernel_env(profile: str) -> dict:
+def steps_entry(printed: str | None) -> dict:
+    """``{"steps": N}`` when the chapter printed ``steps: N`` (``BETAVAE_STEPS``
+    lengthened its training), else nothing."""
+    return {} if printed is None else {"steps": int(printed)}
+
+
+def kernel_env(profile: str, steps: int | None = None) -> dict:
     """The kernels' environment: this process's, with the profile set and figures
-    kept inline (a non-inline backend, Agg in CI, would drop every figure)."""
+    kept inline (a non-inline backend, Agg in CI, would drop every figure), and
+    ``BETAVAE_STEPS`` set to ``steps`` (removed when None)."""
     env = dict(os.environ)
     env["BETAVAE_PROFILE"] = profile
+    if steps is None:
+        env.pop(STEPS_ENV, None)
+    else:
+        env[STEPS_ENV] = str(steps)
     env.pop("MPLBACKEND", None)
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # no debugger warning
     return env
 
 
-def execute_notebook(root: Path, path: str, *, profile: str, timeout: int, run: dict):
+def execute_notebook(
+    root: Path,
+    path: str,
+    *,
+    profile: str,
+    timeout: int,
+    run: dict,
+    steps: int | None = None,
+):
     """Run ``root/path`` in a fresh kernel; on success store its outputs in place.
     Returns its manifest entry, made by ``run``."""
     from nbclient import NotebookClient
@@ -421,7 +441,7 @@ def execute_notebook(root: Path, path: str, *, profile: str, timeout: int, run: 
     )
     started, t0 = utc_now(), time.perf_counter()
     try:
-        client.execute(env=kernel_env(profile))
+        client.execute(env=kernel_env(profile, steps))
         status, error = "ok", None
     except Exception as exc:  # noqa: BLE001 - any failure is recorded, the run goes on
         status, error = "error", error_line(exc)
@@ -442,6 +462,7 @@ def execute_notebook(root: Path, path: str, *, profile: str, timeout: int, run: 
         "started_utc": started,
         "run": run["id"],
         "profile": printed_setting(text, "profile") or profile,
+        **steps_entry(printed_setting(text, "steps")),
         **device_used(printed_setting(text, "device"), run["device"], run["versions"]),
         "torch": run["versions"]["torch"],
         "git_commit": run["git"]["commit"],
@@ -527,12 +548,30 @@ def default_profile() -> str:
     return get_profile().name
 
 
+def positive_steps(text: str) -> int:
+    """argparse type for ``--steps``: a positive integer."""
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--profile",
         choices=["smoke", "reduced", "full"],
         help="run profile (default: $BETAVAE_PROFILE, else full on CUDA, else reduced)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=positive_steps,
+        help="optimiser steps per model for the chapters that train by steps "
+        "(chapter 6), in place of the profile's (sets $BETAVAE_STEPS; "
+        "default: unset)",
     )
     parser.add_argument(
         "--only",
@@ -583,6 +622,7 @@ def main(argv=None) -> int:
         "id": 1 + max((r["id"] for r in (previous or {}).get("runs", [])), default=0),
         "started_utc": utc_now(),
         "profile": profile,
+        **({"steps": args.steps} if args.steps else {}),
         "device": device,
         "versions": vers,
         "platform": platform.platform(),
@@ -596,7 +636,12 @@ def main(argv=None) -> int:
     for i, path in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {path} ...", flush=True)
         entry = execute_notebook(
-            root, path, profile=profile, timeout=args.timeout, run=run
+            root,
+            path,
+            profile=profile,
+            timeout=args.timeout,
+            run=run,
+            steps=args.steps,
         )
         entries.append(entry)
         done = f"{entry['status']} in {fmt_seconds(entry['wall_s'])}"

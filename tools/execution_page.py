@@ -109,9 +109,15 @@ def describe(run: dict) -> str:
     dev = run["device"]
     kind = DEVICE_KIND.get(dev["kind"], dev["kind"])
     profile = run["profile"]
+    steps = (
+        f", lengthened to {run['steps']:,} optimiser steps per model where a "
+        "chapter trains by steps"
+        if run.get("steps")
+        else ""
+    )
     return (
         f"**{cell(dev['name'])}** ({kind}) with the **{profile}** profile "
-        f"({PROFILE_MEANING.get(profile, profile)})"
+        f"({PROFILE_MEANING.get(profile, profile)}){steps}"
     )
 
 
@@ -191,6 +197,11 @@ def machine_table(runs: list[dict], by_run: dict[int, list[dict]], manifest: dic
     return lines + [""]
 
 
+def steps_note(entry: dict) -> str:
+    """The profile cell's suffix for a chapter that ran with ``--steps``."""
+    return f", {entry['steps']:,} steps per model" if entry.get("steps") else ""
+
+
 def chapter_table(entries: list[dict], run_number: dict[int, int]) -> list[str]:
     several = len(run_number) > 1
     lines = [
@@ -211,7 +222,8 @@ def chapter_table(entries: list[dict], run_number: dict[int, int]) -> list[str]:
         run = f" {run_number[e['run']]} |" if several else ""
         lines.append(
             f"| {doc_link(e['path'])} | {status} | {fmt_seconds(e['wall_s'])} | "
-            f"`{e.get('profile')}` | {cell(e.get('device'))}, {kind} |{run}"
+            f"`{e.get('profile')}`{steps_note(e)} | {cell(e.get('device'))}, "
+            f"{kind} |{run}"
         )
     return lines + [""]
 
@@ -245,6 +257,8 @@ def reproduce_section(runs: list[dict], by_run: dict[int, list[dict]], entries):
     lines = ["## Reproduce it", "", "```bash", "pip install -r requirements.txt"]
     for i, run in enumerate(runs, 1):
         args = ["python", "tools/execute_book.py", "--profile", run["profile"]]
+        if run.get("steps"):
+            args += ["--steps", str(run["steps"])]
         mine = [e["path"] for e in by_run[run["id"]]]
         if len(runs) > 1:
             kind = DEVICE_KIND.get(run["device"]["kind"], run["device"]["kind"])
