@@ -266,6 +266,31 @@ def atomic_write(path: str | os.PathLike, suffix: str = ".tmp"):
             os.remove(tmp)
 
 
+# ----------------------------------------------------------------- dynamic binarisation
+
+# Mixed with a run's seed to seed its binarisation draws ("bina" in ASCII).
+_BINARIZE_STREAM = 0x62696E61
+
+
+def binarize_generator(seed: int, device: str | torch.device) -> torch.Generator:
+    """The generator of a run's dynamic binarisation, on ``device``.
+
+    Seeded with a number derived from ``seed`` (NumPy's ``SeedSequence`` of ``seed`` and
+    a constant for this stream), so its draws are fixed by the seed yet independent of
+    the batch order and the sampling noise, whose generators ``seed`` seeds directly.
+    ``fit(seed=s, binarize=True)`` and a ``fit_ensemble`` member with seed ``s`` draw
+    from the same stream."""
+    entropy = [int(seed) % 2**64, _BINARIZE_STREAM]
+    derived = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
+    return torch.Generator(device=device).manual_seed(derived)
+
+
+def binarize_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A Bernoulli draw per pixel of the float batch ``x`` (values in [0, 1] are the
+    probabilities of a 1): exactly 0 or 1, in ``x``'s dtype, layout and device."""
+    return torch.bernoulli(x, generator=generator)
+
+
 # --------------------------------------------------------------- models and training
 
 

@@ -9,8 +9,8 @@ same run profile) loads them, and a reader who opens that chapter alone trains t
 An entry's key is the SHA-256 of everything that determines the result: the model class
 and config, the objective (schedules by value), the content hash of the training images
 (:func:`betavae_lib.checkpoints.data_fingerprint`; and of the test images, which the
-History depends on), epochs, batch size, learning
-rate, seed and the library version. An entry is one file,
+History depends on), epochs, batch size, learning rate, dynamic binarisation (when on),
+seed and the library version. An entry is one file,
 ``$BETAVAE_CACHE_DIR/models/<key>.pt`` (default ``~/.cache/betavae_lib/models/``),
 written atomically by :func:`betavae_lib.checkpoints.save` with the History and the key
 beside the weights, and read back with ``weights_only`` loading. An entry that cannot
@@ -87,10 +87,18 @@ def key_parts(
     }
 
 
-def training_parts(images, test_images, epochs: int, batch_size: int, lr: float):
+def training_parts(
+    images,
+    test_images,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    binarize: bool = False,
+):
     """The cache-key parts shared by a grid: content hashes of the training and test
-    images, and the training length, batch size and learning rate."""
-    return {
+    images, the training length, batch size and learning rate, and ``binarize`` (only
+    when True, so the keys of runs without it are the ones they always had)."""
+    parts = {
         "train_images": checkpoints.data_fingerprint(images),
         "test_images": (
             None if test_images is None else checkpoints.data_fingerprint(test_images)
@@ -99,6 +107,9 @@ def training_parts(images, test_images, epochs: int, batch_size: int, lr: float)
         "batch_size": int(batch_size),
         "lr": float(lr),
     }
+    if binarize:
+        parts["binarize"] = True
+    return parts
 
 
 class ModelCache:
@@ -203,6 +214,7 @@ def train_grid(
     cuda_graph: bool | None = None,
     progress: bool = False,
     verbose: bool = True,
+    binarize: bool = False,
 ) -> tuple[dict, dict]:
     """Trained models and their Histories for every entry of ``grid``: ``(models,
     histories)``, both keyed like ``grid``; the models on the CPU, in eval mode.
@@ -213,7 +225,7 @@ def train_grid(
     ``config`` (``latent_dim=64``). Member ``key`` is ``model_class(**config)`` built
     after ``seed_everything(seed)`` and trained as ``fit(..., seed=seed)`` would train
     it; missing members with one architecture train as one ensemble. images,
-    test_images, epochs, batch_size, lr, device: as for ``fit``. cache: a
+    test_images, epochs, batch_size, lr, device, binarize: as for ``fit``. cache: a
     :class:`ModelCache` (default: the shared one, off with ``BETAVAE_CACHE=off``).
     cuda_graph: default ``BETAVAE_CUDA_GRAPH=1`` on a CUDA device. verbose: print one
     line saying, per model, "trained" or "loaded from cache".
@@ -223,7 +235,9 @@ def train_grid(
     if cuda_graph is None:
         graph_env = os.environ.get("BETAVAE_CUDA_GRAPH", "").strip().lower()
         cuda_graph = device.type == "cuda" and graph_env in ("1", "true", "yes", "on")
-    shared = training_parts(images, test_images, epochs, batch_size, lr)
+    if not isinstance(binarize, bool):
+        raise TypeError(f"binarize must be True or False, got {binarize!r}")
+    shared = training_parts(images, test_images, epochs, batch_size, lr, binarize)
     members, models, histories, status = {}, {}, {}, {}
     for key, spec in grid.items():
         objective, overrides, member_seed = _split_spec(spec, seed)
@@ -258,6 +272,7 @@ def train_grid(
             test_images=test_images,
             progress=progress,
             cuda_graph=cuda_graph,
+            binarize=binarize,
         )
         for key in keys:
             model = built[key].cpu().eval()

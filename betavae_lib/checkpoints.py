@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import functools
 import hashlib
+import inspect
 import os
 import random
 import tempfile
@@ -190,9 +191,13 @@ def check_model_matches(ckpt: dict, model, path="checkpoint") -> None:
 # ---------------------------------------------------------------------- training states
 
 
-def _rng_states(device: torch.device, order: torch.Generator) -> dict:
+def _rng_states(
+    device: torch.device,
+    order: torch.Generator,
+    binarizer: torch.Generator | None = None,
+) -> dict:
     """Every random state ``fit`` depends on, as tensors and numbers
-    (``weights_only``-loadable)."""
+    (``weights_only``-loadable); ``binarizer``: the generator of ``binarize=True``."""
     version, internal, gauss_next = random.getstate()
     _, keys, pos, has_gauss, cached = np.random.get_state()
     states = {
@@ -212,10 +217,24 @@ def _rng_states(device: torch.device, order: torch.Generator) -> dict:
     }
     if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(device)
+    if binarizer is not None:
+        states["binarize"] = {
+            "device": binarizer.device.type,
+            "state": binarizer.get_state(),
+        }
     return states
 
 
-def _set_rng_states(states: dict, device: torch.device, order: torch.Generator) -> None:
+def _set_rng_states(
+    states: dict,
+    device: torch.device,
+    order: torch.Generator,
+    binarizer: torch.Generator | None = None,
+) -> None:
+    """Restore what :func:`_rng_states` saved. Like the CUDA state, the binarisation
+    state is restored only on the kind of device that saved it (a generator's state
+    means nothing to another kind); elsewhere the run goes on with the fresh
+    generator."""
     torch.set_rng_state(states["torch"])
     order.set_state(states["order"])
     npy = states["numpy"]
@@ -232,6 +251,10 @@ def _set_rng_states(states: dict, device: torch.device, order: torch.Generator) 
     random.setstate((py["version"], tuple(py["internal"].tolist()), py["gauss_next"]))
     if device.type == "cuda" and "cuda" in states:
         torch.cuda.set_rng_state(states["cuda"], device)
+    saved = states.get("binarize")
+    if binarizer is not None and saved is not None:
+        if saved["device"] == binarizer.device.type:
+            binarizer.set_state(saved["state"])
 
 
 def _comparable_setting(value):
@@ -279,15 +302,19 @@ _SETTING_TYPES = {
     "seed": int,
     "amp": bool,
     "compile": bool,
+    "binarize": bool,
 }
+# What a setting recorded by no older version means (their runs all had this value).
+_SETTING_DEFAULTS = {"binarize": False}
 
 
 def run_settings(images, arithmetic: dict) -> dict:
     """What defines the run's numbers, as recorded in a training state: the images
     (count and :func:`data_fingerprint`) and ``arithmetic``, fit's settings by name
     (batch_size, beta, lr, likelihood, sigma, free_bits, capacity, gamma, tc, seed, amp,
-    compile). A checkpoint made with other settings cannot be resumed; β and capacity
-    schedules are also compared step by step (:func:`restore_training_state`)."""
+    compile, binarize). A checkpoint made with other settings cannot be resumed; β and
+    capacity schedules are also compared step by step
+    (:func:`restore_training_state`)."""
     recorded = {"n_images": len(images), "images_fingerprint": data_fingerprint(images)}
     for name, value in arithmetic.items():
         kind = _SETTING_TYPES.get(name, _comparable_setting)
@@ -296,6 +323,9 @@ def run_settings(images, arithmetic: dict) -> dict:
 
 
 def _settings_differences(saved: dict, now: dict) -> list[str]:
+    """The settings that differ; one an older checkpoint lacks counts as its
+    :data:`_SETTING_DEFAULTS` value."""
+    saved = {**_SETTING_DEFAULTS, **saved}
     return [
         f"{key}: {saved.get(key)!r} in the checkpoint, {value!r} now"
         for key, value in now.items()
@@ -363,11 +393,13 @@ def save_training_state(
     history,
     settings,
     schedule_values,
+    binarizer=None,
 ) -> None:
     """Atomically save everything a resumed run needs (see
     :func:`restore_training_state`).
     schedule_values: name -> the values used at steps 0..step-1 (converted in place to
-    floats, so each value is read back from an accelerator once)."""
+    floats, so each value is read back from an accelerator once); binarizer: the
+    generator of ``fit(binarize=True)``, or None."""
     for values in schedule_values.values():
         values[:] = [float(v) for v in values]
     state_dict = {
@@ -382,7 +414,7 @@ def save_training_state(
             "optimizer": opt.state_dict(),
             "epoch": epoch,
             "step": step,
-            "rng": _rng_states(device, order),
+            "rng": _rng_states(device, order, binarizer),
             "history": history,
             "settings": settings,
             "schedule_values": {
@@ -395,10 +427,13 @@ def save_training_state(
     )
 
 
-def restore_training_state(path, model, opt, *, order, device, settings, schedules):
-    """Load ``path`` into ``model``, ``opt`` and the RNGs, after checking that it was
-    written by this model with these ``settings`` and that ``schedules`` (name ->
-    callable or None) give the values the run used at every step it trained. Returns
+def restore_training_state(
+    path, model, opt, *, order, device, settings, schedules, binarizer=None
+):
+    """Load ``path`` into ``model``, ``opt`` and the RNGs (``binarizer``: the generator
+    of ``fit(binarize=True)``, or None), after checking that it was written by this
+    model with these ``settings`` and that ``schedules`` (name -> callable or None) give
+    the values the run used at every step it trained. Returns
     ``(epoch, step, history dict, schedule values: name -> list of floats)``, or None
     without a file.
     """
@@ -448,13 +483,14 @@ def restore_training_state(path, model, opt, *, order, device, settings, schedul
                     opt.state[p][k] = v.to(step_device or p.device)
                 elif isinstance(v, torch.Tensor) and v.shape == p.shape:
                     opt.state[p][k] = torch.empty_like(p).copy_(v)
-    _set_rng_states(state["rng"], device, order)
+    _set_rng_states(state["rng"], device, order, binarizer)
     used = {name: values.tolist() for name, values in state["schedule_values"].items()}
     return state["epoch"], state["step"], state["history"], used
 
 
 # What a config may ask for: a hostile 50 KB file must not make load allocate gigabytes.
 MAX_CONFIG_INT = 2**20
+MAX_CONFIG_STR = 32
 MAX_PARAMETERS = 2**30  # 4 GiB of float32 weights
 
 
@@ -480,19 +516,26 @@ def _check_layout(ckpt: dict, path) -> None:
 
 
 def _check_config_bounds(config: dict, path) -> None:
-    """Every number in ``config`` (nested in lists) must be an int in
-    [0, MAX_CONFIG_INT], with at most 64 of them."""
+    """Every value in ``config`` must be a short name (a string of at most
+    MAX_CONFIG_STR characters, e.g. ``activation="tanh"``; the model's constructor
+    checks it) or an int in [0, MAX_CONFIG_INT], alone or in a list, with at most 64
+    such ints."""
+    names = [v for v in config.values() if type(v) is str]
     numbers_in = [
         v
         for value in config.values()
+        if type(value) is not str
         for v in (value if type(value) is list else [value])
     ]
-    if len(numbers_in) > 64 or not all(
-        type(v) is int and 0 <= v <= MAX_CONFIG_INT for v in numbers_in
+    if (
+        len(numbers_in) > 64
+        or not all(type(v) is int and 0 <= v <= MAX_CONFIG_INT for v in numbers_in)
+        or not all(len(v) <= MAX_CONFIG_STR for v in names)
     ):
         raise CheckpointError(
             f"{path}: config {str(config)[:200]} asks for more than a model may have "
-            f"(at most 64 integers in [0, {MAX_CONFIG_INT}])"
+            f"(at most 64 integers in [0, {MAX_CONFIG_INT}], and names of at most "
+            f"{MAX_CONFIG_STR} characters)"
         )
 
 
@@ -536,11 +579,24 @@ def build_model(cls, config: dict, state_dict: dict, path) -> torch.nn.Module:
     return skeleton
 
 
+def _config_value(cls, config: dict, key: str):
+    """``config[key]``, or the default of ``cls``'s argument ``key`` when the config
+    leaves it out (an MLPVAE's config holds ``activation`` only when it is not
+    ``"relu"``); None for an argument ``cls`` does not have."""
+    if key in config:
+        return config[key]
+    parameter = inspect.signature(cls).parameters.get(key)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return None
+    return parameter.default
+
+
 def load(path: str | os.PathLike, expect: type | str | None = None, **expect_config):
     """Rebuild the saved model (in eval mode) and return ``(model, meta)``.
 
     expect: a model class or name the file must hold; expect_config: config values it
-    must have (e.g. ``latent_dim=10``). A mismatch raises :class:`CheckpointError`.
+    must have (e.g. ``latent_dim=10``; one the config leaves out has the model's
+    default, e.g. ``activation="relu"``). A mismatch raises :class:`CheckpointError`.
     """
     want = expect if isinstance(expect, str) or expect is None else expect.__name__
     if want is not None and want not in MODELS:
@@ -557,7 +613,7 @@ def load(path: str | os.PathLike, expect: type | str | None = None, **expect_con
     if want is not None and want != name:
         raise CheckpointError(f"{path} holds a {name}, not the {want} asked for")
     for k, v in expect_config.items():
-        got = config.get(k)
+        got = _config_value(MODELS[name], config, k)
         if not configs_equal(got, v):
             raise CheckpointError(
                 f"{path} holds a {name} with {k}={got!r}, not {v!r} as asked"

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import atomic_write, positive_int, real_number
+from ._common import atomic_write, check_pixel_range, positive_int, real_number
 
 DATASETS = ("mnist", "fashion_mnist", "dsprites")
 SPLITS = ("train", "test")
@@ -504,6 +504,43 @@ def _load_dsprites(root, source: str) -> DSprites:
             f"expected ({DSPRITES_N}, 64, 64)"
         )
     return DSprites(source="npz", _imgs=imgs)
+
+
+# ------------------------------------------------------------------------ binarisation
+
+
+def binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A fixed stochastic binarisation of ``images``: each pixel is 1 with its intensity
+    as probability (one Bernoulli draw per pixel), as Burda et al. (2016) binarise the
+    MNIST test set once.
+
+    images: a tensor of pixel intensities: float in [0, 1], uint8 (0..255) or bool.
+    seed: seeds the draws (a CPU generator of their own, whatever the images' device),
+    so the same images and seed always give the same result.
+
+    Returns float 0/1 values of the images' shape and device: float32, or the images'
+    own floating dtype. Floats, because a uint8 tensor means 0..255 to the library
+    (``fit`` would read a uint8 1 as 1/255), and ``iwae_bound`` and ``model(x)`` take
+    floats. Training sets are binarised afresh every batch instead:
+    ``fit(binarize=True)``.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    positive_int("seed", seed, minimum=0, what="a non-negative integer")
+    if images.dtype == torch.uint8:
+        p = images.float().div_(255)
+    elif images.dtype == torch.bool:
+        p = images.float()
+    elif images.is_floating_point():
+        p = images
+    else:
+        raise TypeError(
+            f"images must be float in [0, 1], uint8 (0..255) or bool, "
+            f"got dtype {images.dtype}"
+        )
+    check_pixel_range(p, "images")
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.bernoulli(p.cpu(), generator=generator).to(images.device)
 
 
 # -------------------------------------------------------------------------- entry point

@@ -12,8 +12,10 @@ starts from its model's weights, draws its sampling noise from its own generator
 as ``fit(seed=seed_k)`` seeds torch's global one (so the noise, including that of the
 test evaluation, is what ``fit`` draws), takes its batches in the order
 ``fit(seed=seed_k)`` takes them, and minimises its own
-:class:`~betavae_lib.objective.Objective`. The variants are coefficients of one
-objective, so β-VAE, capacity, free-bits and β-TCVAE members share one step. In the
+:class:`~betavae_lib.objective.Objective`; with ``binarize=True`` its batches are
+binarised by the draws ``fit(seed=seed_k, binarize=True)`` makes. The variants are
+coefficients of one objective, so β-VAE, capacity, free-bits and β-TCVAE members share
+one step. In the
 "members" layout (the CPU default) each member's products, convolutions and loss are
 the calls ``fit`` makes, in its memory layout, so every member ends with the weights and
 History ``fit`` gives it alone, bit for bit; the tests check it.
@@ -51,6 +53,8 @@ from ._common import (
     adam,
     as_float_images,
     backend_settings,
+    binarize_batch,
+    binarize_generator,
     check_dataset_images,
     check_vae,
     pick_device,
@@ -67,7 +71,14 @@ from .objective import (
 from .train import History, NonFiniteLossError
 
 CONV_LAYERS = (nn.Conv2d, nn.ConvTranspose2d)
-SUPPORTED_LAYERS = (nn.Linear, nn.ReLU, nn.Flatten, nn.Unflatten, *CONV_LAYERS)
+SUPPORTED_LAYERS = (
+    nn.Linear,
+    nn.ReLU,
+    nn.Tanh,
+    nn.Flatten,
+    nn.Unflatten,
+    *CONV_LAYERS,
+)
 LAYOUTS = ("members", "grouped")
 DEFAULT_OBJECTIVE = Objective()  # the plain VAE, as fit's defaults
 
@@ -272,6 +283,12 @@ class VAEEnsemble:
             if form == "members":
                 return form, [torch.relu(t) for t in h]
             return form, torch.relu(h)
+        if isinstance(module, nn.Tanh):
+            if self.layout == "members":  # fit's call on each member's (B, ...)
+                # tensor, so that each one's elementwise kernels (forward and
+                # backward) see the tensor fit's see
+                return "members", [torch.tanh(t) for t in self._members(form, h)]
+            return form, torch.tanh(h)
         if isinstance(module, nn.Flatten):
             start, end = module.start_dim, module.end_dim
             if form == "members":
@@ -387,7 +404,9 @@ def _per_member(value, names, what: str, kind) -> list:
 class _Trainer:
     """One :func:`fit_ensemble` call: data, optimiser, generators and running sums."""
 
-    def __init__(self, ensemble, images, objectives, seeds, *, lr, batch_size, graph):
+    def __init__(
+        self, ensemble, images, objectives, seeds, *, lr, batch_size, graph, binarize
+    ):
         ens, device, k = ensemble, ensemble.device, ensemble.size
         self.ens, self.device, self.size = ens, device, k
         self.objectives, self.batch_size = objectives, batch_size
@@ -400,6 +419,12 @@ class _Trainer:
         self.seeds = list(seeds)
         self.noise = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         self.orders = {s: torch.Generator().manual_seed(s) for s in set(seeds)}
+        # binarize: one generator per seed, as fit(seed=s, binarize=True) draws
+        self.binarizers = (
+            {s: binarize_generator(s, device) for s in self.orders}
+            if binarize
+            else None
+        )
         self.channels_last = bool(ens.conv_weights) and device.type in ("cuda", "cpu")
         self.log_sigma = None  # the grouped layout's per-member log σ, (K,)
         if self.likelihood == "gaussian":
@@ -453,9 +478,20 @@ class _Trainer:
         return out
 
     def batch(self, index: torch.Tensor) -> torch.Tensor:
-        """Images at ``index`` ((B,) or (K, B)) as float32 in [0, 1]."""
+        """Images at ``index`` ((B,) or (K, B)) as float32 in [0, 1]; with binarize, a
+        Bernoulli draw per pixel from the generator of each member's seed (members that
+        share a seed share the batch order and so the draw, as fit would draw it)."""
         rows = self.data.index_select(0, index.reshape(-1))
-        return as_float_images(rows.view(*index.shape, *rows.shape[1:])).float()
+        x = as_float_images(rows.view(*index.shape, *rows.shape[1:])).float()
+        if self.binarizers is None:
+            return x
+        if index.dim() == 1:  # one order: every member has the same seed
+            return binarize_batch(x, self.binarizers[self.seeds[0]])
+        drawn = {}
+        for k, s in enumerate(self.seeds):
+            if s not in drawn:
+                drawn[s] = binarize_batch(x[k], self.binarizers[s])
+        return torch.stack([drawn[s] for s in self.seeds])
 
     # -- the step ----------------------------------------------------------------------
 
@@ -527,11 +563,15 @@ class _Trainer:
             *batched(x, logits, mu, logvar, z, coefficients, self.log_sigma)
         )
 
-    def step(self, index, eps, coefficients, skip_freeze_if_alive: bool) -> None:
-        """One Adam step of every member. Updates in place the running sums, the alive
+    def step(
+        self, index, eps, coefficients, skip_freeze_if_alive: bool, x=None
+    ) -> None:
+        """One Adam step of every member on the batch ``index`` (or on the images
+        ``x`` already taken from it). Updates in place the running sums, the alive
         flags and each member's first bad step; no host synchronisation unless
         ``skip_freeze_if_alive`` (a cheap check on the CPU)."""
-        x = self.batch(index)
+        if x is None:
+            x = self.batch(index)
         terms = self.losses(x, eps, coefficients, self.channels_last)
         terms.total.sum().backward()  # members share no computation: separate grads
         with torch.no_grad():
@@ -588,11 +628,12 @@ class _Trainer:
 class _GraphedStep:
     """The full-batch training step captured in a CUDA graph (module docstring).
 
-    Static buffers hold the batch indices, every member's noise and the coefficients;
-    :meth:`run` fills them, then runs the step: eagerly on a side stream for the first
-    ``warmup`` calls (capture needs Adam's state and cuDNN's choices made), captured on
-    the next call and replayed from then on. The gradients are allocated inside the
-    capture, so every replay overwrites them.
+    Static buffers hold the batch indices, every member's noise and the coefficients
+    (and, with binarize, the binarised batch, drawn outside the graph by the members'
+    generators like the noise); :meth:`run` fills them, then runs the step: eagerly on
+    a side stream for the first ``warmup`` calls (capture needs Adam's state and
+    cuDNN's choices made), captured on the next call and replayed from then on. The
+    gradients are allocated inside the capture, so every replay overwrites them.
     """
 
     def __init__(self, trainer: _Trainer, index_shape, warmup: int = 3):
@@ -601,17 +642,23 @@ class _GraphedStep:
         self.index = torch.zeros(index_shape, dtype=torch.long, device=t.device)
         self.eps = torch.zeros(t.size, t.batch_size, t.ens.latent_dim, device=t.device)
         self.row = torch.zeros(len(Coefficients._fields), t.size, device=t.device)
+        self.x = None  # with binarize: the batch, as the members' generators drew it
+        if t.binarizers is not None:
+            shape = (*index_shape, *t.ens.image_shape)
+            self.x = torch.zeros(shape, device=t.device)
         self.graph = None
 
     def body(self) -> None:
         """The step on the static buffers: what the graph holds."""
         t = self.trainer
-        t.step(self.index, self.eps, t.coefficients(self.row), False)
+        t.step(self.index, self.eps, t.coefficients(self.row), False, x=self.x)
 
     def run(self, index: torch.Tensor, row: torch.Tensor) -> None:
         """One training step on the batch ``index`` with coefficients ``row`` (6, K)."""
         self.index.copy_(index)
         self.row.copy_(row)
+        if self.x is not None:
+            self.x.copy_(self.trainer.batch(self.index))
         self.trainer.draw_noise(self.eps)
         if self.calls < self.warmup:
             self.warm_up()
@@ -667,6 +714,7 @@ def fit_ensemble(
     cuda_graph: bool = False,
     layout: str = "auto",
     on_failure: str = "warn",
+    binarize: bool = False,
 ) -> EnsembleResult:
     """Train ``models`` (name -> model, one class and config) as one batched model.
 
@@ -674,10 +722,12 @@ def fit_ensemble(
     with its objective's options would train it alone (module docstring). objectives,
     seeds: one value for all members, or a mapping name -> value. images, test_images,
     epochs, batch_size, lr, device, log_every, progress: as for
-    :func:`betavae_lib.train.fit`. cuda_graph: capture the step in a CUDA graph (CUDA,
-    grouped layout). layout: "members" or "grouped" (:class:`VAEEnsemble`; ``"auto"``
-    picks "members" on the CPU, "grouped" elsewhere). on_failure: ``"warn"`` or
-    ``"raise"`` when members diverged and were frozen.
+    :func:`betavae_lib.train.fit`. binarize: as for ``fit``: every training batch is
+    binarised by a Bernoulli draw per pixel, member ``name`` drawing what
+    ``fit(seed=seeds[name], binarize=True)`` draws. cuda_graph: capture the step in a
+    CUDA graph (CUDA, grouped layout). layout: "members" or "grouped"
+    (:class:`VAEEnsemble`; ``"auto"`` picks "members" on the CPU, "grouped" elsewhere).
+    on_failure: ``"warn"`` or ``"raise"`` when members diverged and were frozen.
 
     The models are trained in place (and, like ``fit``, left on ``device`` in eval
     mode). Returns an :class:`EnsembleResult`: a History per member, whose ``seconds``
@@ -701,6 +751,8 @@ def fit_ensemble(
         positive_int(name, value)
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not isinstance(binarize, bool):
+        raise TypeError(f"binarize must be True or False, got {binarize!r}")
     if on_failure not in ("warn", "raise"):
         raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
     ens = VAEEnsemble(model_list, device=device, layout=layout)
@@ -715,6 +767,7 @@ def fit_ensemble(
         lr=lr,
         batch_size=int(batch_size),
         graph=bool(cuda_graph),
+        binarize=binarize,
     )
     histories = {n: History() for n in names}
     with backend_settings(device):

@@ -1,8 +1,8 @@
 """A model's decoder serialised for the JavaScript decoder in ``assets/decoder.js``.
 
 :func:`serialise_decoder` walks ``model.decoder`` (Linear, ConvTranspose2d, ReLU,
-Sigmoid, Flatten, Unflatten) and writes each layer's weights compactly: int8 with one
-float32 scale per block of 32 weights of an output channel (1.125 bytes per weight),
+Tanh, Sigmoid, Flatten, Unflatten) and writes each layer's weights compactly: int8 with
+one float32 scale per block of 32 weights of an output channel (1.125 bytes per weight),
 float16 or float32; biases stay float32; all base64.
 With ``precision="auto"`` it takes the smallest of int8, fp16, fp32 whose decoded images
 stay within ``tolerance`` (default 2/255) of ``torch.sigmoid(model.decode(z))`` on probe
@@ -248,7 +248,7 @@ def _layer_spec(
         if layer.bias is not None:
             spec["bias"] = _b64(layer.bias.detach().float().cpu().numpy().astype("<f4"))
         return spec, out
-    if type(layer) in (nn.ReLU, nn.Sigmoid):
+    if type(layer) in (nn.ReLU, nn.Tanh, nn.Sigmoid):
         return {"type": name.lower()}, shape
     if isinstance(layer, nn.Unflatten):
         if layer.dim != 1:
@@ -263,7 +263,7 @@ def _layer_spec(
         return {"type": "flatten"}, (math.prod(shape),)
     raise TypeError(
         f"cannot serialise a {name} layer for the browser decoder (supported: Linear, "
-        "ConvTranspose2d, ReLU, Sigmoid, Flatten, Unflatten)"
+        "ConvTranspose2d, ReLU, Tanh, Sigmoid, Flatten, Unflatten)"
     )
 
 
@@ -347,6 +347,8 @@ def decode_serialised(spec: dict, z) -> torch.Tensor:
             )
         elif kind == "relu":
             x = torch.relu(x)
+        elif kind == "tanh":
+            x = torch.tanh(x)
         elif kind == "sigmoid":
             x = torch.sigmoid(x)
         elif kind == "unflatten":

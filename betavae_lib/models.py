@@ -119,11 +119,18 @@ class VAE(nn.Module):
         return torch.sigmoid(self.decode(mu))
 
 
+# The hidden units an MLPVAE may have, by the name its ``activation`` argument takes.
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
 class MLPVAE(VAE):
     """Fully connected VAE; the default 784-400-400-20 is the common MNIST baseline.
 
     image_shape: (C, H, W); hidden: sizes of the hidden layers (mirrored in the
-    decoder).
+    decoder); activation: the hidden units, ``"relu"`` or ``"tanh"`` (Burda et al.
+    2016 use tanh: ``MLPVAE(50, (200, 200), activation="tanh")``). ``config`` holds
+    ``activation`` only when it is not ``"relu"``, so a ReLU model's config (and every
+    file and cache key made from it) is the one it had before the option existed.
     """
 
     def __init__(
@@ -131,23 +138,33 @@ class MLPVAE(VAE):
         latent_dim: int = 20,
         hidden: tuple[int, ...] = (400, 400),
         image_shape: tuple[int, int, int] = (1, 28, 28),
+        activation: str = "relu",
     ):
+        if not isinstance(activation, str) or activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {', '.join(map(repr, ACTIVATIONS))}, "
+                f"got {activation!r}"
+            )
         super().__init__(image_shape, latent_dim)
         hidden = [positive_int("hidden sizes", h) for h in hidden]
+        self.activation = activation
         self.config = {
             "latent_dim": self.latent_dim,
             "hidden": hidden,
             "image_shape": list(self.image_shape),
         }
+        if activation != "relu":
+            self.config["activation"] = activation
+        unit = ACTIVATIONS[activation]
         n = math.prod(self.image_shape)
         sizes = [n, *hidden]
         enc = [nn.Flatten()]
         for a, b in zip(sizes[:-1], sizes[1:]):
-            enc += [nn.Linear(a, b), nn.ReLU()]
+            enc += [nn.Linear(a, b), unit()]
         self.encoder = nn.Sequential(*enc, nn.Linear(sizes[-1], 2 * self.latent_dim))
         dec, rev = [], [self.latent_dim, *reversed(hidden)]
         for a, b in zip(rev[:-1], rev[1:]):
-            dec += [nn.Linear(a, b), nn.ReLU()]
+            dec += [nn.Linear(a, b), unit()]
         self.decoder = nn.Sequential(
             *dec, nn.Linear(rev[-1], n), nn.Unflatten(1, self.image_shape)
         )

@@ -33,6 +33,8 @@ from ._common import (
     adam,
     as_float_images,
     backend_settings,
+    binarize_batch,
+    binarize_generator,
     check_dataset_images,
     check_vae,
     model_device,
@@ -191,6 +193,10 @@ def _check_fit_args(
     real_number("lr", lr, strict=True)
     # likelihood, sigma, β, capacity, γ, free bits and their combination: Objective
     callback = loop["callback"]
+    if not isinstance(arithmetic["binarize"], bool):
+        raise TypeError(
+            f"binarize must be True or False, got {arithmetic['binarize']!r}"
+        )
     if callback is not None and not callable(callback):
         raise TypeError(
             f"callback must be callable as callback(epoch, model, history), got "
@@ -232,13 +238,18 @@ class _TrainingRun:
     # The β and capacity used at every step so far (a resumed run checks its schedules
     # against them).
     schedule_values: dict = field(default_factory=lambda: {"beta": [], "capacity": []})
+    # binarize=True: the generator of the Bernoulli draw that binarises each batch
+    binarizer: torch.Generator | None = None
 
 
 def _batch(run: _TrainingRun, index: torch.Tensor) -> torch.Tensor:
-    """Images at ``index`` as floats in [0, 1] of the model's dtype, in the memory
-    format the model runs fastest with."""
+    """Images at ``index`` as floats in [0, 1] of the model's dtype (binarised by a
+    Bernoulli draw per pixel with ``binarize=True``), in the memory format the model
+    runs fastest with."""
     # index_select: the same rows as run.data[index], in about half the time
     x = as_float_images(run.data.index_select(0, index)).to(run.dtype)
+    if run.binarizer is not None:
+        x = binarize_batch(x, run.binarizer)
     return x.contiguous(memory_format=torch.channels_last) if run.channels_last else x
 
 
@@ -374,6 +385,7 @@ def fit(
     overwrite: bool = False,
     amp: bool = False,
     compile: bool = False,
+    binarize: bool = False,
 ) -> History:
     """Train ``model`` on ``images`` with Adam; returns a :class:`History`.
 
@@ -387,9 +399,16 @@ def fit(
     ``ValueError`` for combinations it cannot honour (``tc`` with ``free_bits`` or
     ``capacity``; ``capacity`` with ``free_bits`` or a β other than 1; ``gamma``
     without ``capacity``).
-    seed: seeds the batch order and the sampling noise. callback:
-    ``callback(epoch, model, history)`` after each epoch, run with torch's RNG forked so
-    that it cannot change the training.
+    seed: seeds the batch order and the sampling noise (and the binarisation).
+    binarize: dynamic binarisation (Burda et al. 2016): every training batch, once in
+    [0, 1], is replaced by a Bernoulli draw per pixel (1 with the pixel's intensity as
+    probability), a fresh draw each time an image is used. The draws come from a
+    generator of their own on ``device`` (seeded from ``seed``), so a run is
+    reproducible and runs with ``binarize=False`` draw exactly what they drew before the
+    option existed. ``test_images`` are evaluated as given: binarise a test set once,
+    e.g. with :func:`betavae_lib.data.binarize`.
+    callback: ``callback(epoch, model, history)`` after each epoch, run with torch's RNG
+    forked so that it cannot change the training.
 
     checkpoint_path: save the training state there (atomically) every
     ``checkpoint_every`` epochs and after the last; resume: continue from that file if
@@ -419,6 +438,7 @@ def fit(
         "seed": seed,
         "amp": amp,
         "compile": compile,
+        "binarize": binarize,
     }
     loop = {"epochs": epochs, "log_every": log_every, "callback": callback}
     saving = {"path": checkpoint_path, "every": checkpoint_every, "resume": resume}
@@ -436,6 +456,8 @@ def fit(
     seed_everything(seed)
     run = _prepare_run(model, images, device, arithmetic, objective=objective)
     order = torch.Generator().manual_seed(seed)  # the batch order
+    if binarize:
+        run.binarizer = binarize_generator(seed, device)
     start_epoch, step, history = 0, 0, History()
     if resume:
         restored = checkpoints.restore_training_state(
@@ -445,6 +467,7 @@ def fit(
             order=order,
             device=device,
             settings=settings,
+            binarizer=run.binarizer,
             schedules={
                 "beta": objective.beta_at,
                 "capacity": objective.capacity_at,
@@ -490,6 +513,7 @@ def fit(
                         history=history.as_dict(),
                         settings=settings,
                         schedule_values=run.schedule_values,
+                        binarizer=run.binarizer,
                     )
                 if callback is not None:
                     _run_callback(callback, epoch, model, history, device)

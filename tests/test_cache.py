@@ -68,6 +68,45 @@ def test_the_models_are_those_fit_trains():
         assert torch.equal(models["β = 4"].state_dict()[name], value)
 
 
+def test_binarised_tanh_models_are_those_fit_trains():
+    """binarize=True and tanh units go through to the ensemble: the models are the
+    ones fit trains alone with them."""
+    grey = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    config = dict(CONFIG, activation="tanh")
+    models, histories = grid(images=grey, config=config, binarize=True)
+    seed_everything(0)
+    alone = MLPVAE(**config)
+    history = fit(
+        alone,
+        grey,
+        progress=False,
+        beta=Linear(4.0, steps=4),
+        binarize=True,
+        **SETTINGS,
+    )
+    torch.testing.assert_close(
+        histories["β = 4"].train_loss, history.train_loss, rtol=1e-6, atol=0
+    )
+    for name, value in alone.state_dict().items():
+        torch.testing.assert_close(
+            models["β = 4"].state_dict()[name], value, rtol=1e-5, atol=1e-6
+        )
+    unbinarised = grid(images=grey, config=config)[1]
+    assert unbinarised["β = 4"].train_loss != history.train_loss
+
+
+def test_runs_without_binarize_keep_their_cache_keys():
+    """binarize enters the key only when it is on: the entries of earlier runs (and
+    the ReLU models, whose config has no activation) stay valid."""
+    parts = cache_mod.training_parts(IMAGES, None, 2, 32, 1e-3)
+    assert "binarize" not in parts
+    assert cache_mod.training_parts(IMAGES, None, 2, 32, 1e-3, True) == {
+        **parts,
+        "binarize": True,
+    }
+    assert "activation" not in MLPVAE(**CONFIG).config
+
+
 def _pixel_flipped():
     images = IMAGES.clone()
     images[5, 0, 3, 3] = 1 - images[5, 0, 3, 3]
@@ -86,6 +125,8 @@ def _pixel_flipped():
         dict(grid={"β = 1": dict(beta=1.0, free_bits=0.1)}),
         dict(images=_pixel_flipped()),
         dict(test_images=IMAGES[:16]),
+        dict(binarize=True),
+        dict(config=dict(latent_dim=2, hidden=(16,), activation="tanh")),
     ],
     ids=lambda c: next(iter(c)),
 )

@@ -17,7 +17,12 @@ from betavae_lib.checkpoints import CheckpointError
 
 @pytest.mark.parametrize(
     "model",
-    [MLPVAE(latent_dim=5, hidden=(32, 16)), ConvVAE(latent_dim=4, image_size=28)],
+    [
+        MLPVAE(latent_dim=5, hidden=(32, 16)),
+        MLPVAE(latent_dim=5, hidden=(32, 16), activation="tanh"),
+        ConvVAE(latent_dim=4, image_size=28),
+    ],
+    ids=["mlp", "mlp-tanh", "conv"],
 )
 def test_round_trip_gives_identical_outputs(tmp_path, model):
     model.eval()
@@ -117,6 +122,14 @@ def write_checkpoint(path, **changes):
         ({"config": {"latent_dim": 2, "depth": 3}}, "config does not build MLPVAE"),
         ({"config": {"latent_dim": 2, "hidden": [10**9]}}, "asks for more than"),
         ({"config": {"latent_dim": 2, "hidden": [9]}}, r"\(8, 784\), not \(9, 784\)"),
+        (
+            {"config": {"latent_dim": 2, "hidden": [8], "activation": "gelu"}},
+            "config does not build MLPVAE.*activation must be one of",
+        ),
+        (
+            {"config": {"latent_dim": 2, "hidden": [8], "activation": "x" * 10_000}},
+            "asks for more than",
+        ),
     ],
 )
 def test_malformed_files_raise_checkpoint_error(tmp_path, changes, match):
@@ -162,3 +175,26 @@ def test_domain_classifier_loader_refuses_malformed_files(tmp_path):
     torch.save({"format": fid.DOMAIN_FORMAT, "state_dict": {}, "meta": {}}, no_config)
     with pytest.raises(CheckpointError, match="config is missing or not a dict"):
         fid.load_domain_classifier(path=no_config)
+
+
+def test_a_tanh_model_loads_as_tanh_and_a_relu_file_as_relu(tmp_path):
+    """The activation comes from the file: the tanh model's outputs are not those the
+    same weights give with ReLU units, and a ReLU file (no activation in its config)
+    still loads as ReLU."""
+    torch.manual_seed(0)
+    tanh = MLPVAE(latent_dim=3, hidden=(8,), activation="tanh").eval()
+    loaded, _ = load(save(tanh, tmp_path / "tanh.pt"), activation="tanh")
+    assert isinstance(loaded.decoder[1], torch.nn.Tanh)
+    relu = MLPVAE(latent_dim=3, hidden=(8,)).eval()
+    relu.load_state_dict(tanh.state_dict())
+    relu_loaded, _ = load(save(relu, tmp_path / "relu.pt"))
+    assert "activation" not in checkpoints.read(tmp_path / "relu.pt")["config"]
+    z = torch.randn(5, 3)
+    assert torch.equal(loaded.decode(z), tanh.decode(z))
+    assert torch.equal(relu_loaded.decode(z), relu.decode(z))
+    assert not torch.allclose(loaded.decode(z), relu_loaded.decode(z))
+    with pytest.raises(CheckpointError, match="activation='tanh', not 'relu'"):
+        load(tmp_path / "tanh.pt", activation="relu")
+    load(tmp_path / "relu.pt", activation="relu")  # the default, left out of the file
+    with pytest.raises(CheckpointError, match="activation='relu', not 'tanh'"):
+        load(tmp_path / "relu.pt", activation="tanh")

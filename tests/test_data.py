@@ -225,3 +225,46 @@ def test_git_blob_digest_matches_git(tmp_path):
     assert (
         data.file_digest(path, "git") == "ce013625030ba8dba906f756967f9e9ca394464a"
     )  # git hash-object
+
+
+# ------------------------------------------------------------------------ binarisation
+
+
+def test_binarize_draws_each_pixel_with_its_intensity_as_probability():
+    """0/1 floats; a fixed seed gives a fixed draw; the mean of 4,000 images with the
+    same intensities is each intensity within 5 binomial standard deviations, and
+    intensities 0 and 1 are kept exactly."""
+    p = torch.linspace(0, 1, 28 * 28).reshape(1, 1, 28, 28)
+    images = p.expand(4000, 1, 28, 28)
+    drawn = data.binarize(images, seed=3)
+    assert drawn.dtype == torch.float32 and drawn.shape == images.shape
+    assert set(drawn.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(drawn, data.binarize(images, seed=3))
+    assert not torch.equal(drawn, data.binarize(images, seed=4))
+    mean = drawn.double().mean(0)
+    sd = (p.double() * (1 - p.double()) / len(images)).sqrt()
+    assert ((mean - p).abs() <= 5 * sd).all()
+    assert (drawn[:, 0, 0, 0] == 0).all() and (drawn[:, 0, -1, -1] == 1).all()
+
+
+def test_binarize_reads_uint8_as_0_to_255_and_keeps_float_dtypes():
+    pixels = torch.tensor([0, 255, 0, 255], dtype=torch.uint8).reshape(1, 1, 2, 2)
+    assert data.binarize(pixels).tolist() == [[[[0.0, 1.0], [0.0, 1.0]]]]
+    assert data.binarize(pixels.bool()).dtype == torch.float32
+    assert data.binarize(torch.rand(2, 1, 4, 4).double()).dtype == torch.float64
+    uint8 = (torch.rand(50, 1, 28, 28) * 255).round().to(torch.uint8)
+    assert torch.equal(data.binarize(uint8, 1), data.binarize(uint8.float() / 255, 1))
+
+
+@pytest.mark.parametrize(
+    "images, seed, err, match",
+    [
+        (torch.full((1, 1, 2, 2), 1.5), 0, ValueError, r"lie in \[0, 1\]"),
+        (torch.zeros(1, 1, 2, 2, dtype=torch.int64), 0, TypeError, "uint8"),
+        (np.zeros((1, 1, 2, 2)), 0, TypeError, "torch.Tensor"),
+        (torch.zeros(1, 1, 2, 2), -1, ValueError, "seed must be"),
+    ],
+)
+def test_binarize_refuses_what_is_not_pixel_intensities(images, seed, err, match):
+    with pytest.raises(err, match=match):
+        data.binarize(images, seed)

@@ -19,10 +19,16 @@ from betavae_lib.train import NonFiniteLossError
 
 IMAGES = binary_images(256)
 TEST = binary_images(64, seed=1)
+# intensities spread over [0, 1]: what binarize=True draws from
+GREY = torch.rand(256, 1, 28, 28, generator=torch.Generator().manual_seed(2))
 
 
 def small_mlp():
     return MLPVAE(latent_dim=4, hidden=(32,))
+
+
+def small_tanh_mlp():
+    return MLPVAE(latent_dim=4, hidden=(32, 24), activation="tanh")
 
 
 def small_conv():
@@ -43,12 +49,23 @@ def built(make, seed):
     return make()
 
 
-def assert_same_as_fit(make, specs, *, epochs, batch_size, test_images=None, **kw):
+def assert_same_as_fit(
+    make,
+    specs,
+    *,
+    epochs,
+    batch_size,
+    test_images=None,
+    images=IMAGES,
+    binarize=False,
+    **kw,
+):
     """Train ``specs`` as one ensemble, then each alone with fit; compare everything."""
     models = {name: built(make, seed) for name, (_, seed) in specs.items()}
     result = fit_ensemble(
         models,
-        IMAGES,
+        images,
+        binarize=binarize,
         objectives={name: Objective(**opts) for name, (opts, _) in specs.items()},
         seeds={name: seed for name, (_, seed) in specs.items()},
         epochs=epochs,
@@ -63,7 +80,8 @@ def assert_same_as_fit(make, specs, *, epochs, batch_size, test_images=None, **k
         alone = built(make, seed)
         history = fit(
             alone,
-            IMAGES,
+            images,
+            binarize=binarize,
             epochs=epochs,
             batch_size=batch_size,
             seed=seed,
@@ -100,6 +118,25 @@ def test_mixed_objectives_and_seeds_match_fit_one_by_one():
     """β-VAE, a β warm-up, free bits, capacity and β-TCVAE in one step, three seeds
     (so three batch orders), with the test evaluation after every epoch."""
     assert_same_as_fit(small_mlp, MIXED, epochs=6, batch_size=16, test_images=TEST)
+
+
+def test_tanh_models_match_fit_one_by_one():
+    """Burda et al.'s tanh units: every member ends with fit's weights and History."""
+    assert_same_as_fit(small_tanh_mlp, MIXED, epochs=3, batch_size=24, test_images=TEST)
+
+
+@pytest.mark.parametrize("make", [small_mlp, small_tanh_mlp], ids=["relu", "tanh"])
+def test_binarised_members_draw_what_fit_draws(make):
+    """binarize=True on grey images, five members, three seeds (two shared): each
+    member draws fit's batches, so it ends with fit's weights and History."""
+    assert_same_as_fit(make, MIXED, epochs=3, batch_size=32, images=GREY, binarize=True)
+
+
+def test_binarised_members_sharing_one_seed_draw_what_fit_draws():
+    grid = {f"β = {b:g}": (dict(beta=b), 3) for b in (0.5, 4.0)}
+    assert_same_as_fit(
+        small_mlp, grid, epochs=2, batch_size=32, images=GREY, binarize=True
+    )
 
 
 def test_conv_models_with_mixed_objectives_match_fit_one_by_one():
@@ -251,14 +288,18 @@ class EagerGraph(ens_mod._GraphedStep):
         self.warm_up()
 
 
-def test_graphed_step_logic_matches_the_eager_loop(monkeypatch):
+@pytest.mark.parametrize("binarize", [False, True])
+def test_graphed_step_logic_matches_the_eager_loop(monkeypatch, binarize):
+    """binarize=True: the batch is drawn outside the graph into a static buffer."""
     specs = {k: MIXED[k] for k in ("warm-up to β = 4", "capacity", "β-TCVAE")}
+    images = (GREY if binarize else IMAGES)[:120]
 
     def train(cuda_graph):
         models = {n: built(small_mlp, s) for n, (_, s) in specs.items()}
         result = fit_ensemble(
             models,
-            IMAGES[:120],  # 7 full batches and a smaller last one per epoch
+            images,  # 7 full batches and a smaller last one per epoch
+            binarize=binarize,
             objectives={n: Objective(**o) for n, (o, _) in specs.items()},
             seeds={n: s for n, (_, s) in specs.items()},
             epochs=2,

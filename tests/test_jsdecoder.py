@@ -41,6 +41,10 @@ def seeded(model_class, seed=0, **kwargs):
 
 ARCHITECTURES = {
     "mlp": lambda: seeded(MLPVAE, latent_dim=20),  # the book's 784-400-400-20
+    # Burda et al. (2016): 784-200-200-50, tanh units
+    "mlp-tanh": lambda: seeded(
+        MLPVAE, latent_dim=50, hidden=(200, 200), activation="tanh"
+    ),
     "conv": lambda: seeded(ConvVAE, latent_dim=10, image_size=64),  # Burgess et al.
     # odd sizes: RGB, 28x28, channel counts that differ everywhere
     "conv-rgb": lambda: seeded(
@@ -225,9 +229,9 @@ class NotAVAE(nn.Module):
         return z
 
 
-def tanh_decoder():
+def gelu_decoder():
     model = seeded(MLPVAE, latent_dim=2, hidden=(4,), image_shape=(1, 2, 2))
-    model.decoder[1] = nn.Tanh()
+    model.decoder[1] = nn.GELU()
     return model
 
 
@@ -242,7 +246,7 @@ def dilated_decoder():
     [
         (NotAVAE, "only betavae_lib VAE models"),
         (lambda: OverridesDecode(latent_dim=2, hidden=(4,)), "overrides decode"),
-        (tanh_decoder, "cannot serialise a Tanh"),
+        (gelu_decoder, "cannot serialise a GELU"),
         (dilated_decoder, "no dilation"),
     ],
 )
@@ -254,3 +258,23 @@ def test_models_it_cannot_serialise_are_refused(make, match):
 def test_bad_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         jsdecoder.serialise_decoder(ARCHITECTURES["conv-rgb"](), "int4")
+
+
+def test_tanh_layers_are_serialised_as_tanh():
+    """A tanh decoder's spec names its units, and decoding it in PyTorch from the fp32
+    weights gives the model's images; the same weights with ReLU units do not."""
+    model = ARCHITECTURES["mlp-tanh"]()
+    spec = jsdecoder.serialise_decoder(model, "fp32").spec
+    kinds = [layer["type"] for layer in spec["layers"]]
+    assert kinds == ["linear", "tanh", "linear", "tanh", "linear", "unflatten"]
+    z = jsdecoder.probe_codes(model.latent_dim, n=16, seed=2)
+    torch.testing.assert_close(
+        jsdecoder.decode_serialised(spec, z), pytorch_images(model, z)
+    )
+    as_relu = dict(spec, layers=[dict(layer) for layer in spec["layers"]])
+    for layer in as_relu["layers"]:
+        if layer["type"] == "tanh":
+            layer["type"] = "relu"
+    assert not torch.allclose(
+        jsdecoder.decode_serialised(as_relu, z), pytorch_images(model, z), atol=1e-3
+    )

@@ -105,3 +105,52 @@ def test_bad_inputs_raise_clear_errors():
         MLPVAE(latent_dim=0)
     with pytest.raises(ValueError, match="image_size 28 or 64"):
         ConvVAE(image_size=32)
+
+
+def test_tanh_mlp_is_the_hand_built_network_of_burda_et_al():
+    """784-200-200-50 with tanh hidden units (Burda et al. 2016, Table 1): the same
+    function as nn.Sequential layers built by hand and given the same weights."""
+    torch.manual_seed(0)
+    m = MLPVAE(latent_dim=50, hidden=(200, 200), activation="tanh")
+    sizes = [(784, 200), (200, 200), (200, 100), (50, 200), (200, 200), (200, 784)]
+    linears = [nn.Linear(a, b) for a, b in sizes]
+    with torch.no_grad():
+        mine = [layer for layer in m.modules() if isinstance(layer, nn.Linear)]
+        assert [(lin.in_features, lin.out_features) for lin in mine] == sizes
+        for lin, theirs in zip(linears, mine):
+            lin.weight.copy_(theirs.weight)
+            lin.bias.copy_(theirs.bias)
+    encoder = nn.Sequential(
+        nn.Flatten(), linears[0], nn.Tanh(), linears[1], nn.Tanh(), linears[2]
+    )
+    decoder = nn.Sequential(linears[3], nn.Tanh(), linears[4], nn.Tanh(), linears[5])
+    x = torch.rand(6, 1, 28, 28)
+    mu, logvar = m.encode(x)
+    torch.testing.assert_close(torch.cat([mu, logvar], 1), encoder(x), rtol=0, atol=0)
+    z = torch.randn(6, 50)
+    want = decoder(z).reshape(6, 1, 28, 28)
+    torch.testing.assert_close(m.decode(z), want, rtol=0, atol=0)
+    # and it is not the ReLU network with those weights
+    relu = nn.Sequential(linears[3], nn.ReLU(), linears[4], nn.ReLU(), linears[5])
+    assert not torch.allclose(m.decode(z), relu(z).reshape(6, 1, 28, 28))
+
+
+def test_activation_is_in_the_config_only_when_not_relu():
+    """ReLU models keep the config (so the checkpoints and cache keys) they had before
+    the option existed."""
+    relu = MLPVAE(latent_dim=3, hidden=(8,))
+    assert relu.config == {"latent_dim": 3, "hidden": [8], "image_shape": [1, 28, 28]}
+    assert MLPVAE(latent_dim=3, hidden=(8,), activation="relu").config == relu.config
+    tanh = MLPVAE(latent_dim=3, hidden=(8,), activation="tanh")
+    assert tanh.config == {**relu.config, "activation": "tanh"}
+    assert MLPVAE(**tanh.config).config == tanh.config
+    assert sum(isinstance(m, nn.Tanh) for m in tanh.modules()) == 2
+    assert not any(isinstance(m, nn.ReLU) for m in tanh.modules())
+
+
+@pytest.mark.parametrize("activation", ["gelu", "Tanh", "", None, nn.Tanh, ["tanh"]])
+def test_unknown_activations_are_refused_naming_the_valid_ones(activation):
+    with pytest.raises(
+        ValueError, match=r"activation must be one of 'relu', 'tanh', got"
+    ):
+        MLPVAE(activation=activation)

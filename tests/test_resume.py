@@ -54,7 +54,7 @@ class Beta:
         return self.linear(step)
 
 
-def run(make=new_mlp, **kwargs):
+def run(make=new_mlp, images=TRAIN, **kwargs):
     """Train a fresh model: 4 epochs of 6 steps, a β warm-up, test images, seed 7, on
     the CPU."""
     model = make()
@@ -69,7 +69,7 @@ def run(make=new_mlp, **kwargs):
         device="cpu",
     )
     settings.update(kwargs)
-    return model, fit(model, TRAIN, **settings)
+    return model, fit(model, images, **settings)
 
 
 def without_timing(history):
@@ -191,6 +191,7 @@ def test_training_state_is_plain_data_and_holds_the_model(reference, tmp_path):
         ({"lr": 3e-3}, "lr: 0.001 in the checkpoint, 0.003 now"),
         ({"seed": 8}, "seed: 7 in the checkpoint, 8 now"),
         ({"beta": 2.0}, "beta: 'Beta' in the checkpoint, 2.0 now"),
+        ({"binarize": True}, "binarize: False in the checkpoint, True now"),
         (
             {"make": lambda: MLPVAE(latent_dim=4, hidden=(32,))},
             r"config \{'latent_dim': 3.*config \{'latent_dim': 4",
@@ -315,3 +316,41 @@ def test_resume_refuses_other_arithmetic_settings(tmp_path):
     run(checkpoint_path=path, epochs=1)
     with pytest.raises(CheckpointError, match="amp: False in the checkpoint, True now"):
         resume_with(path, amp=True, device="cpu")
+
+
+# ---------------------------------------------------------------- dynamic binarisation
+
+GREY = torch.rand(96, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+
+
+def test_a_binarised_run_resumes_bit_for_bit(tmp_path):
+    """The binarisation generator's state is saved and restored with the others: on
+    grey images (where every draw matters) the resumed run is the uninterrupted one."""
+    reference = run(images=GREY, binarize=True, callback=Interrupt())
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(images=GREY, binarize=True, checkpoint_path=path, callback=Interrupt(at=2))
+    saved = torch.load(path, weights_only=True)
+    assert saved["settings"]["binarize"] is True
+    assert saved["rng"]["binarize"]["device"] == "cpu"
+    resumed = run(images=GREY, binarize=True, checkpoint_path=path, resume=True)
+    assert_same_run(reference, resumed)
+    assert without_timing(run(images=GREY)[1]) != without_timing(reference[1])
+
+
+def test_a_checkpoint_from_before_binarize_resumes_as_binarize_false(tmp_path):
+    """A training state written before the setting existed has no "binarize": it was
+    a run without binarisation, and resumes as one."""
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(images=GREY, checkpoint_path=path, callback=Interrupt(at=2))
+    state = torch.load(path, weights_only=True)
+    del state["settings"]["binarize"]
+    assert "binarize" not in state["rng"]
+    torch.save(state, path)
+    resumed = run(images=GREY, checkpoint_path=path, resume=True)
+    assert_same_run(run(images=GREY), resumed)
+    from betavae_lib.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError, match="binarize: False in the checkpoint"):
+        run(images=GREY, binarize=True, checkpoint_path=path, resume=True)

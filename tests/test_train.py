@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from betavae_lib import MLPVAE, ConvVAE, evaluate, fit, pick_device
+from betavae_lib import train as train_mod
 from betavae_lib.schedules import Linear
 from betavae_lib.train import NonFiniteLossError, as_float_images
 
@@ -136,6 +137,7 @@ def test_auto_device_is_cpu_without_accelerators():
             "bernoulli, gaussian, gaussian_learned",
         ),
         ({"epochs": 1, "lr": 0.0}, ValueError, "lr must be"),
+        ({"epochs": 1, "binarize": 1}, TypeError, "binarize must be True or False"),
     ],
 )
 def test_bad_fit_arguments(kwargs, err, match):
@@ -151,3 +153,89 @@ def test_bad_images_for_fit():
         fit(m, torch.rand(8, 1, 28, 28) * 255, epochs=1, progress=False)
     with pytest.raises(TypeError, match="torch.Tensor"):
         fit(m, [[0.0]], epochs=1, progress=False)
+
+
+# ---------------------------------------------------------------- dynamic binarisation
+
+
+def grey_images(n=64, seed=0):
+    """(n, 1, 28, 28) intensities spread over [0, 1]."""
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def small_tanh_mlp():
+    torch.manual_seed(0)
+    return MLPVAE(latent_dim=3, hidden=(16,), activation="tanh")
+
+
+def batches_fit_trains_on(monkeypatch, images, **kwargs) -> list[torch.Tensor]:
+    """The batches every optimiser step of ``fit`` gets."""
+    seen, step = [], train_mod._train_step
+
+    def recording(run, x, i):
+        seen.append(x.clone())
+        return step(run, x, i)
+
+    monkeypatch.setattr(train_mod, "_train_step", recording)
+    fit(small_tanh_mlp(), images, progress=False, device="cpu", **kwargs)
+    return seen
+
+
+def test_binarised_batches_are_fresh_bernoulli_draws_of_the_pixels(monkeypatch):
+    """Every image holds the intensities 0..1 in 784 steps: each batch is exactly 0/1,
+    each pixel's mean over 40 epochs of 32 images is its intensity within 5 binomial
+    standard deviations, intensities 0 and 1 stay 0 and 1, and an image is drawn afresh
+    each epoch."""
+    p = torch.linspace(0, 1, 28 * 28).reshape(1, 1, 28, 28)
+    images = p.expand(32, 1, 28, 28).contiguous()
+    batches = batches_fit_trains_on(
+        monkeypatch, images, epochs=40, batch_size=16, lr=1e-6, binarize=True
+    )
+    drawn = torch.cat(batches)
+    assert len(drawn) == 40 * 32
+    assert set(drawn.unique().tolist()) == {0.0, 1.0}
+    mean = drawn.double().mean(0)
+    sd = (p.double() * (1 - p.double()) / len(drawn)).sqrt()
+    assert ((mean - p).abs() <= 5 * sd).all()
+    assert (drawn[:, 0, 0, 0] == 0).all() and (drawn[:, 0, -1, -1] == 1).all()
+    assert not torch.equal(batches[0], batches[2])  # epochs 1 and 2, same images
+
+
+def test_binarize_draws_from_a_stream_of_its_own(monkeypatch):
+    """On images that are already 0/1 a Bernoulli draw changes nothing, so a run with
+    binarize=True must be the run without it, bit for bit: the batch order and the
+    sampling noise are not disturbed by the binarisation draws."""
+    binary = prototypes(96)
+    runs = []
+    for binarize in (False, True):
+        model = small_tanh_mlp()
+        history = fit(
+            model,
+            binary,
+            epochs=2,
+            batch_size=32,
+            seed=5,
+            progress=False,
+            binarize=binarize,
+        )
+        runs.append((model.state_dict(), history.train_loss))
+    assert runs[0][1] == runs[1][1]
+    for key, value in runs[0][0].items():
+        assert torch.equal(runs[1][0][key], value), key
+
+
+def test_binarised_runs_are_reproducible_and_differ_from_unbinarised_ones():
+    grey = grey_images()
+
+    def run(**kwargs):
+        model = small_tanh_mlp()
+        settings = dict(epochs=2, batch_size=16, seed=1, progress=False)
+        history = fit(model, grey, **{**settings, **kwargs})
+        return model.state_dict(), history.train_loss
+
+    first, again = run(binarize=True), run(binarize=True)
+    assert first[1] == again[1]
+    for key, value in first[0].items():
+        assert torch.equal(again[0][key], value), key
+    assert run(binarize=False)[1] != first[1]
+    assert run(binarize=True, seed=2)[1] != first[1]

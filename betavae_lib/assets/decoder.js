@@ -5,7 +5,7 @@
    returns {latentDim, imageShape, decode(z) -> Float32Array}: z holds latent_dim numbers,
    the result C*H*W pixel means in [0, 1] in (C, H, W) order, i.e. sigmoid(decoder logits).
 
-   Layers: linear, conv_transpose2d, relu, sigmoid, flatten, unflatten. Weights are int8 with
+   Layers: linear, conv_transpose2d, relu, tanh, sigmoid, flatten, unflatten. Weights are int8 with
    float32 scales per block of an output channel, float16 or float32; biases float32; base64,
    little-endian. No dependencies and no globals: inlined into a page inside a function, the
    name below stays local; under Node (tests) it is module.exports.
@@ -153,6 +153,11 @@ var BetaVAEDecoder = (function () {
     return x;
   }
 
+  function tanh(x) {
+    for (var i = 0; i < x.length; i++) x[i] = Math.tanh(x[i]);
+    return x;
+  }
+
   function sigmoid(x) {
     for (var i = 0; i < x.length; i++) x[i] = 1 / (1 + Math.exp(-x[i]));
     return x;
@@ -166,6 +171,7 @@ var BetaVAEDecoder = (function () {
     linear: linear,
     conv_transpose2d: convTranspose2d,
     relu: function () { return relu; },
+    tanh: function () { return tanh; },
     sigmoid: function () { return sigmoid; },
     flatten: function () { return identity; },
     unflatten: function () { return identity; },
