@@ -142,6 +142,24 @@ plots.plot_history(
 # $z$, and each nat of information costs one nat of KL. The gap between the train and test curves shows
 # how much the model overfits (little, at this size).
 #
+# **How good is this?** The closest public runs we know of are of a smaller cousin, the 784-400-20 VAE
+# in PyTorch's own examples (`pytorch/examples`, `vae/main.py`: the same loss, batches of 128, Adam at
+# 10⁻³, 10 epochs). Logs of it published by others report a test loss of about **105.6 nats** after
+# those 10 epochs (105.56 and 105.59 in two independent runs). The next cell reads our model's test
+# −ELBO after 10 epochs from its history, for a comparison at equal training, and how much the last
+# five epochs still gained. The book's recipe is the training cell's: under the full profile, 30 epochs
+# at a constant learning rate, no schedule.
+
+# %%
+at10, last = min(10, epochs), min(5, epochs - 1)
+curve = [r + kl for r, kl in zip(history.test_recon, history.test_kl)]
+print(
+    f"test −ELBO after {at10} epochs: {curve[at10 - 1]:.1f} nats "
+    "(pytorch/examples' 784-400-20 VAE: 105.6 after 10); "
+    f"the last {last} epochs gained {curve[-1 - last] - curve[-1]:.2f} nats"
+)
+
+# %% [markdown]
 # ## Reconstructions
 #
 # Top row: test images. Bottom row: the decoder's mean image for each posterior mean $\mu(x)$.
