@@ -615,7 +615,11 @@ def main(argv=None) -> int:
     profile = args.profile or default_profile()
     device, vers = describe_device(), versions()
     if profile == "full" and device["kind"] == "cpu":
-        print("note: the full profile on a CPU takes hours per chapter")
+        print(
+            "note: on a CPU the full profile takes tens of minutes per MNIST "
+            "chapter; chapter 6's is meant for a GPU (--steps lengthens a "
+            "reduced run of it instead)"
+        )
     argv = argv if argv is not None else sys.argv[1:]
     previous = load_manifest(root)
     run = {
