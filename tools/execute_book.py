@@ -634,7 +634,10 @@ def main(argv=None) -> int:
         "command": "python tools/execute_book.py"
         + "".join(f" {shlex.quote(a)}" for a in argv),
     }
-    print(f"executing {len(todo)} notebook(s) | profile {profile} | {device['name']}")
+    print(
+        f"executing {len(todo)} notebook(s) | profile {profile} | {device['name']} "
+        f"| a cell is stopped after {fmt_seconds(args.timeout)} (--timeout)"
+    )
 
     entries = []
     for i, path in enumerate(todo, 1):
