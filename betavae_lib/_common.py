@@ -125,6 +125,13 @@ def finite_matrix(x, name: str, columns: str = "latent dimension") -> np.ndarray
 # ----------------------------------------------------------------------------- images
 
 
+def check_flag(name: str, value) -> bool:
+    """``value`` if it is True or False; otherwise a TypeError naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def as_float_images(batch: torch.Tensor) -> torch.Tensor:
     """uint8 (0..255) or bool images -> float32 in [0, 1]; float images are returned as
     they are."""

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoints
-from ._common import pick_device, seed_everything
+from ._common import check_flag, pick_device, seed_everything
 from .data import cache_dir
 from .ensemble import fit_ensemble
 from .objective import Objective
@@ -235,9 +235,9 @@ def train_grid(
     if cuda_graph is None:
         graph_env = os.environ.get("BETAVAE_CUDA_GRAPH", "").strip().lower()
         cuda_graph = device.type == "cuda" and graph_env in ("1", "true", "yes", "on")
-    if not isinstance(binarize, bool):
-        raise TypeError(f"binarize must be True or False, got {binarize!r}")
-    shared = training_parts(images, test_images, epochs, batch_size, lr, binarize)
+    shared = training_parts(
+        images, test_images, epochs, batch_size, lr, check_flag("binarize", binarize)
+    )
     members, models, histories, status = {}, {}, {}, {}
     for key, spec in grid.items():
         objective, overrides, member_seed = _split_spec(spec, seed)

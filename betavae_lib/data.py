@@ -30,7 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import atomic_write, check_pixel_range, positive_int, real_number
+from ._common import (
+    as_float_images,
+    atomic_write,
+    binarize_batch,
+    check_pixel_range,
+    positive_int,
+    real_number,
+)
 
 DATASETS = ("mnist", "fashion_mnist", "dsprites")
 SPLITS = ("train", "test")
@@ -527,20 +534,15 @@ def binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
     positive_int("seed", seed, minimum=0, what="a non-negative integer")
-    if images.dtype == torch.uint8:
-        p = images.float().div_(255)
-    elif images.dtype == torch.bool:
-        p = images.float()
-    elif images.is_floating_point():
-        p = images
-    else:
+    p = as_float_images(images)
+    if not p.is_floating_point():
         raise TypeError(
             f"images must be float in [0, 1], uint8 (0..255) or bool, "
             f"got dtype {images.dtype}"
         )
     check_pixel_range(p, "images")
     generator = torch.Generator().manual_seed(int(seed))
-    return torch.bernoulli(p.cpu(), generator=generator).to(images.device)
+    return binarize_batch(p.cpu(), generator).to(images.device)
 
 
 # -------------------------------------------------------------------------- entry point

@@ -56,6 +56,7 @@ from ._common import (
     binarize_batch,
     binarize_generator,
     check_dataset_images,
+    check_flag,
     check_vae,
     pick_device,
     positive_int,
@@ -751,8 +752,7 @@ def fit_ensemble(
         positive_int(name, value)
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not isinstance(binarize, bool):
-        raise TypeError(f"binarize must be True or False, got {binarize!r}")
+    check_flag("binarize", binarize)
     if on_failure not in ("warn", "raise"):
         raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
     ens = VAEEnsemble(model_list, device=device, layout=layout)

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._common import real_number
+from ._common import check_flag, real_number
 from .losses import LIKELIHOODS, check_objective_options
 from .schedules import as_schedule
 
@@ -110,8 +110,7 @@ class Objective:
             )
         if self.likelihood == "gaussian":
             real_number("sigma", self.sigma, strict=True, unit=" (Gaussian likelihood)")
-        if not isinstance(self.tc, bool):
-            raise TypeError(f"tc must be True or False, got {self.tc!r}")
+        check_flag("tc", self.tc)
         self._check_combination()
 
     def _check_combination(self) -> None:

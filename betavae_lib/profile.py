@@ -80,15 +80,19 @@ def get_profile(name: str | None = None) -> Profile:
             f"{', '.join(PROFILES)}"
         )
     steps = os.environ.get(STEPS_ENV, "").strip()
-    if not steps:
-        return Profile(name)
+    return Profile(name, parse_steps(steps)) if steps else Profile(name)
+
+
+def parse_steps(text: str, name: str = STEPS_ENV) -> int:
+    """The positive integer ``text`` gives (``_`` separators allowed); a ValueError
+    naming ``name`` otherwise."""
     try:
-        value = int(steps.replace("_", ""))
+        value = int(text.replace("_", ""))
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"{STEPS_ENV} must be a positive integer, got {steps!r}")
-    return Profile(name, value)
+        raise ValueError(f"{name} must be a positive integer, got {text!r}")
+    return value
 
 
 def start_chapter(seed: int = 0, by_steps: bool = False):

@@ -36,6 +36,7 @@ from ._common import (
     binarize_batch,
     binarize_generator,
     check_dataset_images,
+    check_flag,
     check_vae,
     model_device,
     pick_device,
@@ -193,10 +194,7 @@ def _check_fit_args(
     real_number("lr", lr, strict=True)
     # likelihood, sigma, β, capacity, γ, free bits and their combination: Objective
     callback = loop["callback"]
-    if not isinstance(arithmetic["binarize"], bool):
-        raise TypeError(
-            f"binarize must be True or False, got {arithmetic['binarize']!r}"
-        )
+    check_flag("binarize", arithmetic["binarize"])
     if callback is not None and not callable(callback):
         raise TypeError(
             f"callback must be callable as callback(epoch, model, history), got "

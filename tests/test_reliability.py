@@ -591,24 +591,21 @@ def test_last_update_that_makes_the_weights_non_finite_is_an_error():
     """One step with a learning rate that overflows float32: the loss of that step was
     finite, the weights after it are not; fit names the step instead of returning
     them."""
+
+    def overflow():
+        fit(
+            small_mlp(),
+            binary_images(32),
+            epochs=1,
+            batch_size=32,
+            lr=1e39,
+            progress=False,
+        )
+
     with pytest.raises(NonFiniteWeightsError, match="after optimiser step 0 .epoch 1."):
-        fit(
-            small_mlp(),
-            binary_images(32),
-            epochs=1,
-            batch_size=32,
-            lr=1e39,
-            progress=False,
-        )
+        overflow()
     with pytest.raises(NonFiniteLossError):  # the subclass is caught as before
-        fit(
-            small_mlp(),
-            binary_images(32),
-            epochs=1,
-            batch_size=32,
-            lr=1e39,
-            progress=False,
-        )
+        overflow()
 
 
 INF = float("inf")

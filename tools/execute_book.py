@@ -46,7 +46,6 @@ from execution_page import fmt_seconds, render_page  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = Path("book/execution.json")
-STEPS_ENV = "BETAVAE_STEPS"  # betavae_lib.profile.STEPS_ENV
 PAGE = Path("book/execution.md")
 FAILED_DIR = Path("_build/execution/failed")
 SCHEMA = 2
@@ -403,6 +402,8 @@ def kernel_env(profile: str, steps: int | None = None) -> dict:
     """The kernels' environment: this process's, with the profile set and figures
     kept inline (a non-inline backend, Agg in CI, would drop every figure), and
     ``BETAVAE_STEPS`` set to ``steps`` (removed when None)."""
+    from betavae_lib.profile import STEPS_ENV
+
     env = dict(os.environ)
     env["BETAVAE_PROFILE"] = profile
     if steps is None:
@@ -549,14 +550,14 @@ def default_profile() -> str:
 
 
 def positive_steps(text: str) -> int:
-    """argparse type for ``--steps``: a positive integer."""
+    """argparse type for ``--steps``: a positive integer
+    (:func:`betavae_lib.profile.parse_steps`)."""
+    from betavae_lib.profile import parse_steps
+
     try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+        return parse_steps(text, "--steps")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_args(argv=None):
