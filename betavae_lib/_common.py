@@ -275,21 +275,58 @@ def atomic_write(path: str | os.PathLike, suffix: str = ".tmp"):
 
 # ----------------------------------------------------------------- dynamic binarisation
 
-# Mixed with a run's seed to seed its binarisation draws ("bina" in ASCII).
+# Mixed with a run's seed to seed the streams that must not share its generators:
+# the binarisation draws ("bina" in ASCII) and the evaluation noise ("eval").
 _BINARIZE_STREAM = 0x62696E61
+_EVALUATE_STREAM = 0x6576616C
+
+
+def derived_seed(seed: int, stream: int) -> int:
+    """A seed for ``stream`` derived from a run's ``seed`` (NumPy's ``SeedSequence`` of
+    the two): fixed by the seed, yet independent of the batch order and the sampling
+    noise, whose generators ``seed`` seeds directly."""
+    entropy = [int(seed) % 2**64, stream]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
 
 
 def binarize_generator(seed: int, device: str | torch.device) -> torch.Generator:
-    """The generator of a run's dynamic binarisation, on ``device``.
+    """The generator of a run's dynamic binarisation, on ``device`` (seeded by
+    :func:`derived_seed`). ``fit(seed=s, binarize=True)`` and a ``fit_ensemble`` member
+    with seed ``s`` draw from the same stream."""
+    return torch.Generator(device=device).manual_seed(
+        derived_seed(seed, _BINARIZE_STREAM)
+    )
 
-    Seeded with a number derived from ``seed`` (NumPy's ``SeedSequence`` of ``seed`` and
-    a constant for this stream), so its draws are fixed by the seed yet independent of
-    the batch order and the sampling noise, whose generators ``seed`` seeds directly.
-    ``fit(seed=s, binarize=True)`` and a ``fit_ensemble`` member with seed ``s`` draw
-    from the same stream."""
-    entropy = [int(seed) % 2**64, _BINARIZE_STREAM]
-    derived = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
-    return torch.Generator(device=device).manual_seed(derived)
+
+def evaluation_seed(seed: int) -> int:
+    """The seed of the posterior samples with which a run's test metrics are computed.
+    Evaluation draws from a generator of its own, restarted at this seed for every
+    evaluation, so asking for test metrics never changes the trained weights and every
+    epoch is scored on the same noise."""
+    return derived_seed(seed, _EVALUATE_STREAM)
+
+
+@contextlib.contextmanager
+def seeded_noise(seed: int, device: torch.device):
+    """Run the block with ``device``'s default generator seeded with ``seed``, and give
+    the generator its state back afterwards: draws made inside (``randn_like`` in a
+    model's forward) neither depend on nor advance the caller's stream."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = (
+            device.index if device.index is not None else torch.cuda.current_device()
+        )
+        with torch.random.fork_rng(devices=[index], device_type="cuda"):
+            torch.cuda.default_generators[index].manual_seed(seed)
+            yield
+    elif device.type == "cpu":
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            yield
+    else:  # other accelerators: fork and seed every generator torch knows of
+        with torch.random.fork_rng(device_type=device.type):
+            torch.manual_seed(seed)
+            yield
 
 
 def binarize_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

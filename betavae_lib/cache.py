@@ -107,6 +107,10 @@ def training_parts(
         "batch_size": int(batch_size),
         "lr": float(lr),
     }
+    if test_images is not None:
+        # Test metrics draw their own noise (train.evaluation_seed); models trained
+        # while evaluation shared the training stream differ, so they are not reused.
+        parts["evaluation"] = "own-noise"
     if binarize:
         parts["binarize"] = True
     return parts

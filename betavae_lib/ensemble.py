@@ -58,6 +58,7 @@ from ._common import (
     check_dataset_images,
     check_flag,
     check_vae,
+    evaluation_seed,
     pick_device,
     positive_int,
 )
@@ -472,9 +473,10 @@ class _Trainer:
             return next(iter(perms.values()))
         return torch.stack([perms[s] for s in self.seeds])
 
-    def draw_noise(self, out: torch.Tensor) -> torch.Tensor:
-        """Fill ``out`` (K, B, D) with each member's N(0, 1) noise (its generator)."""
-        for row, generator in zip(out, self.noise):
+    def draw_noise(self, out: torch.Tensor, generators=None) -> torch.Tensor:
+        """Fill ``out`` (K, B, D) with each member's N(0, 1) noise (from its training
+        generator, or from ``generators``, one per member)."""
+        for row, generator in zip(out, generators or self.noise):
             row.normal_(generator=generator)
         return out
 
@@ -607,7 +609,13 @@ class _Trainer:
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor, batch_size: int = 1000):
         """Each member's recon, kl ((K, 2)) and kl per dim ((K, D)) on ``images``, one
-        posterior sample per image from each member's generator, as ``fit`` draws it."""
+        posterior sample per image from a generator of each member's own, restarted at
+        :func:`~betavae_lib._common.evaluation_seed` of its seed, as ``fit`` draws it
+        (the training noise is left alone)."""
+        noise = [
+            torch.Generator(device=self.device).manual_seed(evaluation_seed(s))
+            for s in self.seeds
+        ]
         sums = torch.zeros(self.size, 2, device=self.device)
         kl_dims = torch.zeros(self.size, self.ens.latent_dim, device=self.device)
         zero = Coefficients()
@@ -620,7 +628,7 @@ class _Trainer:
             eps = torch.empty(
                 self.size, len(x), self.ens.latent_dim, device=self.device
             )
-            terms = self.losses(x, self.draw_noise(eps), coefficients, False)
+            terms = self.losses(x, self.draw_noise(eps, noise), coefficients, False)
             sums += torch.stack([terms.recon, terms.kl], dim=1) * len(x)
             kl_dims += terms.kl_per_dim * len(x)
         return sums / len(images), kl_dims / len(images)

@@ -38,11 +38,13 @@ from ._common import (
     check_dataset_images,
     check_flag,
     check_vae,
+    evaluation_seed,
     model_device,
     pick_device,
     positive_int,
     real_number,
     seed_everything,
+    seeded_noise,
 )
 from .losses import LIKELIHOODS, beta_vae_loss, objective_loss
 from .models import VAEOutput
@@ -109,10 +111,13 @@ def evaluate(
     batch_size: int = 1000,
     likelihood: str = "bernoulli",
     sigma: float = 0.1,
+    seed: int = 0,
 ) -> dict:
     """Negative-ELBO terms on ``images`` with one posterior sample per image.
 
-    Returns
+    The samples are drawn from a generator of their own, seeded from ``seed`` (as a run
+    with that seed evaluates its test images): the same call gives the same numbers,
+    and the caller's random stream is left where it was. Returns
     ``{"recon": float, "kl": float, "kl_per_dim": (D,) list, "neg_elbo": float}`` in
     nats per image (means over images, sums over pixels / latents).
     """
@@ -124,16 +129,40 @@ def evaluate(
             f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
         )
     return _evaluate(
-        model, images, batch_size=batch_size, likelihood=likelihood, sigma=sigma
+        model,
+        images,
+        batch_size=batch_size,
+        likelihood=likelihood,
+        sigma=sigma,
+        seed=positive_int("seed", seed, minimum=0, what="a non-negative integer"),
     )
 
 
 @torch.no_grad()
 def _evaluate(
-    model, images: torch.Tensor, *, batch_size: int, likelihood: str, sigma: float
+    model,
+    images: torch.Tensor,
+    *,
+    batch_size: int,
+    likelihood: str,
+    sigma: float,
+    seed: int,
 ) -> dict:
     """:func:`evaluate` without the argument checks (``fit`` checks once, before the
     first epoch)."""
+    with seeded_noise(evaluation_seed(seed), model_device(model)):
+        sums, kl_dims = _evaluation_sums(model, images, batch_size, likelihood, sigma)
+    recon, kl = (sums / len(images)).tolist()
+    return {
+        "recon": recon,
+        "kl": kl,
+        "kl_per_dim": (kl_dims / len(images)).tolist(),
+        "neg_elbo": recon + kl,
+    }
+
+
+def _evaluation_sums(model, images, batch_size: int, likelihood: str, sigma: float):
+    """(recon, kl) and kl per dim summed over ``images``, in eval mode."""
     was_training = model.training
     model.eval()
     device, dtype = model_device(model), model.log_sigma.dtype
@@ -156,13 +185,7 @@ def _evaluate(
         sums += torch.stack([t.recon, t.kl]) * len(x)
         kl_dims += t.kl_per_dim * len(x)
     model.train(was_training)
-    recon, kl = (sums / len(images)).tolist()
-    return {
-        "recon": recon,
-        "kl": kl,
-        "kl_per_dim": (kl_dims / len(images)).tolist(),
-        "neg_elbo": recon + kl,
-    }
+    return sums, kl_dims
 
 
 # ---------------------------------------------------------------------- argument checks
@@ -333,10 +356,15 @@ def _record_epoch(
 
 
 def _record_test(
-    history: History, model, test_images, likelihood: str, sigma: float
+    history: History, model, test_images, likelihood: str, sigma: float, seed: int
 ) -> None:
     ev = _evaluate(
-        model, test_images, batch_size=1000, likelihood=likelihood, sigma=sigma
+        model,
+        test_images,
+        batch_size=1000,
+        likelihood=likelihood,
+        sigma=sigma,
+        seed=seed,
     )
     history.test_recon.append(ev["recon"])
     history.test_kl.append(ev["kl"])
@@ -494,7 +522,7 @@ def fit(
                 )
                 _record_epoch(history, epoch, sums, kl_dims, len(images), beta_now)
                 if test_images is not None:
-                    _record_test(history, model, test_images, likelihood, sigma)
+                    _record_test(history, model, test_images, likelihood, sigma, seed)
                 history.seconds.append(time.perf_counter() - t0)
                 history.steps = step
                 if checkpoint_path is not None and (
