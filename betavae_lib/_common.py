@@ -132,6 +132,18 @@ def check_flag(name: str, value) -> bool:
     return value
 
 
+def check_amp(amp, device: torch.device) -> bool:
+    """``amp`` as a bool (see :func:`check_flag`), refused where bfloat16 autocast is
+    not supported (devices other than cuda and cpu)."""
+    amp = check_flag("amp", amp)
+    if amp and device.type not in ("cuda", "cpu"):
+        raise ValueError(
+            f"amp=True (bfloat16 autocast) is supported on cuda and cpu, "
+            f"not {device.type}"
+        )
+    return amp
+
+
 def as_float_images(batch: torch.Tensor) -> torch.Tensor:
     """uint8 (0..255) or bool images -> float32 in [0, 1]; float images are returned as
     they are."""

@@ -94,10 +94,12 @@ def training_parts(
     batch_size: int,
     lr: float,
     binarize: bool = False,
+    amp: bool = False,
 ):
     """The cache-key parts shared by a grid: content hashes of the training and test
-    images, the training length, batch size and learning rate, and ``binarize`` (only
-    when True, so the keys of runs without it are the ones they always had)."""
+    images, the training length, batch size and learning rate, and ``binarize`` and
+    ``amp`` (each only when True, so the keys of runs without them are the ones they
+    always had)."""
     parts = {
         "train_images": checkpoints.data_fingerprint(images),
         "test_images": (
@@ -113,6 +115,8 @@ def training_parts(
         parts["evaluation"] = "own-noise"
     if binarize:
         parts["binarize"] = True
+    if amp:
+        parts["amp"] = True
     return parts
 
 
@@ -219,6 +223,7 @@ def train_grid(
     progress: bool = False,
     verbose: bool = True,
     binarize: bool = False,
+    amp: bool = False,
 ) -> tuple[dict, dict]:
     """Trained models and their Histories for every entry of ``grid``: ``(models,
     histories)``, both keyed like ``grid``; the models on the CPU, in eval mode.
@@ -229,7 +234,7 @@ def train_grid(
     ``config`` (``latent_dim=64``). Member ``key`` is ``model_class(**config)`` built
     after ``seed_everything(seed)`` and trained as ``fit(..., seed=seed)`` would train
     it; missing members with one architecture train as one ensemble. images,
-    test_images, epochs, batch_size, lr, device, binarize: as for ``fit``. cache: a
+    test_images, epochs, batch_size, lr, device, binarize, amp: as for ``fit``. cache: a
     :class:`ModelCache` (default: the shared one, off with ``BETAVAE_CACHE=off``).
     cuda_graph: default ``BETAVAE_CUDA_GRAPH=1`` on a CUDA device. verbose: print one
     line saying, per model, "trained" or "loaded from cache".
@@ -240,7 +245,13 @@ def train_grid(
         graph_env = os.environ.get("BETAVAE_CUDA_GRAPH", "").strip().lower()
         cuda_graph = device.type == "cuda" and graph_env in ("1", "true", "yes", "on")
     shared = training_parts(
-        images, test_images, epochs, batch_size, lr, check_flag("binarize", binarize)
+        images,
+        test_images,
+        epochs,
+        batch_size,
+        lr,
+        check_flag("binarize", binarize),
+        check_flag("amp", amp),
     )
     members, models, histories, status = {}, {}, {}, {}
     for key, spec in grid.items():
@@ -277,6 +288,7 @@ def train_grid(
             progress=progress,
             cuda_graph=cuda_graph,
             binarize=binarize,
+            amp=amp,
         )
         for key in keys:
             model = built[key].cpu().eval()

@@ -55,6 +55,7 @@ from ._common import (
     backend_settings,
     binarize_batch,
     binarize_generator,
+    check_amp,
     check_dataset_images,
     check_flag,
     check_vae,
@@ -153,6 +154,19 @@ class _BatchedLinear(torch.autograd.Function):
         grad_w = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
         grad_b = grad.sum(1) if ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
+
+
+def _autocast_operands(form: str, h, weight, bias):
+    """The operands of a batched linear layer in autocast's dtype when autocast is on
+    (autocast does not reach inside a custom autograd Function); the casts are
+    recorded by autograd, so the float32 weights get float32 gradients, as
+    ``nn.Linear`` under autocast gives them."""
+    device = weight.device.type
+    if not torch.is_autocast_enabled(device):
+        return h, weight, bias
+    dtype = torch.get_autocast_dtype(device)
+    h = [t.to(dtype) for t in h] if form == "members" else h.to(dtype)
+    return h, weight.to(dtype), bias.to(dtype)
 
 
 # ------------------------------------------------------------------ the batched model
@@ -304,6 +318,7 @@ class VAEEnsemble:
             return "stacked", self._stacked(form, h).unflatten(module.dim + 1, sizes)
         weight, bias = self.params[f"{prefix}.weight"], self.params[f"{prefix}.bias"]
         if isinstance(module, nn.Linear):
+            h, weight, bias = _autocast_operands(form, h, weight, bias)
             if self.layout == "grouped":
                 stacked = self._stacked(form, h)
                 return "stacked", _BatchedLinear.apply(stacked, weight, bias)
@@ -407,7 +422,17 @@ class _Trainer:
     """One :func:`fit_ensemble` call: data, optimiser, generators and running sums."""
 
     def __init__(
-        self, ensemble, images, objectives, seeds, *, lr, batch_size, graph, binarize
+        self,
+        ensemble,
+        images,
+        objectives,
+        seeds,
+        *,
+        lr,
+        batch_size,
+        graph,
+        binarize,
+        amp=False,
     ):
         ens, device, k = ensemble, ensemble.device, ensemble.size
         self.ens, self.device, self.size = ens, device, k
@@ -428,6 +453,7 @@ class _Trainer:
             else None
         )
         self.channels_last = bool(ens.conv_weights) and device.type in ("cuda", "cpu")
+        self.amp = amp  # bfloat16 autocast of the forward pass, as fit(amp=True)
         self.log_sigma = None  # the grouped layout's per-member log σ, (K,)
         if self.likelihood == "gaussian":
             log_sigmas = [log_sigma_of(o) for o in objectives]
@@ -515,17 +541,24 @@ class _Trainer:
             dataset_size=self.n,
         )[:4]
 
-    def losses(self, x, eps, coefficients, channels_last: bool) -> LossTerms:
+    def losses(
+        self, x, eps, coefficients, channels_last: bool, amp: bool = False
+    ) -> LossTerms:
         """Forward all members on images x ((B, ...) shared, or (K, B, ...)) with noise
         eps (K, B, D); returns total, recon, kl (each (K,)) and kl_per_dim (K, D).
+        amp: the forward pass under bfloat16 autocast, the loss in float32 (as
+        ``fit(amp=True)``).
 
         coefficients: in the members layout K :class:`Coefficients` of numbers (each
         member's loss is computed exactly as ``fit`` computes it); in the grouped layout
         one :class:`Coefficients` of (K,) tensors (the loss is vmapped over members).
         """
-        mu, logvar = self.ens.encode(x, channels_last=channels_last)
-        z = mu + torch.exp(0.5 * logvar) * eps
-        logits = self.ens.decode(z)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            mu, logvar = self.ens.encode(x, channels_last=channels_last)
+            z = mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)
+            logits = self.ens.decode(z)
+        if amp:
+            mu, logvar, z, logits = (t.float() for t in (mu, logvar, z, logits))
         if self.ens.layout == "members":
             learned = self.likelihood == "gaussian_learned"
             log_sigmas = (
@@ -575,7 +608,7 @@ class _Trainer:
         ``skip_freeze_if_alive`` (a cheap check on the CPU)."""
         if x is None:
             x = self.batch(index)
-        terms = self.losses(x, eps, coefficients, self.channels_last)
+        terms = self.losses(x, eps, coefficients, self.channels_last, self.amp)
         terms.total.sum().backward()  # members share no computation: separate grads
         with torch.no_grad():
             ok = torch.isfinite(terms.total)
@@ -724,6 +757,7 @@ def fit_ensemble(
     layout: str = "auto",
     on_failure: str = "warn",
     binarize: bool = False,
+    amp: bool = False,
 ) -> EnsembleResult:
     """Train ``models`` (name -> model, one class and config) as one batched model.
 
@@ -737,6 +771,8 @@ def fit_ensemble(
     CUDA graph (CUDA, grouped layout). layout: "members" or "grouped"
     (:class:`VAEEnsemble`; ``"auto"`` picks "members" on the CPU, "grouped" elsewhere).
     on_failure: ``"warn"`` or ``"raise"`` when members diverged and were frozen.
+    amp: bfloat16 autocast of the forward pass (cuda, cpu), the loss and the weights in
+    float32, as ``fit(amp=True)``; recorded in each History.
 
     The models are trained in place (and, like ``fit``, left on ``device`` in eval
     mode). Returns an :class:`EnsembleResult`: a History per member, whose ``seconds``
@@ -761,6 +797,7 @@ def fit_ensemble(
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be > 0, got {lr!r}")
     check_flag("binarize", binarize)
+    amp = check_amp(amp, device)
     if on_failure not in ("warn", "raise"):
         raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
     ens = VAEEnsemble(model_list, device=device, layout=layout)
@@ -776,8 +813,9 @@ def fit_ensemble(
         batch_size=int(batch_size),
         graph=bool(cuda_graph),
         binarize=binarize,
+        amp=amp,
     )
-    histories = {n: History() for n in names}
+    histories = {n: History(amp=amp) for n in names}
     with backend_settings(device):
         _train_epochs(
             trainer,

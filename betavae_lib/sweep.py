@@ -91,6 +91,7 @@ import numpy as np
 import torch
 
 from . import checkpoints
+from ._common import check_flag
 from .data import load_dataset
 from .ensemble import fit_ensemble
 from .metrics import active_units, factor_vae_score, mig
@@ -207,9 +208,11 @@ class RunConfig:
     factor_vae_eval: int = 2_500
     factor_vae_variance: int = 10_000
     factor_vae_batch: int = 64
+    amp: bool = False
 
     def __post_init__(self):
         set_ = functools.partial(object.__setattr__, self)
+        set_("amp", check_flag("amp", self.amp))
         if not isinstance(self.coefficients, dict):
             raise TypeError(
                 f"coefficients must be a dict, got {type(self.coefficients).__name__}"
@@ -291,8 +294,13 @@ class RunConfig:
         return Objective(**self.fit_options())
 
     def as_dict(self) -> dict:
-        """A JSON-ready dict; :meth:`from_dict` is its inverse."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dict; :meth:`from_dict` is its inverse. ``amp`` appears only
+        when True, so the records and grids of float32 runs are the ones they always
+        were."""
+        values = dataclasses.asdict(self)
+        if not values["amp"]:
+            del values["amp"]
+        return values
 
     def __hash__(self) -> int:
         return hash(json.dumps(self.as_dict(), sort_keys=True))
@@ -859,6 +867,7 @@ def _train_and_score(index: int, config: RunConfig, directory: Path, device) -> 
         checkpoint_path=checkpoint,
         resume=resumed_from is not None,
         overwrite=resumed_from is None,  # a model checkpoint without a record
+        amp=config.amp,
         **config.fit_options(),
     )
     t0 = time.perf_counter()
@@ -957,6 +966,7 @@ def _train_ensemble(members: list, root: Path, device, keep_going: bool):
             device=device,
             progress=False,
             on_failure="warn",
+            amp=first.amp,
         )
     indices = list(configs)
     seconds = None
@@ -1129,6 +1139,7 @@ def _shard_key(config: RunConfig) -> tuple:
         config.latent_dim,
         config.width,
         config.hidden,
+        config.amp,
     )
 
 

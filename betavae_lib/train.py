@@ -35,6 +35,7 @@ from ._common import (
     backend_settings,
     binarize_batch,
     binarize_generator,
+    check_amp,
     check_dataset_images,
     check_flag,
     check_vae,
@@ -92,6 +93,7 @@ class History:
     beta: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
     steps: int = 0
+    amp: bool = False  # trained under bfloat16 autocast (the loss in float32)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -225,11 +227,7 @@ def _check_fit_args(
         )
     if saving["resume"] and saving["path"] is None:
         raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
-    if arithmetic["amp"] and device.type not in ("cuda", "cpu"):
-        raise ValueError(
-            f"amp=True (bfloat16 autocast) is supported on cuda and cpu, "
-            f"not {device.type}"
-        )
+    check_amp(arithmetic["amp"], device)
 
 
 # ---------------------------------------------------------------------- device settings
@@ -484,7 +482,7 @@ def fit(
     order = torch.Generator().manual_seed(seed)  # the batch order
     if binarize:
         run.binarizer = binarize_generator(seed, device)
-    start_epoch, step, history = 0, 0, History()
+    start_epoch, step, history = 0, 0, History(amp=bool(amp))
     if resume:
         restored = checkpoints.restore_training_state(
             checkpoint_path,
