@@ -35,6 +35,7 @@ from betavae_lib.schedules import Linear
 ROOT = Path(__file__).resolve().parents[1]
 BETAS = (0.1, 0.5, 1.0, 2.0, 4.0, 10.0)
 CPU_ENSEMBLE_ROW = "6 MNIST MLPVAEs (β sweep), batch 128"
+AMP_ENSEMBLE_ROW = "15 dSprites ConvVAEs (chapter 6), batch 64, amp=True"
 CUDA_ENSEMBLE_ROWS = (
     "15 dSprites ConvVAEs, batch 64",
     "15 dSprites ConvVAEs, batch 64, cuda_graph=True",
@@ -101,9 +102,10 @@ def sequential_fits(
 
 
 def one_ensemble(
-    make_model, images, objectives, seeds, *, batch_size, device, cuda_graph=False
+    make_model, images, objectives, seeds, *, batch_size, device, **options
 ) -> tuple[float, float]:
-    """Seconds for the same members trained as one ensemble, and their mean loss."""
+    """Seconds for the same members trained as one ensemble, and their mean loss
+    (options: ``fit_ensemble``'s, e.g. ``cuda_graph=True`` or ``amp=True``)."""
     models = _members(make_model, objectives, seeds)
     _sync(device)
     t0 = _clock(device)
@@ -116,7 +118,7 @@ def one_ensemble(
         batch_size=batch_size,
         device=device,
         progress=False,
-        cuda_graph=cuda_graph,
+        **options,
     )
     _sync(device)
     seconds = _clock(device) - t0
@@ -167,6 +169,40 @@ def ensemble_row(
         ours,
         f"{steps} steps per model; loss: members' mean final training loss",
     )
+
+
+def amp_ensemble_row(device, *, steps: int, repeats: int) -> Row:
+    """Chapter 6's fifteen members (five objectives × three seeds) trained as one
+    ensemble with ``amp=True`` (bfloat16 autocast) against the same ensemble in
+    float32, interleaved after a warm-up of each."""
+    sprites = bench_train.dsprites_images(steps * 64)
+    objectives = chapter6_grid(steps)
+    seeds = {key: int(key.rsplit(" ", 1)[1]) for key in objectives}
+    run = dict(batch_size=64, device=device)
+    for amp in (False, True):
+        one_ensemble(ConvVAE, sprites[:128], objectives, seeds, amp=amp, **run)
+    ref, ours = [], []
+    for _ in range(repeats):
+        ref.append(one_ensemble(ConvVAE, sprites, objectives, seeds, **run))
+        ours.append(one_ensemble(ConvVAE, sprites, objectives, seeds, amp=True, **run))
+    return interleaved_row(
+        AMP_ENSEMBLE_ROW,
+        device,
+        "the ensemble in float32",
+        ref,
+        ours,
+        f"{steps} steps per model; opt-in, changes the arithmetic; "
+        f"CPU: {bench_train.cpu_bf16_support()}",
+    )
+
+
+def chapter6_grid(steps: int) -> dict[str, Objective]:
+    """Chapter 6's five objectives × seeds 0, 1, 2, keyed ``"<objective> / seed s"``."""
+    return {
+        f"{name} / seed {s}": objective
+        for name, objective in chapter6_objectives(steps).items()
+        for s in (0, 1, 2)
+    }
 
 
 # ------------------------------------------------------------------ the GEMM limit
@@ -332,15 +368,12 @@ def rows(device: torch.device, *, repeats: int = 2, quick: bool = False) -> list
                 repeats=repeats,
             ),
             gemm_row(device, mnist, batch_size=128, repeats=repeats),
+            amp_ensemble_row(device, steps=20 if quick else 60, repeats=repeats),
         ]
         return out
     steps = 100 if quick else 300
     sprites = bench_train.dsprites_images(steps * 64)
-    objectives = {
-        f"{name} / seed {s}": objective
-        for name, objective in chapter6_objectives(steps).items()
-        for s in (0, 1, 2)
-    }
+    objectives = chapter6_grid(steps)
     seeds = {key: int(key.rsplit(" ", 1)[1]) for key in objectives}
     out = []
     for name, graph in zip(CUDA_ENSEMBLE_ROWS, (False, True)):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,6 +60,25 @@ def use_cpu_time(enabled: bool = True) -> None:
     """
     global CPU_CLOCK
     CPU_CLOCK = time.process_time if enabled else time.perf_counter
+
+
+def cpu_bf16_support() -> str:
+    """Which bfloat16 matrix instructions this CPU has (what ``amp=True`` can use):
+    AMX-BF16, AVX512-BF16, or none (then bfloat16 is converted in software)."""
+    try:
+        flags = set()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        return "instructions unknown"
+    found = [name for flag, name in _BF16_FLAGS if flag in flags]
+    best = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+    return ", ".join(found) if found else f"no bf16 instructions ({best} only)"
+
+
+_BF16_FLAGS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"))
 
 
 def _clock(device: torch.device) -> float:

@@ -55,7 +55,8 @@ def machine() -> str:
         torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
     )
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
+        f"{cpu} ({bench_train.cpu_bf16_support()}), {os.cpu_count()} logical CPUs, "
+        f"torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), "
         f"{gpu}, Python {platform.python_version()}"
     )
