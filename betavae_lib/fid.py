@@ -22,6 +22,7 @@ holds for singular covariances).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -60,14 +61,17 @@ class FIDUnavailableError(ImportError):
 
 @dataclass
 class FIDResult:
-    """A Fréchet distance: ``value``, the sizes ``n_real`` and ``n_fake``, and the
+    """A Fréchet distance: ``value``, the sizes ``n_real`` and ``n_fake``, the
     ``features`` used (``"domain:mnist"``, ``"domain:fashion_mnist"`` or
-    ``"inception"``)."""
+    ``"inception"``), and its two terms (:func:`frechet_terms`): ``mean_term`` and
+    ``covariance_term``, which add to ``value``."""
 
     value: float
     n_real: int
     n_fake: int
     features: str
+    mean_term: float = math.nan
+    covariance_term: float = math.nan
 
     def __float__(self) -> float:
         return float(self.value)
@@ -547,18 +551,12 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), the value of
-    pytorch-fid's ``calculate_frechet_distance``:
-
-        d² = ‖mu1 − mu2‖² + Tr(sigma1 + sigma2 − 2 (sigma1 sigma2)^½)
-
-    mu: (F,); sigma: (F, F) covariance matrices (symmetric, positive semi-definite;
-    others raise ValueError). Tr (sigma1 sigma2)^½ comes from
-    :func:`trace_sqrt_product`, so singular covariances (fewer samples than features,
-    where pytorch-fid may fail) give the exact distance of the two Gaussians, which is a
-    biased FID (:func:`feature_statistics` warns).
-    """
+def frechet_terms(mu1, sigma1, mu2, sigma2) -> tuple[float, float]:
+    """The two terms of :func:`frechet_distance`: ``(mean, covariance)`` =
+    (‖mu1 − mu2‖², Tr(sigma1 + sigma2 − 2 (sigma1 sigma2)^½)). The first says how far
+    the feature means are apart, the second how differently the features spread (the
+    squared Bures distance of the covariances); both are ≥ 0 and they add to the
+    distance."""
     mu1 = np.atleast_1d(to_numpy(mu1, "mu1")).astype(np.float64)
     mu2 = np.atleast_1d(to_numpy(mu2, "mu2")).astype(np.float64)
     sigma1 = np.atleast_2d(to_numpy(sigma1, "sigma1")).astype(np.float64)
@@ -577,12 +575,28 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
         if not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or Inf")
     diff = mu1 - mu2
-    return float(
-        diff.dot(diff)
-        + np.trace(sigma1)
-        + np.trace(sigma2)
-        - 2 * trace_sqrt_product(sigma1, sigma2)
+    covariance = (
+        np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2)
     )
+    return float(diff.dot(diff)), float(covariance)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), the value of
+    pytorch-fid's ``calculate_frechet_distance``: the *squared* 2-Wasserstein distance
+    of the two Gaussians,
+
+        d² = ‖mu1 − mu2‖² + Tr(sigma1 + sigma2 − 2 (sigma1 sigma2)^½)
+
+    mu: (F,); sigma: (F, F) covariance matrices (symmetric, positive semi-definite;
+    others raise ValueError). Tr (sigma1 sigma2)^½ comes from
+    :func:`trace_sqrt_product`, so singular covariances (fewer samples than features,
+    where pytorch-fid may fail) give the exact distance of the two Gaussians, which is a
+    biased FID (:func:`feature_statistics` warns). :func:`frechet_terms` gives the two
+    terms apart.
+    """
+    mean, covariance = frechet_terms(mu1, sigma1, mu2, sigma2)
+    return mean + covariance
 
 
 def fid(
@@ -614,8 +628,9 @@ def fid(
     )
     mu1, sigma1 = feature_statistics(extractor(real))
     mu2, sigma2 = feature_statistics(extractor(fake))
+    mean, covariance = frechet_terms(mu1, sigma1, mu2, sigma2)
     return FIDResult(
-        frechet_distance(mu1, sigma1, mu2, sigma2), len(real), len(fake), extractor.name
+        mean + covariance, len(real), len(fake), extractor.name, mean, covariance
     )
 
 
@@ -630,6 +645,7 @@ __all__ = [
     "feature_statistics",
     "fid",
     "frechet_distance",
+    "frechet_terms",
     "get_extractor",
     "grayscale_float_images",
     "inception_available",

@@ -316,6 +316,39 @@ def mig_interval(
 
 
 @dataclass
+class PairedDifference:
+    """``mean`` of a − b over ``n`` paired items (images, seeds) and its standard error
+    ``se`` = sd(a − b)/√n: a difference within about 2·se of 0 is a tie."""
+
+    mean: float
+    se: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.3g} ± {self.se:.2g}"
+
+
+def paired_difference(a, b) -> PairedDifference:
+    """The mean and standard error of ``a - b``, item by item (a, b: (n,) numbers
+    measured on the same n items, e.g. two models' −ELBO on the same test images from
+    :func:`betavae_lib.train.per_image_terms`). Pairing removes what the items share:
+    the spread of the difference, not of each model's values, decides a tie."""
+    a = np.asarray(to_numpy(a, "a"), dtype=np.float64).ravel()
+    b = np.asarray(to_numpy(b, "b"), dtype=np.float64).ravel()
+    if a.shape != b.shape or len(a) < 2:
+        raise ValueError(
+            f"a and b must hold the same number (at least 2) of paired values; got "
+            f"{len(a)} and {len(b)}"
+        )
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("a and b must be finite")
+    d = a - b
+    return PairedDifference(
+        float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))), len(d)
+    )
+
+
+@dataclass
 class KLDecomposition:
     """The KL term split as in β-TCVAE (nats, means over the samples): ``mi``
     (index-code mutual information I(x; z)), ``tc`` (total correlation), ``dwkl``

@@ -32,7 +32,8 @@ class Constant:
 @dataclass(frozen=True)
 class Linear:
     """Linear warm-up from ``start`` to ``end`` over ``steps`` steps, then ``end``
-    (Bowman et al. 2016).
+    (the linear KL warm-up of Sønderby et al. 2016; Bowman et al. 2016 raised the
+    KL weight along a sigmoid).
 
     value(t) = start + (end - start) * min(t / steps, 1)
     """

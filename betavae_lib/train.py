@@ -47,7 +47,13 @@ from ._common import (
     seed_everything,
     seeded_noise,
 )
-from .losses import LIKELIHOODS, beta_vae_loss, objective_loss
+from .losses import (
+    LIKELIHOODS,
+    beta_vae_loss,
+    gaussian_kl,
+    objective_loss,
+    reconstruction_nll,
+)
 from .models import VAEOutput
 from .objective import OBJECTIVE_OPTIONS, Objective
 
@@ -58,6 +64,7 @@ __all__ = [
     "as_float_images",
     "evaluate",
     "fit",
+    "per_image_terms",
     "pick_device",
     "seed_everything",
 ]
@@ -188,6 +195,49 @@ def _evaluation_sums(model, images, batch_size: int, likelihood: str, sigma: flo
         kl_dims += t.kl_per_dim * len(x)
     model.train(was_training)
     return sums, kl_dims
+
+
+@torch.no_grad()
+def per_image_terms(
+    model,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 1000,
+    likelihood: str = "bernoulli",
+    sigma: float = 0.1,
+    seed: int = 0,
+) -> dict:
+    """:func:`evaluate`'s terms image by image, from the same posterior samples (the
+    generator of ``seed``, drawn batch by batch: the same ``batch_size`` gives the
+    same samples): ``{"recon", "kl", "neg_elbo"}``, each an (N,) float64 NumPy array
+    in nats. Their means are ``evaluate``'s numbers (to float32 rounding); two
+    models scored on the same images give paired differences
+    (:func:`betavae_lib.metrics.paired_difference`)."""
+    check_vae(model)
+    check_dataset_images(model, images, "images")
+    positive_int("batch_size", batch_size)
+    seed = positive_int("seed", seed, minimum=0, what="a non-negative integer")
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(
+            f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
+        )
+    was_training = model.training
+    model.eval()
+    device, dtype = model_device(model), model.log_sigma.dtype
+    recon, kl = [], []
+    with seeded_noise(evaluation_seed(seed), device):
+        for start in range(0, len(images), batch_size):
+            x = as_float_images(images[start : start + batch_size].to(device)).to(dtype)
+            out = model(x)
+            recon.append(
+                reconstruction_nll(
+                    out.logits, x, likelihood, sigma, log_sigma=model.log_sigma
+                )
+            )
+            kl.append(gaussian_kl(out.mu, out.logvar).sum(1))
+    model.train(was_training)
+    recon, kl = (torch.cat(t).double().cpu().numpy() for t in (recon, kl))
+    return {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
 
 
 # ---------------------------------------------------------------------- argument checks
