@@ -74,7 +74,7 @@ TIME_MODEL = {
     ),
     "gap_s": (
         15,
-        "the session's turn between a reply and its next call; must stay under the "
+        "the time between a call's reply and the next call; must stay under the "
         "30-s idle release",
     ),
     "give_back_s": (5, "give_back right after the last call"),

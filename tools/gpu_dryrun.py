@@ -25,8 +25,8 @@ machine would run it, at the smoke profile, with every limit checked.
    the library imported from the device's copy), that the notebooks hold no error
    and that the log ends with ``RESULT NAME: ok``;
 5. resumes: ``collect`` takes the first call's files into the local checkout as the
-   session would, the plan is made again (now carrying ``.gpu/resume``), and chapter 6's
-   call runs on a fresh machine: it must train nothing and print the same table.
+   operator would, the plan is made again (now carrying ``.gpu/resume``), and chapter
+   6's call runs on a fresh machine: it must train nothing and print the same table.
 
 Exit status 0 only if every step passed. The preflight's timings are the CPU's, so the
 protocol it picks says nothing about the GPU; the choice itself runs (``--box`` is the
@@ -420,7 +420,7 @@ def run_call(call, local, device, out, bin_dir, commit, log) -> list[str]:
 def resume_check(scratch, local, first_out, bin_dir, commit, log) -> list[str]:
     """Chapter 6 again on a fresh machine with the first run's pieces carried back:
     nothing may be trained, and the table must be the same."""
-    log("resume: collecting gpu-ch6's files as the session would")
+    log("resume: collecting gpu-ch6's files as the operator would")
     gb.collect(local, first_out)
     (local / gb.RESUME_DIR / "done.json").unlink(
         missing_ok=True
