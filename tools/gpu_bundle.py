@@ -125,6 +125,7 @@ EXPECTED_MIB = {
 # typing_extensions, ..., and less jedi/parso, debugpy, widgetsnbextension and
 # jupyterlab_widgets, which IPython and ipykernel import only if present).
 WHEELS = {
+    "anywidget": "0.11.0",  # the chapters' latent explorer (betavae_lib.explorer)
     "asttokens": "3.0.1",
     "attrs": "26.1.0",
     "backcall": "0.2.0",
@@ -147,6 +148,7 @@ WHEELS = {
     "pickleshare": "0.7.5",
     "platformdirs": "4.14.7",
     "prompt-toolkit": "3.0.52",
+    "psygnal": "0.16.1",  # anywidget's
     "ptyprocess": "0.7.0",
     "pure-eval": "0.2.3",
     "pygments": "2.20.0",
