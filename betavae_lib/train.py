@@ -37,6 +37,7 @@ from ._common import (
     binarize_generator,
     check_dataset_images,
     check_flag,
+    check_seed,
     check_vae,
     model_device,
     pick_device,
@@ -46,7 +47,7 @@ from ._common import (
 )
 from .losses import LIKELIHOODS, beta_vae_loss, objective_loss
 from .models import VAEOutput
-from .objective import OBJECTIVE_OPTIONS, Objective
+from .objective import OBJECTIVE_OPTIONS, Objective, check_sigma_unused
 
 __all__ = [
     "History",
@@ -123,6 +124,7 @@ def evaluate(
         raise ValueError(
             f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
         )
+    check_sigma_unused(likelihood, sigma)
     return _evaluate(
         model, images, batch_size=batch_size, likelihood=likelihood, sigma=sigma
     )
@@ -188,7 +190,7 @@ def _check_fit_args(
         ("checkpoint_every", saving["every"]),
     ):
         positive_int(name, value)
-    positive_int("seed", arithmetic["seed"], minimum=0, what="a non-negative integer")
+    check_seed("seed", arithmetic["seed"])
     if not isinstance(lr, numbers.Real):
         raise TypeError(f"lr must be a number, got {type(lr).__name__}")
     real_number("lr", lr, strict=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import math
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -48,7 +49,17 @@ def decode_images(model, z) -> torch.Tensor:
     )
     if z.dim() == 1:
         z = z.unsqueeze(0)
-    return torch.sigmoid(model.decode(z.to(_model_device(model)))).cpu()
+    return torch.sigmoid(model.decode(z.to(**_model_placement(model)))).float().cpu()
+
+
+def _model_placement(model) -> dict:
+    """The device and floating dtype of the model's parameters (float64 models take
+    float64 codes), for ``Tensor.to``."""
+    try:
+        p = next(model.parameters())
+    except (AttributeError, StopIteration):
+        return {"device": torch.device("cpu")}
+    return {"device": p.device, "dtype": p.dtype} if p.is_floating_point() else {}
 
 
 def _check_z0(model, z0) -> torch.Tensor:
@@ -60,11 +71,18 @@ def _check_z0(model, z0) -> torch.Tensor:
         raise ValueError(
             f"z0 must hold one value per latent ({model.latent_dim}), got {z0.numel()}"
         )
+    if not torch.isfinite(z0).all():
+        raise ValueError(f"z0 must hold finite values, got {z0.tolist()}")
     return z0
 
 
 def _as_models(models, caller: str) -> dict:
     """``models`` as a dict name -> model: one model becomes ``{class name: model}``."""
+    if isinstance(models, (list, tuple, set)):
+        raise TypeError(
+            f"{caller} takes one model or a dict name -> model, got a "
+            f"{type(models).__name__}; e.g. {{'beta=1': model_a, 'beta=4': model_b}}"
+        )
     if not isinstance(models, dict):
         models = {type(models).__name__: models}
     if not models:
@@ -348,10 +366,12 @@ def kl_per_latent(model, images, batch_size: int = 512) -> np.ndarray:
         raise ValueError(
             f"images must be a non-empty batch (N, C, H, W), got {tuple(images.shape)}"
         )
-    device = _model_device(model)
+    placement = _model_placement(model)
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     for i in range(0, len(images), batch_size):
-        mu, logvar = model.encode(images[i : i + batch_size].to(device).float())
+        batch = images[i : i + batch_size]
+        batch = batch.float() if "dtype" not in placement else batch
+        mu, logvar = model.encode(batch.to(**placement))
         total += gaussian_kl(mu, logvar).sum(0).double().cpu()
     return (total / len(images)).float().numpy()
 
@@ -499,11 +519,13 @@ def live_explorer(
     models = _as_models(models, "live_explorer")
     if kl is not None and images is not None:
         raise ValueError("give kl or images (to compute the KL from), not both")
-    if not (span > 0 and step > 0 and step <= span):
-        raise ValueError(f"need span > 0 and 0 < step <= span, got {span}, {step}")
+    if not (0 < span < math.inf and 0 < step <= span):
+        raise ValueError(
+            f"need a finite span > 0 and 0 < step <= span, got {span}, {step}"
+        )
     if not inactive_below >= 0:
         raise ValueError(f"inactive_below must be >= 0 nats, got {inactive_below!r}")
-    if int(size) < 16:
+    if not (isinstance(size, (int, float)) and 16 <= size < math.inf):
         raise ValueError(f"size must be at least 16 pixels, got {size!r}")
     starts = _per_model(z0, models, "z0")
     kls = _per_model(kl, models, "kl")
