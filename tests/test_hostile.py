@@ -499,7 +499,7 @@ def test_a_decoder_with_non_finite_weights_is_not_exported(value):
         (lambda m: jsdecoder.serialise_decoder(m, tolerance=-1), "tolerance"),
         (lambda m: jsdecoder.serialise_decoder(m, span=math.inf), "span"),
         (lambda m: traversal.live_explorer(m, span=math.inf), "finite span"),
-        (lambda m: traversal.live_explorer(m, z0=[math.nan, 0.0]), "z0 must hold"),
+        (lambda m: traversal.live_explorer(m, z0=[math.nan, 0.0]), "z0 must be finite"),
         (lambda m: traversal.live_explorer(m, size=math.inf), "size must be"),
     ],
     ids=[
