@@ -410,7 +410,7 @@ print(
 # Our model, with one more hidden layer, is at 105.9 nats after 7 epochs, 0.8 below that published
 # 106.66, and at 103.6 after 10. One log of one run is no spread, so read that as "comparable", not "better".
 # The last five of our 30 epochs gained nothing (0.00 nats): the test −ELBO has flattened while the training
-# reconstruction still falls, so longer training at this learning rate would mostly widen the train/test gap.
+# reconstruction still falls. Whether longer training helps is one of the things to try at the end.
 #
 # ## Reconstructions
 #
@@ -657,7 +657,8 @@ assert torch.allclose(floor, torch.full_like(floor, 784 * math.log(2)))
 # - Change `latent_dim` to 5 or 50 in the `fit` cell and compare the test −ELBO and the samples. With 50,
 #   look at `history.test_kl_per_dim[-1]`: how many dimensions carry more than 0.1 nats? (Chapter 4 is
 #   about the ones that carry none.)
-# - Train for `epochs=100` instead of 30 and watch the gap between the train and test curves widen.
+# - Train for `epochs=100` instead of 30: does the gap between the train and test curves widen, and does
+#   the test −ELBO move by more than its standard error (about 0.3 nats)?
 # - Give the autoencoder as many epochs as the VAE (`ae_epochs = epochs`): do its prior samples improve?
 # - Swap `"mnist"` for `"fashion_mnist"`: the same code learns clothes.
 #
