@@ -259,3 +259,49 @@ def plot_kl_and_mi(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def gaussian_ellipse(mean, cov, radius: float = 1.0, n: int = 200) -> np.ndarray:
+    """Points of the ellipse {z : (z − mean)ᵀ cov⁻¹ (z − mean) = radius²}: (n, 2).
+
+    mean: (2,); cov: (2, 2) symmetric positive definite, or (2,) variances of a
+    diagonal covariance. radius is in standard deviations (Mahalanobis distance): 1 and
+    2 draw the "1σ" and "2σ" contours, which are equal-density lines of the Gaussian
+    whatever its covariance, so two Gaussians' ellipses of the same radius compare.
+    """
+    mean = np.asarray(to_numpy(mean), dtype=np.float64).ravel()
+    cov = np.asarray(to_numpy(cov), dtype=np.float64)
+    if cov.ndim == 1:
+        cov = np.diag(cov)
+    if mean.shape != (2,) or cov.shape != (2, 2):
+        raise ValueError(
+            f"mean must be (2,) and cov (2, 2) or (2,), got {mean.shape} and "
+            f"{cov.shape}"
+        )
+    if not radius > 0:
+        raise ValueError(f"radius must be > 0, got {radius!r}")
+    n = positive_int("n", n)
+    chol = np.linalg.cholesky(cov)  # raises LinAlgError if cov is not positive definite
+    angle = np.linspace(0.0, 2 * np.pi, n)
+    circle = np.stack([np.cos(angle), np.sin(angle)], 1)
+    return mean + radius * circle @ chol.T
+
+
+def plot_gaussian_ellipses(
+    mean, cov, ax, radii=(1.0, 2.0), axes: bool = False, label=None, **style
+):
+    """Draw a 2-D Gaussian as its Mahalanobis ellipses (``radii`` in standard
+    deviations) on ``ax``; with ``axes=True`` also its principal axes out to the largest
+    radius. ``style`` goes to ``ax.plot``; ``label`` names the first ellipse only."""
+    for i, radius in enumerate(radii):
+        points = gaussian_ellipse(mean, cov, radius)
+        ax.plot(points[:, 0], points[:, 1], label=label if i == 0 else None, **style)
+    if axes:
+        cov = np.asarray(to_numpy(cov), dtype=np.float64)
+        cov = np.diag(cov) if cov.ndim == 1 else cov
+        centre = np.asarray(to_numpy(mean), dtype=np.float64).ravel()
+        variances, vectors = np.linalg.eigh(cov)
+        for var, vec in zip(variances, vectors.T):
+            end = max(radii) * np.sqrt(var) * vec
+            ax.plot(*np.stack([centre - end, centre + end], 1), ls=":", **style)
+    return ax.figure

@@ -152,3 +152,51 @@ def test_steps_override_must_be_a_positive_integer(monkeypatch, bad):
     monkeypatch.setenv("BETAVAE_STEPS", bad)
     with pytest.raises(ValueError, match="BETAVAE_STEPS must be a positive integer"):
         get_profile("smoke")
+
+
+def test_gaussian_ellipse_is_the_mahalanobis_contour():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 2))
+    cov, mean = a @ a.T + 0.1 * np.eye(2), rng.normal(size=2)
+    for radius in (1.0, 2.0):
+        points = plots.gaussian_ellipse(mean, cov, radius, n=400)
+        d = points - mean
+        mahalanobis = np.einsum("ni,ni->n", d, np.linalg.solve(cov, d.T).T)
+        np.testing.assert_allclose(mahalanobis, radius**2, rtol=1e-10)
+        # the contour's extent along each axis is radius × that coordinate's sd;
+        # 400 points sample the curve finely enough for 1e-3 relative error
+        np.testing.assert_allclose(
+            np.abs(d).max(0), radius * np.sqrt(np.diag(cov)), rtol=1e-3
+        )
+    diagonal = plots.gaussian_ellipse([0, 0], [4.0, 1.0], 1.0, n=5)
+    np.testing.assert_allclose(diagonal[[0, 2]], [[2, 0], [-2, 0]], atol=1e-12)
+
+
+def test_gaussian_ellipse_refuses_bad_input():
+    with pytest.raises(ValueError, match="mean must be"):
+        plots.gaussian_ellipse([0, 0, 0], np.eye(2))
+    with pytest.raises(ValueError, match="radius"):
+        plots.gaussian_ellipse([0, 0], np.eye(2), radius=0)
+    with pytest.raises(np.linalg.LinAlgError):
+        plots.gaussian_ellipse([0, 0], [[1.0, 2.0], [2.0, 1.0]])
+
+
+def test_plot_gaussian_ellipses_draws_each_radius_and_the_axes():
+    fig, ax = matplotlib.pyplot.subplots()
+    plots.plot_gaussian_ellipses(
+        [0, 0], [[2.0, 0.5], [0.5, 1.0]], ax, axes=True, label="q", color="k"
+    )
+    assert len(ax.lines) == 2 + 2
+    assert [line.get_label() for line in ax.lines][0] == "q"
+    matplotlib.pyplot.close(fig)
+
+
+def test_claim_prints_and_stops_a_strict_run_on_a_false_sentence(capsys):
+    from betavae_lib.report import claim
+
+    assert claim("two is more than one", 2 > 1, strict=True)
+    assert "holds in this run: two is more than one" in capsys.readouterr().out
+    assert not claim("one is more than two", 1 > 2, strict=False)
+    assert "does NOT hold" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="one is more than two"):
+        claim("one is more than two", 1 > 2, strict=True)
