@@ -362,6 +362,90 @@ fig.tight_layout();
 #   $\nabla_\phi \mathbb E_q[f] = \mathbb E_\varepsilon\big[\nabla_\phi f(\mu_\phi + \sigma_\phi\varepsilon)\big]$.
 #   It uses $f$'s gradient, which a neural decoder provides for free.
 #
+# The two computational graphs side by side: in the first, $z$ is drawn *by* $q_\phi$, a random node that
+# gradients cannot pass through, so the estimator learns about $\phi$ only through the score
+# $\nabla_\phi \log q_\phi(z\mid x)$, weighted by the value $f(z)$. In the second, the random node is ε, outside
+# the network, and $z$ is an ordinary differentiable function of $\phi$ (orange: random draws; red: the paths
+# the gradient with respect to $\phi$ takes).
+
+# %% tags=["remove-input"]
+# Two graphs: orange nodes are random draws, blue ones computed; red arrows
+# are the paths the gradient with respect to φ takes.
+fig, axes = plt.subplots(1, 2, figsize=(11, 2.9))
+computed = dict(boxstyle="round,pad=0.35", fc="#dbe8f5", ec="tab:blue")
+random_node = dict(boxstyle="round,pad=0.35", fc="#fde9d9", ec="tab:orange")
+graphs = {
+    "score function": {
+        "phi": (0.8, 1.6, "φ (encoder)", computed),
+        "z": (3.2, 1.6, "$z \\sim q_\\phi(z\\mid x)$", random_node),
+        "f": (5.6, 1.6, "$f(z)$", computed),
+        "score": (
+            3.2,
+            0.35,
+            "$\\nabla_\\phi \\log q_\\phi(z\\mid x)$",
+            computed,
+        ),
+    },
+    "reparameterisation": {
+        "phi": (0.8, 1.6, "φ (encoder)", computed),
+        "z": (
+            3.2,
+            1.6,
+            "$z = \\mu_\\phi + \\sigma_\\phi\\varepsilon$",
+            computed,
+        ),
+        "eps": (
+            3.2,
+            0.35,
+            "$\\varepsilon \\sim \\mathcal{N}(0, I)$",
+            random_node,
+        ),
+        "f": (5.6, 1.6, "$f(z)$", computed),
+    },
+}
+# (from, to, colour, anchor on "from", anchor on "to"), in box fractions
+right, left, top, bottom = (1, 0.5), (0, 0.5), (0.5, 1), (0.5, 0)
+edges = {
+    "score function": [
+        ("phi", "z", "0.2", right, left),
+        ("z", "f", "0.2", right, left),
+        ("phi", "score", "tab:red", bottom, left),
+        ("z", "score", "0.2", bottom, top),
+    ],
+    "reparameterisation": [
+        ("phi", "z", "tab:red", right, left),
+        ("eps", "z", "0.2", top, bottom),
+        ("z", "f", "tab:red", right, left),
+    ],
+}
+notes = {
+    "score function": "gradient: f(z) × score (no path through z)",
+    "reparameterisation": "gradient: back through f and z",
+}
+for ax, (name, nodes) in zip(axes, graphs.items()):
+    ax.set(xlim=(0, 6.6), ylim=(-0.3, 2.4), title=name)
+    ax.axis("off")
+    text = {
+        k: ax.text(x0, y0, s, ha="center", va="center", bbox=b)
+        for k, (x0, y0, s, b) in nodes.items()
+    }
+    for a, b, colour, at_a, at_b in edges[name]:
+        ax.annotate(
+            "",
+            xy=at_b,
+            xycoords=text[b],
+            xytext=at_a,
+            textcoords=text[a],
+            arrowprops=dict(
+                arrowstyle="-|>", color=colour, shrinkA=6, shrinkB=6
+            ),
+        )
+    ax.text(
+        3.3, 2.25, notes[name], ha="center", color="tab:red", fontsize=9
+    )
+fig.tight_layout()
+
+# %% [markdown]
 # Both have the right mean; what differs is the variance. We estimate the gradient of the ELBO with respect
 # to the mean $m$ of a diagonal $q$ on the exact model (where the true gradient is known by differentiating the
 # closed form), with $S$ samples per estimate, 2,000 times over.
