@@ -249,6 +249,7 @@ elbo_random = exact.elbo(x_rep, rand_mean, rand_cov)
 display(Markdown("\n".join(rows)))
 below = bool((elbo_random <= log_px).all())
 print(f"log p(x) = {log_px:.4f}; every random q below it: {below}")
+assert below and identity_err < 1e-12  # the sentences below
 
 # %% [markdown]
 # Three things to read in the table. The identity holds to about $10^{-14}$: the gap *is* the KL to the true
