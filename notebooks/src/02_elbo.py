@@ -282,8 +282,9 @@ assert q_along[1] < axis_var[1] and q_along[0] > axis_var[0]
 # **anti-diagonal** ($z_1 = -z_2$), and along it the diagonal $q$ is too **narrow**; across it (close to the
 # diagonal $z_1 = z_2$) $q$ is too **wide**. A factorised $q$ fitted by minimising
 # $\mathrm{KL}(q\,\|\,p(z\mid x))$ matches the posterior's *conditional* widths, $1/\Lambda_{dd}$, not its
-# marginal ones, and so sits inside the posterior's high-density region: reverse KL prefers a $q$ that
-# puts no mass where the posterior has little (Bishop 2006, fig. 10.2).
+# marginal ones, and so misses much of the posterior's spread along its long axis: the reverse KL charges a
+# $q$ heavily for mass where the posterior has little, and lightly for posterior mass that $q$ does not cover
+# (Bishop 2006, fig. 10.2).
 #
 # The figure draws both as their 1σ and 2σ ellipses (curves of equal Mahalanobis distance, so the two
 # Gaussians' curves compare), on axes of equal scale. Right: slide the mean of $q$ along $z_1$ away from the
