@@ -336,6 +336,11 @@ for text, holds in [
         1 <= n_info["β = 8, 20 latents"] <= 10,
     ),
     (
+        "β = 8: the two diagnostics agree (active units and latents above "
+        "0.1 nats differ by at most 1)",
+        abs(b8["active"].count - n_info["β = 8, 20 latents"]) <= 1,
+    ),
+    (
         "64 latents: within 3 of as many informative latents as 20",
         abs(n_info["β = 1, 64 latents"] - n_info["β = 1, 20 latents"]) <= 3,
     ),
