@@ -6,10 +6,10 @@ objective), ``objective`` (its variants as one family), ``schedules`` (annealing
 (the model cache and ``train_grid``), ``checkpoints`` (model files and training states),
 ``metrics`` (disentanglement, active units, IWAE), ``fid`` (Fréchet distances and their
 feature extractors), ``linear_gaussian`` (an exact model to check the ELBO against),
-``traversal`` (latent traversals, the slider panel and the in-browser explorer),
-``jsdecoder`` (decoders serialised for the browser), ``plots``, ``report`` (headline
-numbers), ``profile`` (the BETAVAE_PROFILE switch), ``sweep`` (grids of runs, here or on
-a Ray cluster).
+``traversal`` (latent traversals), ``explorer`` (the latent explorer widget, decoding
+in the browser), ``jsdecoder`` (decoders serialised for the browser), ``plots``,
+``report`` (headline numbers), ``profile`` (the BETAVAE_PROFILE switch), ``sweep``
+(grids of runs, here or on a Ray cluster).
 
 Convention: losses are in nats, summed over pixels and latents, averaged over the batch;
 β multiplies that summed KL.

@@ -383,7 +383,7 @@ def kl_decomposition(
     images as the information you expect to see (10,000 images: 9.2 nats).
 
     mu, logvar: (n, D) arrays or tensors; computed in float64, ``chunk`` samples at a
-    time ((chunk, n, D) doubles in memory).
+    time ((chunk, n, D) doubles in memory, capped at 1 GiB).
     """
     mu = torch.as_tensor(finite_matrix(mu, "mu"), dtype=torch.float64)
     logvar = torch.as_tensor(finite_matrix(logvar, "logvar"), dtype=torch.float64)
@@ -398,7 +398,8 @@ def kl_decomposition(
     n_samples = positive_int(
         "n_samples", n if n_samples is None else n_samples, maximum=n
     )
-    chunk = positive_int("chunk", chunk)
+    # at most 2^27 doubles (1 GiB) of pairwise densities at a time, whatever chunk says
+    chunk = min(positive_int("chunk", chunk), max(1, 2**27 // (n * mu.shape[1])))
     g = torch.Generator().manual_seed(positive_int("seed", seed, minimum=0))
     rows = torch.randperm(n, generator=g)[:n_samples]
     mu_s, logvar_s = mu[rows], logvar[rows]

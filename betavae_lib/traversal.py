@@ -3,12 +3,11 @@
 * :func:`traversal_grid`: a static grid, one row per latent, one column per value.
 * :func:`traversal_animation`: the same sweep as a self-contained HTML animation
   (``to_jshtml``).
-* :func:`live_explorer`: one slider per latent (by KL), a model menu and a 2-D pad; the
+* :func:`live_explorer` (in :mod:`betavae_lib.explorer`, importable from here): a
+  Jupyter widget with one slider per latent (by KL), a model menu and a 2-D pad; the
   decoder runs in the page's JavaScript from the model's own (quantised) weights, so it
-  is live in Jupyter, Colab and the static book alike, with no kernel.
-* :func:`latent_playground`: an ipywidgets panel with one slider per latent and a model
-  chooser, decoded by the kernel (live only while one runs; the book shows its last
-  image).
+  is live in Jupyter, Colab and the static book alike, and Python reads and sets its
+  code.
 
 Every function takes a model with ``latent_dim`` and ``decode(z) -> logits``
 (B, C, H, W), like :class:`betavae_lib.models.VAE`; decoded images are
@@ -17,13 +16,8 @@ Every function takes a model with ``latent_dim`` and ``decode(z) -> logits``
 
 from __future__ import annotations
 
-import html
 import io
-import json
-import uuid
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -235,7 +229,7 @@ def traversal_animation(
     )
 
 
-# --------------------------------------------------------------------------- the widget
+# ---------------------------------------------------------------------------- images
 
 
 def image_png(image, size: int = 128) -> bytes:
@@ -256,320 +250,30 @@ def image_png(image, size: int = 128) -> bytes:
     return buf.getvalue()
 
 
-def latent_playground(
-    models, z0=None, *, span: float = 3.0, step: float = 0.1, size: int = 128
-):
-    """An ipywidgets panel to drive a decoder by hand.
-
-    models: one model or a dict ``name -> model`` (a Dropdown chooses among them).
-    z0: the starting code: None (zeros), a code (D,), or a dict ``name -> code`` (D,)
-    per model; the sliders jump to the chosen model's z0 when the Dropdown changes.
-    span, step: slider range [−span, span] and step; size: image side in pixels.
-
-    Returns an ``ipywidgets.VBox`` with attributes ``dropdown``, ``sliders`` (one
-    ``FloatSlider`` per latent of the current model), ``image`` (an ``Image`` widget
-    holding a PNG) and ``models``.
-    Every slider change decodes the code (one small image) and replaces the PNG.
-    """
-    import ipywidgets as widgets
-
-    models = _as_models(models, "latent_playground")
-    starts = {
-        name: _check_z0(m, z0.get(name) if isinstance(z0, dict) else z0)
-        for name, m in models.items()
-    }
-
-    dropdown = widgets.Dropdown(
-        options=list(models), value=next(iter(models)), description="model"
-    )
-    image = widgets.Image(format="png", width=size, height=size)
-    slider_box = widgets.GridBox(
-        layout=widgets.Layout(grid_template_columns="repeat(2, 250px)")
-    )
-    panel = widgets.VBox([dropdown, widgets.HBox([image, slider_box])])
-    panel.models, panel.dropdown, panel.image, panel.sliders = (
-        models,
-        dropdown,
-        image,
-        [],
-    )
-    state = {"busy": False}
-
-    def redraw(*_):
-        if state["busy"]:
-            return
-        model = models[dropdown.value]
-        z = torch.tensor([[s.value for s in panel.sliders]], dtype=torch.float32)
-        image.value = image_png(decode_images(model, z)[0], size)
-
-    def build_sliders(name):
-        state["busy"] = True
-        sliders = [
-            widgets.FloatSlider(
-                value=float(v),
-                min=-span,
-                max=span,
-                step=step,
-                description=f"z{d}",
-                continuous_update=True,
-                readout_format="+.1f",
-                style={"description_width": "28px"},
-                layout=widgets.Layout(width="245px"),
-            )
-            for d, v in enumerate(starts[name].tolist())
-        ]
-        for s in sliders:
-            s.observe(redraw, names="value")
-        panel.sliders = sliders
-        slider_box.children = sliders
-        state["busy"] = False
-        redraw()
-
-    dropdown.observe(lambda change: build_sliders(change["new"]), names="value")
-    build_sliders(dropdown.value)
-    return panel
+# ------------------------------------------------------------------ the live explorer
+# live_explorer and its widget live in betavae_lib.explorer (which imports anywidget);
+# they are importable from here as well, on first use.
+_EXPLORER_NAMES = (
+    "INACTIVE_KL",
+    "PAGE_BUDGET",
+    "LatentExplorer",
+    "kl_per_latent",
+    "live_explorer",
+)
 
 
-# ------------------------------------------------------------------------ in the page
+def __getattr__(name):
+    if name in _EXPLORER_NAMES:
+        from . import explorer
 
-INACTIVE_KL = 0.05
-"""Latents with a KL below this many nats are shown as inactive (greyed and folded)."""
-PAGE_BUDGET = 5_000_000
-"""Bytes a book page should stay under; :func:`live_explorer` warns beyond it."""
-
-
-@torch.no_grad()
-def kl_per_latent(model, images, batch_size: int = 512) -> np.ndarray:
-    """Mean KL(q(z_d|x) ‖ N(0, 1)) per latent over images (N, C, H, W): (D,), nats."""
-    from .losses import gaussian_kl
-
-    images = torch.as_tensor(images)
-    if images.dim() != 4 or len(images) == 0:
-        raise ValueError(
-            f"images must be a non-empty batch (N, C, H, W), got {tuple(images.shape)}"
-        )
-    device = _model_device(model)
-    total = torch.zeros(model.latent_dim, dtype=torch.float64)
-    for i in range(0, len(images), batch_size):
-        mu, logvar = model.encode(images[i : i + batch_size].to(device).float())
-        total += gaussian_kl(mu, logvar).sum(0).double().cpu()
-    return (total / len(images)).float().numpy()
-
-
-def _per_model(value, models: dict, what: str) -> dict:
-    """``value`` for each model: a dict must name every model (and only those); anything
-    else is shared (for kl, only allowed with a single model)."""
-    if isinstance(value, dict):
-        if set(value) != set(models):
-            raise ValueError(
-                f"{what} must have one entry per model {sorted(models)}, "
-                f"got {sorted(value)}"
-            )
-        return dict(value)
-    if value is not None and what == "kl" and len(models) > 1:
-        raise ValueError(
-            "with several models, give kl as a dict name -> (D,) KL values"
-        )
-    return {name: value for name in models}
-
-
-def _kl_values(model, kl) -> np.ndarray:
-    from .metrics import kl_summary
-
-    values = kl_summary(kl).per_dim
-    if values.shape != (model.latent_dim,):
-        raise ValueError(
-            f"kl must hold one value per latent ({model.latent_dim}), "
-            f"got {values.shape}"
-        )
-    return values
-
-
-def _pad_dims(model, pad, order: list[int]) -> list[int] | None:
-    """The two latents the 2-D pad drives: the top two by KL for ``pad=True``."""
-    if pad is None or pad is False:
-        return None
-    if pad is True:
-        return order[:2] if model.latent_dim >= 2 else None
-    dims = [int(d) for d in pad]
-    if len(dims) != 2 or dims[0] == dims[1]:
-        raise ValueError(
-            f"pad must be True, False or two different latents, got {pad!r}"
-        )
-    _check_dims(model, dims)
-    return dims
-
-
-@dataclass
-class LiveExplorer:
-    """What :func:`live_explorer` returns: a self-contained HTML/JavaScript output.
-
-    ``config`` is what the page's script reads (models, codes, KL order, settings);
-    ``decoders`` maps each model name to its
-    :class:`~betavae_lib.jsdecoder.SerialisedDecoder` (``nbytes``, ``precision``,
-    ``max_error``). ``html`` is the output; Jupyter shows it through ``_repr_html_``;
-    :meth:`save` writes it as a standalone page.
-    """
-
-    config: dict
-    decoders: dict
-
-    @property
-    def html(self) -> str:
-        from .jsdecoder import asset
-
-        data = json.dumps(self.config, separators=(",", ":")).replace("<", "\\u003c")
-        return (
-            f"<style>{asset('explorer.css')}</style>"
-            f'<div class="bvx" id="{self.config["id"]}">'
-            '<div class="bvx-foot">Latent explorer: it decodes images with JavaScript '
-            "in the page, and did not run here. In Jupyter, trust the notebook or run "
-            "the cell again.</div></div>"
-            '<script>(function () {\n"use strict";\n'
-            "var module; // decoder.js must not export to a page-level `module`\n"
-            f"{asset('decoder.js')}\n{asset('explorer.js')}\n"
-            f"BetaVAEExplorer.mount(document.currentScript, {data});\n"
-            "})();</script>"
-        )
-
-    def _repr_html_(self) -> str:
-        return self.html
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes the output adds to a page (UTF-8), weights, code and style included."""
-        return len(self.html.encode("utf-8"))
-
-    def save(self, path) -> Path:
-        """Write the explorer as a standalone HTML page (no other file needed)."""
-        path = Path(path)
-        path.write_text(
-            '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(self.config['title'] or 'Latent explorer')}</title>"
-            f"</head><body>\n{self.html}\n</body></html>\n",
-            encoding="utf-8",
-        )
-        return path
-
-    def __repr__(self) -> str:
-        parts = ", ".join(
-            f"{name}: {d.precision} {d.nbytes / 1e3:.0f} kB"
-            for name, d in self.decoders.items()
-        )
-        return f"LiveExplorer({parts}; {self.nbytes / 1e6:.2f} MB in all)"
-
-
-def live_explorer(
-    models,
-    z0=None,
-    *,
-    kl=None,
-    images=None,
-    inactive_below: float = INACTIVE_KL,
-    pad=True,
-    span: float = 3.0,
-    step: float = 0.05,
-    precision: str = "auto",
-    size: int = 196,
-    title: str = "",
-) -> LiveExplorer:
-    """A latent explorer that decodes in the reader's browser: no kernel, no server.
-
-    models: one model or a dict name -> model (a menu switches between them); each an
-    ``MLPVAE`` or ``ConvVAE`` whose decoder is serialised into the output
-    (:func:`betavae_lib.jsdecoder.serialise_decoder`; ``precision="auto"`` takes int8
-    weights when the decoded pixels stay within 2/255 of
-    ``torch.sigmoid(model.decode(z))``, else moves layers to fp16 until they do).
-    z0: the starting code: None (zeros), a code (D,), or a dict name -> code (D,); reset
-    returns to it, and each model keeps its own code while another is shown.
-    kl: KL per latent in nats, (D,) or (B, D), for one model, or a dict name -> KL; or
-    images: (N, C, H, W) (or a dict name -> images) to compute it from
-    (:func:`kl_per_latent`). Sliders are ordered by decreasing KL; latents with
-    KL < ``inactive_below`` nats are greyed and folded away. Without kl or images the
-    sliders keep latent order and none is folded.
-    pad: True (a 2-D pad drives the two highest-KL latents), False, or two latents.
-    span, step: slider range [−span, span] and step; size: image side on screen in CSS
-    pixels.
-
-    Returns a :class:`LiveExplorer`; displayed, it is a ``text/html`` output that needs
-    nothing outside itself (code, style and weights inline).
-    """
-    from .jsdecoder import serialise_decoder
-
-    models = _as_models(models, "live_explorer")
-    if kl is not None and images is not None:
-        raise ValueError("give kl or images (to compute the KL from), not both")
-    if not (span > 0 and step > 0 and step <= span):
-        raise ValueError(f"need span > 0 and 0 < step <= span, got {span}, {step}")
-    if not inactive_below >= 0:
-        raise ValueError(f"inactive_below must be >= 0 nats, got {inactive_below!r}")
-    if int(size) < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size!r}")
-    starts = _per_model(z0, models, "z0")
-    kls = _per_model(kl, models, "kl")
-    batches = _per_model(images, models, "images")
-
-    entries, decoders = [], {}
-    for name, model in models.items():
-        start = _check_z0(model, starts[name])
-        if batches[name] is not None:
-            values = _kl_values(model, kl_per_latent(model, batches[name]))
-        elif kls[name] is not None:
-            values = _kl_values(model, kls[name])
-        else:
-            values = None
-        if values is None:
-            order, active = list(range(model.latent_dim)), [True] * model.latent_dim
-        else:
-            order = [int(d) for d in np.argsort(-values, kind="stable")]
-            active = [bool(v >= inactive_below) for v in values]
-        decoder = serialise_decoder(
-            model, precision, span=span, extra_codes=start[None]
-        )
-        decoders[name] = decoder
-        entries.append(
-            {
-                "name": name,
-                "decoder": decoder.spec,
-                "z0": [round(float(v), 5) for v in start],
-                "order": order,
-                "kl": None if values is None else [round(float(v), 4) for v in values],
-                "active": active,
-                "pad": _pad_dims(model, pad, order),
-                "nbytes": decoder.nbytes,
-                "precision": decoder.precision,
-                "max_error": decoder.max_error,
-            }
-        )
-    config = {
-        "id": f"bvx-{uuid.uuid4().hex[:12]}",
-        "title": title,
-        "span": float(span),
-        "step": float(step),
-        "size": int(size),
-        "threshold": float(inactive_below),
-        "models": entries,
-    }
-    explorer = LiveExplorer(config, decoders)
-    if explorer.nbytes > PAGE_BUDGET:
-        warnings.warn(
-            f"this explorer adds {explorer.nbytes / 1e6:.1f} MB to its page (over "
-            f"{PAGE_BUDGET / 1e6:.0f} MB): show fewer models",
-            stacklevel=2,
-        )
-    return explorer
+        return getattr(explorer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "INACTIVE_KL",
-    "PAGE_BUDGET",
-    "LiveExplorer",
     "TraversalGrid",
     "decode_images",
     "image_png",
-    "kl_per_latent",
-    "latent_playground",
-    "live_explorer",
     "there_and_back",
     "traversal_animation",
     "traversal_codes",

@@ -95,9 +95,11 @@ def remote_urls(netlog: Path) -> list[str]:
 
 
 def open_page(url: str, work: Path) -> PageLoad:
-    """Open ``url`` in headless Chromium; what it saw (``work``: a fresh folder)."""
+    """Open ``url`` in headless Chromium, every host name unresolvable (as offline);
+    what it saw (``work``: a fresh folder)."""
     netlog = work / "netlog.json"
     cmd = chromium_args(work / "profile") + [
+        "--host-resolver-rules=MAP * ~NOTFOUND",
         "--enable-logging=stderr",
         "--v=0",
         "--vmodule=file_url_loader_factory=1",
@@ -170,15 +172,28 @@ EXPLORER_BLOCK = re.compile(
     r"<style>/\* The latent explorer.*?BetaVAEExplorer\.mount\(.*?\}\)\(\);</script>",
     re.S,
 )
+EXPLORER_WIDGET = "betavae_lib.explorer.LatentExplorer"  # its state's _anywidget_id
 
 
 def explorers(nb) -> int:
-    """Live latent explorers (``traversal.live_explorer`` outputs) ``nb`` stores."""
-    return sum(
-        1
-        for o in outputs(nb)
-        if 'class="bvx"' in "".join(o.get("data", {}).get("text/html", ""))
+    """Live latent explorers ``nb`` stores: ``traversal.live_explorer`` widgets whose
+    state the notebook keeps (the book renders them from it), and the self-contained
+    ``text/html`` explorers that notebooks executed before the widget store."""
+    state = (
+        nb.metadata.get("widgets", {})
+        .get("application/vnd.jupyter.widget-state+json", {})
+        .get("state", {})
     )
+    count = 0
+    for o in outputs(nb):
+        data = o.get("data", {})
+        view = data.get("application/vnd.jupyter.widget-view+json")
+        if view is not None:
+            model = state.get(view.get("model_id"), {}).get("state", {})
+            count += model.get("_anywidget_id") == EXPLORER_WIDGET
+        elif 'class="bvx"' in "".join(data.get("text/html", "")):
+            count += 1
+    return count
 
 
 # -------------------------------------------------------------------------------- tests
@@ -205,6 +220,8 @@ def test_no_cdn_for_math_requirejs_or_widgets():
         "mathjax/tex-mml-chtml.js",
         "requirejs/require.js",
         "jupyter-widgets/embed-amd.js",
+        "anywidget/anywidget-offline.js",
+        "anywidget/index.js",
     ):
         assert (static / name).is_file(), (
             f"{name} is not in the built book's _static/vendored"
@@ -500,7 +517,9 @@ def test_display_equations_fit_the_page(page, tmp_path_factory):
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_explorers_respond(chapter, tmp_path):
-    """Each live explorer on the page, driven by its self-test hook (``#bvx-selftest``).
+    """Each live explorer on the page, driven by its self-test hook (``#bvx-selftest``):
+    widgets rendered by the html-manager from the stored state, or the older
+    self-contained outputs.
 
     Setting a slider changes the canvas pixels, choosing another model changes them
     again; no script error, and the page asks for nothing outside the book.

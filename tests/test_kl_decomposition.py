@@ -181,3 +181,12 @@ def test_factor_vae_standard_error_is_binomial():
     assert result.stderr == pytest.approx(math.sqrt(0.8 * 0.2 / 50))  # 0.057
     empty = FactorVAEResult(0.0, 0.0, 0, np.zeros(3, bool), np.zeros((2, 3)))
     assert math.isnan(empty.stderr)
+
+
+def test_the_chunk_size_changes_the_memory_not_the_result():
+    mu, logvar = shared_latent(500, 0)
+    small = kl_decomposition(mu, logvar, chunk=7)
+    huge = kl_decomposition(mu, logvar, chunk=10**12)  # capped at 1 GiB a chunk
+    assert (huge.mi, huge.tc, huge.dwkl) == pytest.approx(
+        (small.mi, small.tc, small.dwkl), rel=1e-12
+    )

@@ -1,6 +1,5 @@
-"""Latent traversals (grid, animation frames, the ipywidgets playground), against a
-decoder that records the codes it is given and paints each image with a known function
-of its code."""
+"""Latent traversals (grid, animation frames), against a decoder that records the codes
+it is given and paints each image with a known function of its code."""
 
 import io
 
@@ -144,46 +143,6 @@ def test_image_png_round_trip():
     arr = np.asarray(Image.open(io.BytesIO(png)))
     assert arr.shape == (8, 8)
     assert arr[0, 7] == 255 and arr[0, 0] == 0 and arr[7, 7] == 0
-
-
-def test_playground_has_one_slider_per_latent_and_decodes_the_slider_values():
-    pytest.importorskip("ipywidgets")
-    small, large = RecordingDecoder(3), RecordingDecoder(5)
-    z0 = {"small": torch.tensor([0.5, -1.0, 0.0])}
-    panel = traversal.latent_playground({"small": small, "large": large}, z0=z0)
-    assert list(panel.dropdown.options) == ["small", "large"]
-    assert len(panel.sliders) == 3
-    assert [s.value for s in panel.sliders] == pytest.approx([0.5, -1.0, 0.0])
-    first_png = panel.image.value
-    assert first_png[:8] == b"\x89PNG\r\n\x1a\n"
-
-    panel.sliders[1].value = 2.5
-    last = small.calls[-1]
-    assert last.shape == (1, 3)
-    np.testing.assert_allclose(last[0].numpy(), [0.5, 2.5, 0.0], atol=1e-6)
-    assert panel.image.value != first_png
-
-    panel.dropdown.value = "large"
-    assert len(panel.sliders) == 5
-    assert [s.value for s in panel.sliders] == [
-        0.0
-    ] * 5  # no z0 given for this model: zeros
-    panel.sliders[4].value = -1.5
-    np.testing.assert_allclose(
-        large.calls[-1][0].numpy(), [0, 0, 0, 0, -1.5], atol=1e-6
-    )
-    calls_before = len(small.calls)
-    panel.sliders[0].value = 1.0
-    assert len(small.calls) == calls_before  # only the chosen model decodes
-
-
-def test_playground_accepts_a_single_model():
-    pytest.importorskip("ipywidgets")
-    torch.manual_seed(0)
-    model = MLPVAE(latent_dim=4, hidden=(8,), image_shape=(1, 5, 5)).eval()
-    panel = traversal.latent_playground(model, size=32)
-    assert list(panel.dropdown.options) == ["MLPVAE"]
-    assert len(panel.sliders) == model.latent_dim
 
 
 def test_kl_and_mi_plot_keeps_alive_latents_sorted_by_kl():
