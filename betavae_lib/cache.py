@@ -19,7 +19,9 @@ the model is retrained with a :class:`ModelCacheWarning` and the entry rewritten
 ``BETAVAE_CACHE=off`` turns the cache off (nothing is read or written).
 
 ``BETAVAE_CUDA_GRAPH=1`` makes :func:`train_grid` capture its training steps in a CUDA
-graph on CUDA devices (``fit_ensemble(cuda_graph=True)``).
+graph on CUDA devices (``fit_ensemble(cuda_graph=True)``). ``BETAVAE_AMP=bf16`` (or
+``1``) makes it train in bfloat16 autocast (``amp=True``) unless a call says
+otherwise.
 """
 
 from __future__ import annotations
@@ -118,6 +120,24 @@ def training_parts(
     if amp:
         parts["amp"] = True
     return parts
+
+
+AMP_ENV = "BETAVAE_AMP"
+
+
+def amp_from_env() -> bool:
+    """``$BETAVAE_AMP`` as :func:`train_grid`'s default ``amp``: ``bf16``, ``1`` or
+    ``true`` train in bfloat16 autocast; unset, empty, ``0``, ``fp32`` or ``false`` in
+    float32; anything else raises ValueError naming the variable."""
+    value = os.environ.get(AMP_ENV, "").strip().lower()
+    if value in ("bf16", "1", "true"):
+        return True
+    if value in ("", "0", "fp32", "false"):
+        return False
+    raise ValueError(
+        f"{AMP_ENV}={value!r} is not understood: use bf16 (or 1) for bfloat16 "
+        f"autocast, fp32 (or 0, or unset) for float32"
+    )
 
 
 class ModelCache:
@@ -223,7 +243,7 @@ def train_grid(
     progress: bool = False,
     verbose: bool = True,
     binarize: bool = False,
-    amp: bool = False,
+    amp: bool | None = None,
 ) -> tuple[dict, dict]:
     """Trained models and their Histories for every entry of ``grid``: ``(models,
     histories)``, both keyed like ``grid``; the models on the CPU, in eval mode.
@@ -234,13 +254,15 @@ def train_grid(
     ``config`` (``latent_dim=64``). Member ``key`` is ``model_class(**config)`` built
     after ``seed_everything(seed)`` and trained as ``fit(..., seed=seed)`` would train
     it; missing members with one architecture train as one ensemble. images,
-    test_images, epochs, batch_size, lr, device, binarize, amp: as for ``fit``. cache: a
+    test_images, epochs, batch_size, lr, device, binarize, amp: as for ``fit``
+    (amp: default :func:`amp_from_env`). cache: a
     :class:`ModelCache` (default: the shared one, off with ``BETAVAE_CACHE=off``).
     cuda_graph: default ``BETAVAE_CUDA_GRAPH=1`` on a CUDA device. verbose: print one
     line saying, per model, "trained" or "loaded from cache".
     """
     cache = cache or ModelCache()
     device = pick_device(device)
+    amp = amp_from_env() if amp is None else amp
     if cuda_graph is None:
         graph_env = os.environ.get("BETAVAE_CUDA_GRAPH", "").strip().lower()
         cuda_graph = device.type == "cuda" and graph_env in ("1", "true", "yes", "on")

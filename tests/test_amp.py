@@ -124,3 +124,31 @@ def test_amp_is_refused_on_devices_without_bf16_autocast():
     assert check_amp(True, torch.device("cpu")) is True
     with pytest.raises(ValueError, match="supported on cuda and cpu, not mps"):
         check_amp(True, torch.device("mps"))
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("bf16", True), ("1", True), (" TRUE ", True), ("", False), ("0", False),
+     ("fp32", False), ("false", False)],
+)  # fmt: skip
+def test_betavae_amp_sets_train_grids_default(monkeypatch, value, expected):
+    from betavae_lib.cache import amp_from_env
+
+    monkeypatch.setenv("BETAVAE_AMP", value)
+    assert amp_from_env() is expected
+
+
+def test_a_misspelt_betavae_amp_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("BETAVAE_AMP", "bf61")
+    with pytest.raises(ValueError, match="BETAVAE_AMP='bf61'"):
+        train_grid(MLPVAE, dict(latent_dim=2, hidden=(8,)), prototypes(16),
+                   {"a": {}}, epochs=1, cache=ModelCache(tmp_path),
+                   verbose=False)  # fmt: skip
+
+
+def test_train_grid_follows_betavae_amp(monkeypatch, tmp_path):
+    monkeypatch.setenv("BETAVAE_AMP", "bf16")
+    _, h = train_grid(MLPVAE, dict(latent_dim=2, hidden=(8,)), prototypes(32),
+                      {"a": {}}, epochs=1, cache=ModelCache(tmp_path),
+                      verbose=False)  # fmt: skip
+    assert h["a"].amp

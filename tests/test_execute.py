@@ -535,3 +535,146 @@ def test_recorded_metrics_are_those_stored_in_the_notebook(entry):
     (run,) = [r for r in MANIFEST["runs"] if r["id"] == entry["run"]]
     if run["device"]["kind"] == "cpu":
         assert entry["device_kind"] == "cpu" and entry["cuda"] is None
+
+
+# ------------------------------------------------ on the GPU machine, and hostile input
+def test_the_book_is_read_and_run_without_sphinx_or_jupytext(tmp_path, monkeypatch):
+    """The GPU machine has neither: the table of contents is read with PyYAML and the
+    pairing check is skipped, saying so."""
+    for name in ("sphinx_external_toc", "jupytext", "sphinx", "docutils"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+    write_toc(tmp_path, ["notebooks/01_a"])
+    write_nb(tmp_path / "notebooks/01_a.ipynb", "x = 1")
+    assert eb.toc_notebooks(tmp_path) == ["notebooks/01_a.ipynb"]
+    assert eb.toc_documents(ROOT)[1:7] == [
+        f"notebooks/{p.stem}" for p in sorted((ROOT / "notebooks").glob("0*.ipynb"))
+    ]
+    assert eb.behind_sources(tmp_path, ["notebooks/01_a.ipynb"]) is None
+
+
+def test_a_step_count_with_commas_or_a_bad_headline_line_loses_nothing(
+    tmp_path, capsys
+):
+    """issue 21: `steps: 7,000` and a malformed headline line crashed the executor
+    after the kernel had run: the outputs were not stored and the other chapters not
+    run. Now the outputs are stored, the steps read, the bad line skipped and said."""
+    write_toc(tmp_path, ["notebooks/01_a", "notebooks/02_b"])
+    write_nb(
+        tmp_path / "notebooks/01_a.ipynb",
+        "print('profile: reduced | steps: 7,000 | device: cpu | seed: 0 | torch 2')",
+        "print('headline metrics: {not json')\n"
+        "print('headline metrics: [1, 2]')\n"
+        "print('headline metrics: {\"mig\": 0.25}')",
+    )
+    write_nb(
+        tmp_path / "notebooks/02_b.ipynb", "print('profile: smoke | steps: 7000x')"
+    )
+    assert eb.main(["--root", str(tmp_path), "--profile", "smoke"]) == 0
+    first, second = json.loads((tmp_path / "book/execution.json").read_text())[
+        "notebooks"
+    ]
+    assert (first["status"], first["steps"], first["metrics"]) == (
+        "ok",
+        7000,
+        {"mig": 0.25},
+    )
+    assert len(first["warnings"]) == 2 and "not a JSON object" in first["warnings"][0]
+    assert second["status"] == "ok" and "steps" not in second
+    assert "not a number" in second["warnings"][0]
+    nb = nbformat.read(tmp_path / "notebooks/01_a.ipynb", as_version=4)
+    assert nb.cells[2].outputs, "the outputs were not stored"
+    page = (tmp_path / "book/execution.md").read_text()
+    assert "While reading the outputs of" in page
+    assert "warning: notebooks/01_a.ipynb" in capsys.readouterr().out
+
+
+def test_printed_numbers_are_read_with_their_group_separators():
+    assert eb.printed_int("7,000") == 7000 == eb.printed_int("7_000")
+    assert eb.printed_int("57600") == 57600
+    for bad in ("7,00", "7.5", "x", "", "1,2345"):
+        assert eb.printed_int(bad) is None, bad
+
+
+def test_timeout_zero_means_no_limit_and_the_start_line_says_so(tmp_path, capsys):
+    """issue 21: `--timeout 0` was printed as "stopped after 0 s" but meant no limit."""
+    write_toc(tmp_path, ["notebooks/01_a"])
+    write_nb(tmp_path / "notebooks/01_a.ipynb", "x = 1")
+    assert (
+        eb.main(["--root", str(tmp_path), "--profile", "smoke", "--timeout", "0"]) == 0
+    )
+    said = capsys.readouterr().out
+    assert "without a time limit (--timeout 0)" in said and "after 0 s" not in said
+    assert "stopped after 2.0 min" in eb.limits_text(120, None)
+    assert "stops 30 s after its start (--deadline)" in eb.limits_text(0, 30)
+    for bad in ("-1", "x", "1.5"):
+        with pytest.raises(SystemExit):
+            eb.parse_args(["--timeout", bad])
+    with pytest.raises(SystemExit):
+        eb.parse_args(["--deadline", "0"])
+
+
+def test_a_cell_past_the_deadline_fails_the_notebook_and_keeps_what_it_printed(
+    tmp_path,
+):
+    write_toc(tmp_path, ["notebooks/01_a"])
+    write_nb(
+        tmp_path / "notebooks/01_a.ipynb",
+        "print('started', flush=True)",
+        "import time\ntime.sleep(60)",
+    )
+    out = tmp_path / "out"
+    argv = ["--root", str(tmp_path), "--profile", "smoke", "--deadline", "4"]
+    assert eb.main([*argv, "--out", str(out)]) == 1
+    (entry,) = json.loads((out / "execution.json").read_text())["notebooks"]
+    assert entry["status"] == "error" and "timed out" in entry["error"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "01_a.failed.ipynb",
+        "execution.json",
+    ]
+    failed = nbformat.read(out / "01_a.failed.ipynb", as_version=4)
+    assert failed.cells[1].outputs[0]["text"] == "started\n"
+
+
+def test_the_commit_passed_in_is_recorded_where_there_is_no_git(tmp_path, monkeypatch):
+    monkeypatch.delenv(eb.COMMIT_ENV, raising=False)
+    assert eb.git_state(tmp_path) == {"commit": None, "dirty": None}
+    assert eb.git_state(tmp_path, "abc1234") == {
+        "commit": "abc1234",
+        "dirty": None,
+        "source": "passed in",
+    }
+    monkeypatch.setenv(eb.COMMIT_ENV, "def5678")
+    assert eb.git_state(tmp_path)["commit"] == "def5678"
+    assert eb.git_state(ROOT, "abc1234")["commit"] != "abc1234"  # git's own wins
+    with pytest.raises(SystemExit):
+        eb.parse_args(["--commit", "not a commit"])
+    run = {**fake_run(1, "cuda"), "git": eb.git_state(tmp_path, "abc1234")}
+    page = eb.render_page(
+        eb.record(None, run, [fake_entry("a.ipynb", run)], ["a.ipynb"])
+    )
+    assert "`abc1234` (passed in: the copy had no .git)" in page
+
+
+def test_the_page_shows_manifest_text_as_text():
+    """issue 21: the execution page did not escape what it shows: `<lambda>`
+    vanished and markup in an error line would be live."""
+    from markdown_it import MarkdownIt
+
+    run = fake_run(1, "cpu")
+    run["device"]["name"] = "CPU <b>fast</b> & *bold*"
+    run["command"] = "python x.py --only `06` | tee log"
+    bad = {
+        **fake_entry("notebooks/01_a.ipynb", run, **{"m`x": 1}),
+        "status": "error",
+        "error": "TypeError: <lambda>() missing <img src=x onerror=alert(1)>",
+        "title": "A [link](javascript:alert(1)) $x$ {doc}`y`",
+    }
+    page = eb.render_page(eb.record(None, run, [bad], ["notebooks/01_a.ipynb"]))
+    html = MarkdownIt("commonmark").enable("table").render(page)
+    assert "&lt;lambda&gt;()" in html
+    assert "<img" not in html and "<b>" not in html and "<a href" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "CPU &lt;b&gt;fast&lt;/b&gt; &amp; *bold*" in html
+    assert "<code>python x.py --only `06` | tee log</code>" in html
+    assert "<code>m`x</code>" in html
+    assert "$" not in html.replace("\\$", "") or "\\$x\\$" in page

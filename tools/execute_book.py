@@ -7,21 +7,30 @@ Usage (from the repository root):
     python tools/execute_book.py --only 03       # one chapter (stem, path or number)
     python tools/execute_book.py --page-only     # rewrite book/execution.md only
 
-Each notebook listed in ``_toc.yml`` (read with ``sphinx_external_toc``, as Jupyter Book
-reads it) runs in a fresh Jupyter kernel (nbclient) whose environment is this process's,
-with ``BETAVAE_PROFILE`` set. Outputs and ipywidgets state are stored in the notebook. A
-notebook that fails is left as it was; its partial run is written to
-``_build/execution/failed/``. A notebook whose cells differ from its jupytext source
-(``jupytext.toml``) is not run: sync it first.
+Each notebook listed in ``_toc.yml`` (read with PyYAML in the order Jupyter Book reads
+it) runs in a fresh Jupyter kernel (nbclient) whose environment is this process's, with
+``BETAVAE_PROFILE`` set. Outputs and ipywidgets state are stored in the notebook. A
+notebook that fails (an error, a cell past ``--timeout`` or past ``--deadline``) is left
+as it was; its partial run is written to ``_build/execution/failed/``, and the exit
+status is 1. A notebook whose cells differ from its jupytext source (``jupytext.toml``)
+is not run: sync it first (where jupytext is not installed, as on the GPU machine, the
+check is skipped and the start says so). Nothing here needs sphinx, docutils or
+jupytext: the stored ``.ipynb`` files are executed as they are.
+
+``--out DIR`` copies each notebook there after every cell and at the end, and the
+manifest after each notebook, so that a run killed from outside still leaves what it
+finished; ``--echo`` prints what the cells print as they print it (for a log).
 
 ``book/execution.json`` lists the runs (the machine: CUDA device name, or the CPU
 model and core count, a CPU run is never labelled as a GPU run; profile; Python, torch
-and CUDA versions; start time (UTC); git commit; command) and, per notebook, the run
-that made its outputs, with wall time, status, profile, device, seed and the headline
-metrics the chapter printed with ``betavae_lib.report.headline``. ``--only`` replaces
-the entries of the notebooks it runs and keeps the others with the runs that made them.
-The page ``book/execution.md`` is rendered from the manifest by
-``tools/execution_page.py``.
+and CUDA versions; start time (UTC); git commit, or the one passed with ``--commit``
+where the copy has no ``.git``; command; the sizing protocol given with
+``--protocol``) and, per notebook, the run that made its outputs, with wall time,
+status, profile, device, seed and the headline metrics the chapter printed with
+``betavae_lib.report.headline`` (a line that cannot be read is skipped and listed
+under ``warnings``). ``--only`` replaces the entries of the notebooks it runs and keeps
+the others with the runs that made them. The page ``book/execution.md`` is rendered
+from the manifest by ``tools/execution_page.py``.
 """
 
 from __future__ import annotations
@@ -63,17 +72,30 @@ RUN_KEYS = (
 )
 DOC_SUFFIXES = (".ipynb", ".md", ".rst")
 SEEDED = ("start_chapter", "seed_everything")  # calls whose ``seed`` is recorded
+INTERRUPTED = "KeyboardInterrupt"
 
 
 # --------------------------------------------------------------------------- the book
+TOC_SUBTREES = ("parts", "subtrees")  # a list of subtrees, each holding items
+TOC_ITEMS = ("chapters", "sections", "entries")  # a list of items
+
+
 def toc_documents(root: Path) -> list[str]:
     """The documents of ``root/_toc.yml`` in reading order, without suffix
-    (``notebooks/01_first_vae``), parsed by ``sphinx_external_toc`` as Jupyter Book
-    parses it. Globs become the matching files, sorted; URLs are skipped."""
-    from sphinx_external_toc.api import FileItem, GlobItem
-    from sphinx_external_toc.parsing import parse_toc_yaml
+    (``notebooks/01_first_vae``), in the order ``sphinx_external_toc`` gives Jupyter
+    Book: each file, then the files under it, depth first. Globs become the matching
+    files, sorted; URLs are skipped.
 
-    site_map = parse_toc_yaml(root / "_toc.yml")
+    Read with PyYAML alone (no sphinx, docutils or sphinx_external_toc), so that the
+    GPU machine, which has none of them, can run the book; the tests check that the
+    result is the one ``sphinx_external_toc`` gives.
+    """
+    import yaml
+
+    path = root / "_toc.yml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("root"), str):
+        raise SystemExit(f"{path}: not a table of contents (no 'root: <file>')")
     order: list[str] = []
 
     def add(name: str) -> None:
@@ -82,18 +104,28 @@ def toc_documents(root: Path) -> list[str]:
         if name not in order:
             order.append(name)
 
-    def visit(docname: str) -> None:
-        add(docname)
-        for subtree in site_map[docname].subtrees:
-            for item in subtree.items:
-                if isinstance(item, FileItem):
-                    visit(item)
-                elif isinstance(item, GlobItem):
-                    for suffix in DOC_SUFFIXES:
-                        for path in sorted(root.glob(f"{item}{suffix}")):
-                            add(path.relative_to(root).as_posix())
+    def items_of(node: dict) -> list:
+        found = []
+        for key in TOC_SUBTREES:
+            for subtree in node.get(key) or []:
+                if isinstance(subtree, dict):
+                    found += items_of(subtree)
+        for key in TOC_ITEMS:
+            found += [i for i in node.get(key) or [] if isinstance(i, dict)]
+        return found
 
-    visit(site_map.root.docname)
+    def visit(node: dict) -> None:
+        for item in items_of(node):
+            if isinstance(item.get("file"), str):
+                add(item["file"])
+                visit(item)
+            elif isinstance(item.get("glob"), str):
+                for suffix in DOC_SUFFIXES:
+                    for match in sorted(root.glob(f"{item['glob']}{suffix}")):
+                        add(match.relative_to(root).as_posix())
+
+    add(data["root"])
+    visit(data)
     return order
 
 
@@ -152,9 +184,14 @@ def paired_source(nb_path: Path) -> Path | None:
     return None
 
 
-def behind_sources(root: Path, paths: list[str]) -> list[tuple[str, str]]:
-    """``(notebook, source)`` of each of ``paths`` that differs from its source."""
-    import jupytext
+def behind_sources(root: Path, paths: list[str]) -> list[tuple[str, str]] | None:
+    """``(notebook, source)`` of each of ``paths`` that differs from its source; None
+    when jupytext is not installed (the GPU machine has none), so nothing was checked.
+    """
+    try:
+        import jupytext
+    except ImportError:
+        return None
 
     def cells(path: Path) -> list[tuple[str, str]]:
         return [(c.cell_type, c.source) for c in jupytext.read(path).cells]
@@ -246,9 +283,15 @@ def versions() -> dict:
     }
 
 
-def git_state(root: Path) -> dict:
+COMMIT_ENV = "BETAVAE_GIT_COMMIT"  # the commit of a copy without .git (the GPU machine)
+COMMIT_RE = re.compile(r"[0-9a-f]{7,40}")
+
+
+def git_state(root: Path, commit: str | None = None) -> dict:
     """``{"commit": sha or None, "dirty": bool or None}`` of the repository at ``root``
-    (read-only git calls)."""
+    (read-only git calls). Where ``root`` is no git checkout (the GPU machine receives
+    a copy without ``.git``), the ``commit`` passed in (``--commit``, else
+    ``$BETAVAE_GIT_COMMIT``) is recorded, with ``"source": "passed in"``."""
 
     def git(*args):
         out = subprocess.run(
@@ -257,11 +300,26 @@ def git_state(root: Path) -> dict:
         return out.stdout.strip() if out.returncode == 0 else None
 
     try:
-        commit = git("rev-parse", "HEAD")
+        found = git("rev-parse", "HEAD")
         status = git("--no-optional-locks", "status", "--porcelain", "-uno")
     except (OSError, subprocess.SubprocessError):
+        found, status = None, None
+    if found:
+        return {"commit": found, "dirty": None if status is None else bool(status)}
+    given = commit or os.environ.get(COMMIT_ENV, "").strip() or None
+    if given is None:
         return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
+    return {"commit": given, "dirty": None, "source": "passed in"}
+
+
+def commit_id(text: str) -> str:
+    """argparse type for ``--commit``: a hexadecimal commit id (7-40 digits)."""
+    text = text.strip().lower()
+    if not COMMIT_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"--commit must be a git commit id (7 to 40 hex digits), got {text!r}"
+        )
+    return text
 
 
 def utc_now() -> str:
@@ -283,13 +341,23 @@ def stream_text(nb) -> str:
     return "".join(parts)
 
 
-def parse_headlines(text: str) -> dict:
+def parse_headlines(text: str, warnings: list | None = None) -> dict:
     """Headline metrics printed in ``text`` (the rule of
-    ``betavae_lib.report.parse_headlines``)."""
+    ``betavae_lib.report.parse_headlines``). A marked line that is not a JSON object
+    is skipped, and said in ``warnings`` (when given), instead of failing the run
+    whose outputs are already there."""
     found = {}
     for line in text.splitlines():
-        if line.startswith(HEADLINE_MARKER):
-            found.update(json.loads(line[len(HEADLINE_MARKER) :]))
+        if not line.startswith(HEADLINE_MARKER):
+            continue
+        try:
+            value = json.loads(line[len(HEADLINE_MARKER) :])
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            found.update(value)
+        elif warnings is not None:
+            warnings.append(f"a headline line is not a JSON object: {line[:120]!r}")
     return found
 
 
@@ -392,10 +460,32 @@ def error_line(exc: BaseException) -> str:
 
 
 # -------------------------------------------------------------------------- execution
-def steps_entry(printed: str | None) -> dict:
+GROUPED_INT = re.compile(r"\d{1,3}(?:([,_\u2009\u202f])\d{3})(?:\1\d{3})*")
+
+
+def printed_int(text: str) -> int | None:
+    """The integer ``text`` writes, plainly or with ``,``, ``_`` or thin spaces between
+    groups of three digits (``7,000``); None if it writes none."""
+    text = text.strip()
+    if re.fullmatch(r"\d+", text):
+        return int(text)
+    if GROUPED_INT.fullmatch(text):
+        return int(re.sub(r"\D", "", text))
+    return None
+
+
+def steps_entry(printed: str | None, warnings: list | None = None) -> dict:
     """``{"steps": N}`` when the chapter printed ``steps: N`` (``BETAVAE_STEPS``
-    lengthened its training), else nothing."""
-    return {} if printed is None else {"steps": int(printed)}
+    lengthened its training; ``7,000`` is read as 7000), else nothing; a value that is
+    no number is left out and said in ``warnings``."""
+    if printed is None:
+        return {}
+    value = printed_int(printed)
+    if value is None:
+        if warnings is not None:
+            warnings.append(f"the printed 'steps: {printed}' is not a number")
+        return {}
+    return {"steps": value}
 
 
 def kernel_env(profile: str, steps: int | None = None) -> dict:
@@ -415,6 +505,114 @@ def kernel_env(profile: str, steps: int | None = None) -> dict:
     return env
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it (a reader, or a
+    copy made when the process is killed, sees the old file or the new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def notebook_bytes(nb) -> bytes:
+    return nbformat.writes(nb).encode("utf-8")
+
+
+class OutDir:
+    """Where a run's pieces are copied as they are finished (``--out``): per notebook,
+    ``NAME.partial.ipynb`` after every cell, then ``NAME.ipynb`` (it ran) or
+    ``NAME.failed.ipynb`` (it did not) in its place; and the manifest. One file per
+    notebook at any time, so a folder with a file-count limit stays within it."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+
+    def _notebook(self, path: str, kind: str) -> Path:
+        stem = Path(path).stem
+        return self.folder / (
+            f"{stem}.ipynb" if kind == "ok" else f"{stem}.{kind}.ipynb"
+        )
+
+    def notebook(self, path: str, nb, kind: str) -> None:
+        """Store ``nb`` as ``kind`` ("partial", "ok", "failed"); drop the others."""
+        if self.folder is None:
+            return
+        write_atomic(self._notebook(path, kind), notebook_bytes(nb))
+        for other in ("partial", "ok", "failed"):
+            if other != kind:
+                self._notebook(path, other).unlink(missing_ok=True)
+
+    def manifest(self, manifest: dict) -> None:
+        if self.folder is not None:
+            text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+            write_atomic(self.folder / MANIFEST.name, text.encode("utf-8"))
+
+
+def make_client(nb, nb_path: Path, timeout: int, deadline: float | None, echo: bool):
+    """An nbclient ``NotebookClient`` for ``nb``: a cell may run ``timeout`` seconds
+    (0: no limit), and none past the monotonic ``deadline`` (None: none); with
+    ``echo``, what the cells print is copied to this process's stdout as it comes."""
+    from nbclient import NotebookClient
+
+    class Client(NotebookClient):
+        def output(self, outs, msg, display_id, cell_index):
+            if echo and msg.get("msg_type") == "stream":
+                text = msg.get("content", {}).get("text", "")
+                sys.stdout.write("".join(f"  | {line}\n" for line in text.splitlines()))
+                sys.stdout.flush()
+            return super().output(outs, msg, display_id, cell_index)
+
+    def cell_timeout(cell):
+        limits = [timeout] if timeout > 0 else []
+        if deadline is not None:
+            limits.append(max(1.0, deadline - time.monotonic()))
+        return min(limits) if limits else None
+
+    return Client(
+        nb,
+        timeout=timeout if timeout > 0 else None,
+        timeout_func=cell_timeout,
+        kernel_name=nb.metadata.get("kernelspec", {}).get("name", "python3"),
+        resources={"metadata": {"path": str(nb_path.parent)}},
+        store_widget_state=True,
+        record_timing=False,
+    )
+
+
+def describe_outputs(nb, profile: str, run: dict) -> tuple[dict, list[str]]:
+    """The manifest fields read from ``nb``'s outputs and code, and warnings for what
+    could not be read. Never raises: the outputs are stored whatever is printed."""
+    warnings: list[str] = []
+    text = stream_text(nb)
+    fields: dict = {}
+
+    def guarded(what: str, fn, default):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - a record, not a reason to lose a run
+            warnings.append(f"{what} could not be read: {error_line(exc)}")
+            return default
+
+    fields["title"] = guarded("the title", lambda: notebook_title(nb), "")
+    fields["profile"] = printed_setting(text, "profile") or profile
+    fields.update(
+        guarded(
+            "the steps",
+            lambda: steps_entry(printed_setting(text, "steps"), warnings),
+            {},
+        )
+    )
+    fields.update(
+        device_used(printed_setting(text, "device"), run["device"], run["versions"])
+    )
+    fields["seed"] = guarded("the seed", lambda: chapter_seed(nb, text), None)
+    fields["seeds"] = guarded("the seeds", lambda: seeds_in(nb), [])
+    fields["metrics"] = guarded(
+        "the headline metrics", lambda: parse_headlines(text, warnings), {}
+    )
+    return fields, warnings
+
+
 def execute_notebook(
     root: Path,
     path: str,
@@ -423,29 +621,30 @@ def execute_notebook(
     timeout: int,
     run: dict,
     steps: int | None = None,
+    deadline: float | None = None,
+    out: OutDir | None = None,
+    echo: bool = False,
 ):
     """Run ``root/path`` in a fresh kernel; on success store its outputs in place.
-    Returns its manifest entry, made by ``run``."""
-    from nbclient import NotebookClient
-
+    Returns its manifest entry, made by ``run``. timeout: seconds per cell (0: none);
+    deadline: a ``time.monotonic()`` no cell may run past; out: where the notebook is
+    copied after every cell and at the end (:class:`OutDir`); echo: print what the
+    cells print, as they print it."""
+    out = out or OutDir(None)
     nb_path = root / path
     original = nb_path.read_bytes()
     nb = nbformat.reads(original.decode("utf-8"), as_version=4)
     nb.metadata.pop("widgets", None)  # state from an earlier run must not outlive it
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name=nb.metadata.get("kernelspec", {}).get("name", "python3"),
-        resources={"metadata": {"path": str(nb_path.parent)}},
-        store_widget_state=True,
-        record_timing=False,
-    )
+    client = make_client(nb, nb_path, timeout, deadline, echo)
+    client.on_cell_executed = lambda **_: out.notebook(path, nb, "partial")
     started, t0 = utc_now(), time.perf_counter()
     try:
         client.execute(env=kernel_env(profile, steps))
         status, error = "ok", None
     except Exception as exc:  # noqa: BLE001 - any failure is recorded, the run goes on
         status, error = "error", error_line(exc)
+    except KeyboardInterrupt:  # SIGINT from outside: keep what ran, then stop
+        status, error = "error", f"{INTERRUPTED}: stopped from outside (SIGINT)"
     wall = time.perf_counter() - t0
     if status == "ok" and nb_path.read_bytes() != original:
         status, error = (
@@ -453,26 +652,29 @@ def execute_notebook(
             "the notebook was edited while it ran; execute it again",
         )
 
-    text = stream_text(nb)
+    fields, warnings = describe_outputs(nb, profile, run)
     entry = {
         "path": path,
-        "title": notebook_title(nb),
+        "title": fields.pop("title"),
         "status": status,
         "error": error,
         "wall_s": round(wall, 1),
         "started_utc": started,
         "run": run["id"],
-        "profile": printed_setting(text, "profile") or profile,
-        **steps_entry(printed_setting(text, "steps")),
-        **device_used(printed_setting(text, "device"), run["device"], run["versions"]),
+        "profile": fields.pop("profile"),
+        **{k: fields.pop(k) for k in ("steps",) if k in fields},
+        **{k: fields.pop(k) for k in ("device_kind", "device", "cuda")},
         "torch": run["versions"]["torch"],
         "git_commit": run["git"]["commit"],
-        "seed": chapter_seed(nb, text),
-        "seeds": seeds_in(nb),
-        "metrics": parse_headlines(text),
+        **fields,
     }
+    if warnings:
+        entry["warnings"] = warnings
+        for w in warnings:
+            print(f"  warning: {path}: {w}")
     if status == "ok":
         nbformat.write(nb, nb_path)
+        out.notebook(path, nb, "ok")
         size_mb = nb_path.stat().st_size / 2**20
         if size_mb > 2:
             print(f"  note: {path} is {size_mb:.1f} MB with outputs (the aim is 2 MB)")
@@ -480,8 +682,30 @@ def execute_notebook(
         failed = root / FAILED_DIR / Path(path).name
         failed.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, failed)
+        out.notebook(path, nb, "failed")
         print(f"  {path} left unchanged; its failed run: {failed.relative_to(root)}")
     return entry
+
+
+def not_run(root: Path, path: str, run: dict, why: str) -> dict:
+    """The entry of a notebook that was not started (it counts as failed)."""
+    nb = nbformat.read(root / path, as_version=4)
+    return {
+        "path": path,
+        "title": notebook_title(nb),
+        "status": "error",
+        "error": f"not run: {why}",
+        "wall_s": 0.0,
+        "started_utc": utc_now(),
+        "run": run["id"],
+        "profile": run["profile"],
+        **device_used(None, run["device"], run["versions"]),
+        "torch": run["versions"]["torch"],
+        "git_commit": run["git"]["commit"],
+        "seed": None,
+        "seeds": [],
+        "metrics": {},
+    }
 
 
 # --------------------------------------------------------------------------- manifest
@@ -539,6 +763,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def write_page(root: Path, manifest: dict | None) -> None:
+    (root / PAGE).parent.mkdir(parents=True, exist_ok=True)
     (root / PAGE).write_text(render_page(manifest), encoding="utf-8")
 
 
@@ -558,6 +783,58 @@ def positive_steps(text: str) -> int:
         return parse_steps(text, "--steps")
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def timeout_seconds(text: str) -> int:
+    """argparse type for ``--timeout``: whole seconds, 0 for no limit."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"--timeout must be a whole number of seconds (0: no limit), got {text!r}"
+        )
+    return value
+
+
+def deadline_seconds(text: str) -> float:
+    """argparse type for ``--deadline``: seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"--deadline must be a number of seconds > 0, got {text!r}"
+        )
+    return value
+
+
+def limits_text(timeout: int, deadline: float | None) -> str:
+    """What the start line says about when a cell is stopped."""
+    per_cell = (
+        f"a cell is stopped after {fmt_seconds(timeout)} (--timeout)"
+        if timeout > 0
+        else "cells run without a time limit (--timeout 0)"
+    )
+    if deadline is None:
+        return per_cell
+    after = fmt_seconds(deadline)
+    return f"{per_cell}; the run stops {after} after its start (--deadline)"
+
+
+def read_protocol(path: Path | None) -> dict | None:
+    """The JSON object in ``path`` (``--protocol``), recorded with the run."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--protocol {path}: not a readable JSON file ({e})") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"--protocol {path}: a JSON object is needed")
+    return data
 
 
 def parse_args(argv=None):
@@ -583,10 +860,43 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--timeout",
-        type=int,
+        type=timeout_seconds,
         default=3600,
         metavar="S",
-        help="seconds one cell may run before the notebook is stopped (default 3600)",
+        help="seconds one cell may run before the notebook is stopped; 0: no limit "
+        "(default 3600)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=deadline_seconds,
+        metavar="S",
+        help="stop whatever cell runs S seconds after the start (the notebook then "
+        "counts as failed and its partial run is kept); default: none",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="copy each notebook there after every cell (NAME.partial.ipynb), then "
+        "as NAME.ipynb or NAME.failed.ipynb, and the manifest after each notebook",
+    )
+    parser.add_argument(
+        "--echo",
+        action="store_true",
+        help="print what the cells print as they run (for a log)",
+    )
+    parser.add_argument(
+        "--commit",
+        type=commit_id,
+        help="the git commit of this copy, recorded when it has no .git (default "
+        f"${COMMIT_ENV})",
+    )
+    parser.add_argument(
+        "--protocol",
+        type=Path,
+        metavar="FILE",
+        help="a JSON file that says how the run was sized (the GPU launcher's "
+        "plan.json), recorded with the run",
     )
     parser.add_argument(
         "--page-only",
@@ -605,10 +915,17 @@ def main(argv=None) -> int:
         print(f"wrote {PAGE}")
         return 0
 
+    t_start = time.monotonic()
+    deadline = None if args.deadline is None else t_start + args.deadline
     order = toc_notebooks(root)
     todo = select(order, args.only) if args.only else order
     stale = behind_sources(root, todo)
-    if stale:
+    if stale is None:
+        print(
+            "note: jupytext is not installed here, so it was not checked that the "
+            "notebooks match their sources in notebooks/src (CI checks it)"
+        )
+    elif stale:
         raise SystemExit(
             "these notebooks differ from their sources; sync them first:\n"
             + "\n".join(f"  jupytext --sync {src}   # {nb}" for nb, src in stale)
@@ -621,6 +938,7 @@ def main(argv=None) -> int:
             "chapter; chapter 6's is meant for a GPU (--steps lengthens a "
             "reduced run of it instead)"
         )
+    protocol = read_protocol(args.protocol)
     argv = argv if argv is not None else sys.argv[1:]
     previous = load_manifest(root)
     run = {
@@ -631,26 +949,37 @@ def main(argv=None) -> int:
         "device": device,
         "versions": vers,
         "platform": platform.platform(),
-        "git": git_state(root),
+        "git": git_state(root, args.commit),
         "command": "python tools/execute_book.py"
         + "".join(f" {shlex.quote(a)}" for a in argv),
+        **({"protocol": protocol} if protocol else {}),
     }
+    out = OutDir(args.out.resolve() if args.out else None)
     print(
         f"executing {len(todo)} notebook(s) | profile {profile} | {device['name']} "
-        f"| a cell is stopped after {fmt_seconds(args.timeout)} (--timeout)"
+        f"| {limits_text(args.timeout, args.deadline)}",
+        flush=True,
     )
 
     entries = []
     for i, path in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {path} ...", flush=True)
-        entry = execute_notebook(
-            root,
-            path,
-            profile=profile,
-            timeout=args.timeout,
-            run=run,
-            steps=args.steps,
-        )
+        if deadline is not None and time.monotonic() >= deadline:
+            entry = not_run(root, path, run, "the run's --deadline had passed")
+        elif entries and (entries[-1]["error"] or "").startswith(INTERRUPTED):
+            entry = not_run(root, path, run, "the run was stopped from outside")
+        else:
+            entry = execute_notebook(
+                root,
+                path,
+                profile=profile,
+                timeout=args.timeout,
+                run=run,
+                steps=args.steps,
+                deadline=deadline,
+                out=out,
+                echo=args.echo,
+            )
         entries.append(entry)
         done = f"{entry['status']} in {fmt_seconds(entry['wall_s'])}"
         if entry["error"]:
@@ -661,12 +990,13 @@ def main(argv=None) -> int:
         manifest = record(load_manifest(root), run, [entry], order)
         write_json(root / MANIFEST, manifest)
         write_page(root, manifest)
+        out.manifest(manifest)
 
     if not todo:
         write_page(root, load_manifest(root))
     failed = [e["path"] for e in entries if e["status"] != "ok"]
     note = f"; failed: {', '.join(failed)}" if failed else ""
-    print(f"wrote {MANIFEST} and {PAGE}{note}")
+    print(f"wrote {MANIFEST} and {PAGE}{note}", flush=True)
     return 1 if failed else 0
 
 

@@ -9,6 +9,7 @@ torch.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 PROFILE_MEANING = {
@@ -70,9 +71,44 @@ def fmt_seconds(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def cell(text) -> str:
-    """Text safe inside a markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+# Characters that start markup in MyST markdown (CommonMark, GFM tables, dollarmath,
+# roles): text from the manifest is shown with each of them backslash-escaped, so that
+# ``<lambda>`` is shown and ``<img onerror=...>`` in an error line stays text.
+MARKUP = frozenset("\\`*_[]<>&|${}~")
+
+
+class Code(str):
+    """A value shown as inline code (:func:`code`) rather than as text."""
+
+
+class Markdown(str):
+    """A value already written as markdown (escaped where it came from the manifest)."""
+
+
+def text(value) -> str:
+    """``value`` as literal text inside markdown, a table cell included: every
+    character that could start markup is escaped, and line breaks become spaces."""
+    flat = re.sub(r"[\r\n]+", " ", str(value))
+    return "".join("\\" + c if c in MARKUP else c for c in flat)
+
+
+def code(value, table: bool = True) -> str:
+    """``value`` as an inline code span, whatever backticks it holds; ``table``: it
+    sits in a table cell, whose ``|`` must be escaped even inside code."""
+    flat = re.sub(r"[\r\n]+", " ", str(value))
+    if table:
+        flat = flat.replace("|", "\\|")
+    longest = max((len(m) for m in re.findall(r"`+", flat)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") or not flat.strip() else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
+
+
+def shown(value) -> str:
+    """A table value: :class:`Code` as code, anything else as text."""
+    if isinstance(value, Markdown):
+        return str(value)
+    return code(value) if isinstance(value, Code) else text(fmt_value(value))
 
 
 def doc_link(path: str) -> str:
@@ -115,10 +151,26 @@ def describe(run: dict) -> str:
         if run.get("steps")
         else ""
     )
+    meaning = text(PROFILE_MEANING.get(profile, profile))
     return (
-        f"**{cell(dev['name'])}** ({kind}) with the **{profile}** profile "
-        f"({PROFILE_MEANING.get(profile, profile)}){steps}"
+        f"**{text(dev['name'])}** ({kind}) with the **{text(profile)}** profile "
+        f"({meaning}){steps}{protocol_note(run)}"
     )
+
+
+def protocol_summary(run: dict) -> str | None:
+    """How the run was sized (``--protocol``): its ``summary``, else its settings."""
+    protocol = run.get("protocol")
+    if not isinstance(protocol, dict) or not protocol:
+        return None
+    if protocol.get("summary"):
+        return str(protocol["summary"])
+    return ", ".join(f"{k} {fmt_value(v)}" for k, v in protocol.items())
+
+
+def protocol_note(run: dict) -> str:
+    summary = protocol_summary(run)
+    return f"; sized by the GPU launcher: {text(summary)}" if summary else ""
 
 
 def intro(runs: list[dict], by_run: dict[int, list[dict]], entries: list[dict]):
@@ -144,7 +196,7 @@ def intro(runs: list[dict], by_run: dict[int, list[dict]], entries: list[dict]):
         else:
             lead = "Part of the book ran without a GPU"
             which = ", ".join(doc_link(e["path"]) for e in on_cpu)
-        names = sorted({f"`{e.get('profile')}`" for e in on_cpu})
+        names = sorted({code(e.get("profile"), table=False) for e in on_cpu})
         profiles = " and ".join(names) + (" profiles" if len(names) > 1 else " profile")
         lines += [NO_GPU.format(lead=lead, which=which, profiles=profiles), ""]
     return lines
@@ -156,7 +208,8 @@ def machine_table(runs: list[dict], by_run: dict[int, list[dict]], manifest: dic
         if not commit:
             return "not a git checkout"
         dirty = " with uncommitted changes" if git.get("dirty") else ""
-        return f"`{commit[:12]}`{dirty}"
+        given = " (passed in: the copy had no .git)" if git.get("source") else ""
+        return f"{code(commit[:12])}{text(dirty + given)}"
 
     def rows(run: dict) -> dict:
         dev, vers, mine = run["device"], run.get("versions", {}), by_run[run["id"]]
@@ -164,7 +217,7 @@ def machine_table(runs: list[dict], by_run: dict[int, list[dict]], manifest: dic
             "device": dev["name"],
             "device type": DEVICE_KIND.get(dev["kind"], dev["kind"]),
             "CPU": dev.get("cpu"),
-            "profile": f"`{run['profile']}`",
+            "profile": Code(run["profile"]),
             "Python": vers.get("python"),
             "torch": vers.get("torch"),
             "CUDA": vers.get("cuda") or "not used",
@@ -174,14 +227,18 @@ def machine_table(runs: list[dict], by_run: dict[int, list[dict]], manifest: dic
             "seed": chapter_seeds(mine),
             "started (UTC)": run.get("started_utc"),
             "execution time": fmt_seconds(sum(e["wall_s"] for e in mine)),
-            "git commit": git_text(run.get("git")),
-            "command": f"`{run.get('command', '')}`",
+            "git commit": Markdown(git_text(run.get("git"))),
+            "command": Code(run.get("command", "")),
+            "sizing": protocol_summary(run),
         }
 
     columns = [rows(run) for run in runs]
     if all(run["device"].get("cpu") == run["device"]["name"] for run in runs):
         for column in columns:
             column.pop("CPU")
+    if not any(column["sizing"] for column in columns):
+        for column in columns:
+            column.pop("sizing")
     if len(runs) == 1:
         header = ["| what | value |", "|---|---|"]
     else:
@@ -189,7 +246,7 @@ def machine_table(runs: list[dict], by_run: dict[int, list[dict]], manifest: dic
         header = [f"| what | {names} |", "|---" * (len(runs) + 1) + "|"]
     lines = ["## The machine and the software", "", *header]
     for name in columns[0]:
-        values = " | ".join(cell(fmt_value(c[name])) for c in columns)
+        values = " | ".join(shown(c[name]) for c in columns)
         lines.append(f"| {name} | {values} |")
     if len(runs) > 1:
         total = fmt_seconds(manifest.get("total_wall_s", 0))
@@ -215,14 +272,14 @@ def chapter_table(entries: list[dict], run_number: dict[int, int]) -> list[str]:
         status = (
             "ok"
             if e["status"] == "ok"
-            else f"error: {cell(e.get('error') or '')} "
+            else f"error: {text(e.get('error') or '')} "
             "(the chapter shows the outputs of its last good run)"
         )
         kind = "CPU" if e.get("device_kind") == "cpu" else "GPU"
         run = f" {run_number[e['run']]} |" if several else ""
         lines.append(
             f"| {doc_link(e['path'])} | {status} | {fmt_seconds(e['wall_s'])} | "
-            f"`{e.get('profile')}`{steps_note(e)} | {cell(e.get('device'))}, "
+            f"{code(e.get('profile'))}{steps_note(e)} | {text(e.get('device'))}, "
             f"{kind} |{run}"
         )
     return lines + [""]
@@ -232,13 +289,18 @@ def metrics_section(entries: list[dict]) -> list[str]:
     lines = ["## Headline metrics", "", METRICS_INTRO, ""]
     silent = [e.get("title") or e["path"] for e in entries if not e.get("metrics")]
     if silent:
-        names = ", ".join(cell(t) for t in silent)
+        names = ", ".join(text(t) for t in silent)
         lines += [f"No headline metrics were printed by: {names}.", ""]
+    for e in entries:
+        if e.get("warnings"):
+            said = "; ".join(text(w) for w in e["warnings"])
+            title = text(e.get("title") or e["path"])
+            lines += [f"While reading the outputs of {title}: {said}.", ""]
     for e in entries:
         if not e.get("metrics"):
             continue
         lines += [
-            f"### {cell(e.get('title') or e['path'])}",
+            f"### {text(e.get('title') or e['path'])}",
             "",
             doc_link(e["path"]),
             "",
@@ -246,7 +308,7 @@ def metrics_section(entries: list[dict]) -> list[str]:
             "|---|---|",
         ]
         lines += [
-            f"| `{cell(k)}` | {cell(fmt_value(v))} |" for k, v in e["metrics"].items()
+            f"| {code(k)} | {text(fmt_value(v))} |" for k, v in e["metrics"].items()
         ]
         lines += [""]
     return lines
