@@ -37,7 +37,6 @@ except ImportError:
     import betavae_lib  # noqa: F401
 
 import math
-import os
 import warnings
 
 import matplotlib.pyplot as plt
@@ -53,6 +52,7 @@ from betavae_lib import (
     train_grid,
     traversal,
 )
+from betavae_lib.cache import amp_from_env
 from betavae_lib.losses import gaussian_kl
 from betavae_lib.metrics import (
     active_units,
@@ -171,7 +171,7 @@ plots.image_grid(
 # beyond. A short run at a high learning rate reaches a model the long run passes through on its way,
 # not the model the long run ends at: the comparison below is between objectives *at this budget*.
 # `BETAVAE_STEPS=N` (or the executor's `--steps N`) trains each model for N steps on N batches of
-# distinct images, keeping the profile's seeds and evaluation sizes; `BETAVAE_AMP=1` trains in
+# distinct images, keeping the profile's seeds and evaluation sizes; `BETAVAE_AMP=bf16` trains in
 # bfloat16 autocast (a speed-up on CPUs with bfloat16 instructions and on GPUs).
 
 # %%
@@ -181,7 +181,7 @@ epochs = profile.pick(smoke=1, reduced=1, full=5)
 # with BETAVAE_STEPS: one pass over that many batches of distinct images
 n_train, epochs = profile.by_steps(len(ds), n_train, epochs, batch_size)
 seeds = [0, 1, 2]
-amp = os.environ.get("BETAVAE_AMP", "0").strip().lower() in ("1", "true")
+amp = amp_from_env()  # BETAVAE_AMP=bf16: bfloat16 autocast
 
 rng = np.random.default_rng(0)
 train_idx = (
