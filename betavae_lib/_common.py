@@ -54,6 +54,21 @@ def positive_int(
     return int(value)
 
 
+MAX_SEED = 2**64 - 1  # torch's generators take seeds up to 64 bits
+
+
+def check_seed(name: str, value) -> int:
+    """A seed as an ``int`` in [0, 2**64 − 1] (what torch's generators accept), else
+    ValueError naming ``name``."""
+    return positive_int(
+        name,
+        value,
+        minimum=0,
+        maximum=MAX_SEED,
+        what="a non-negative integer below 2**64",
+    )
+
+
 def real_number(
     name: str, value, *, minimum: float = 0.0, strict: bool = False, unit: str = ""
 ) -> float:
@@ -142,6 +157,28 @@ def check_amp(amp, device: torch.device) -> bool:
             f"not {device.type}"
         )
     return amp
+
+
+ON_VALUES = ("on", "1", "true", "yes")
+OFF_VALUES = ("off", "0", "false", "no")
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """The on/off environment variable ``name``: ``default`` when unset or empty, True
+    for on/1/true/yes, False for off/0/false/no (any case); anything else is a
+    ValueError naming the variable, never silently one or the other."""
+    raw = os.environ.get(name, "")
+    value = raw.strip().lower()
+    if not value:
+        return default
+    if value in ON_VALUES:
+        return True
+    if value in OFF_VALUES:
+        return False
+    raise ValueError(
+        f"${name} must be one of {', '.join(ON_VALUES)} (on) or "
+        f"{', '.join(OFF_VALUES)} (off), got {raw!r}"
+    )
 
 
 def as_float_images(batch: torch.Tensor) -> torch.Tensor:

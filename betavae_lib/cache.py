@@ -16,7 +16,12 @@ written atomically by :func:`betavae_lib.checkpoints.save` with the History and 
 beside the weights, and read back with ``weights_only`` loading. An entry that cannot
 be read, or whose stored key and settings are not the ones asked for, is never trusted:
 the model is retrained with a :class:`ModelCacheWarning` and the entry rewritten.
-``BETAVAE_CACHE=off`` turns the cache off (nothing is read or written).
+``BETAVAE_CACHE=off`` turns the cache off (nothing is read or written); values other
+than on/1/true/yes and off/0/false/no are refused. A β or capacity schedule enters the
+key by its class, its fields and the value it gives at every step of the run, so a
+schedule whose formula changed is a miss. Only the library's own model classes
+(``MLPVAE``, ``ConvVAE``) are cached; models of another class (a subclass) are trained
+every time, with a :class:`ModelCacheWarning`.
 
 ``BETAVAE_CUDA_GRAPH=1`` makes :func:`train_grid` capture its training steps in a CUDA
 graph on CUDA devices (``fit_ensemble(cuda_graph=True)``). ``BETAVAE_AMP=bf16`` (or
@@ -29,7 +34,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import struct
 import time
 import warnings
 from collections.abc import Mapping
@@ -38,14 +45,22 @@ from pathlib import Path
 import torch
 
 from . import checkpoints
-from ._common import check_flag, pick_device, seed_everything
+from ._common import (
+    OFF_VALUES,  # noqa: F401 (the values that turn BETAVAE_CACHE off)
+    check_flag,
+    check_seed,
+    env_flag,
+    pick_device,
+    positive_int,
+    real_number,
+    seed_everything,
+)
 from .data import cache_dir
 from .ensemble import fit_ensemble
 from .objective import Objective
 from .train import History
 
 CACHE_FORMAT = "betavae_lib.model_cache/1"
-OFF_VALUES = ("off", "0", "false", "no")
 OBJECTIVE_FIELDS = {f.name for f in dataclasses.fields(Objective)}
 
 
@@ -54,8 +69,16 @@ class ModelCacheWarning(UserWarning):
 
 
 def cache_enabled() -> bool:
-    """False when ``$BETAVAE_CACHE`` is ``off`` (or 0, false, no)."""
-    return os.environ.get("BETAVAE_CACHE", "on").strip().lower() not in OFF_VALUES
+    """False when ``$BETAVAE_CACHE`` is ``off`` (or 0, false, no); True when it is
+    unset, empty, on, 1, true or yes; any other value raises ValueError."""
+    return env_flag("BETAVAE_CACHE", True)
+
+
+def cacheable(model_class: type) -> bool:
+    """Whether entries can hold models of ``model_class``: the library's own classes
+    (what :func:`betavae_lib.checkpoints.load` rebuilds), not subclasses or
+    namesakes."""
+    return checkpoints.MODELS.get(getattr(model_class, "__name__", None)) is model_class
 
 
 def models_dir() -> Path:
@@ -70,15 +93,23 @@ def entry_key(parts: dict) -> str:
 
 
 def key_parts(
-    model_class: type, config: dict, objective: Objective, seed: int, training: dict
+    model_class: type,
+    config: dict,
+    objective: Objective,
+    seed: int,
+    training: dict,
+    steps: int | None = None,
 ) -> dict:
     """Everything that determines a trained model and its History, as JSON values.
 
-    training: what all members of a grid share (:func:`training_parts`).
+    training: what all members of a grid share (:func:`training_parts`). steps: the
+    run's optimiser steps; an objective with a schedule then also enters the key by
+    the coefficients it gives at every step (:func:`schedule_digest`), so that a
+    schedule whose formula changed under the same name and fields is a miss.
     """
     from . import __version__
 
-    return {
+    parts = {
         "format": CACHE_FORMAT,
         "library": __version__,
         "model": model_class.__name__,
@@ -87,6 +118,17 @@ def key_parts(
         **training,
         "seed": int(seed),
     }
+    if steps is not None and (callable(objective.beta) or callable(objective.capacity)):
+        parts["schedule_values"] = schedule_digest(objective, steps)
+    return parts
+
+
+def schedule_digest(objective: Objective, steps: int) -> str:
+    """SHA-256 of the objective's coefficients at steps 0 … steps − 1 (float64)."""
+    digest = hashlib.sha256()
+    for step in range(steps):
+        digest.update(struct.pack("<6d", *map(float, objective.coefficients(step))))
+    return digest.hexdigest()
 
 
 def training_parts(
@@ -146,8 +188,10 @@ class ModelCache:
     does not trust (with a warning)."""
 
     def __init__(self, root: str | os.PathLike | None = None, enabled=None):
-        self.root = Path(root) if root is not None else models_dir()
-        self.enabled = cache_enabled() if enabled is None else bool(enabled)
+        self.root = Path(root).expanduser() if root is not None else models_dir()
+        self.enabled = (
+            cache_enabled() if enabled is None else check_flag("enabled", enabled)
+        )
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
@@ -186,9 +230,10 @@ class ModelCache:
                 parts=parts,
                 history=history.as_dict(),
             )
-        except OSError as e:
+        except (OSError, TypeError, ValueError) as e:  # the trained model is kept
             warnings.warn(
-                f"could not write the model cache entry {self.path(key)} ({e})",
+                f"could not write the model cache entry {self.path(key)} ({e}); the "
+                f"model is returned but not cached",
                 ModelCacheWarning,
                 stacklevel=3,
             )
@@ -221,7 +266,7 @@ def _split_spec(spec, default_seed: int) -> tuple[Objective, dict, int]:
             f"and model config overrides), got {type(spec).__name__}"
         )
     spec = dict(spec)
-    seed = spec.pop("seed", default_seed)
+    seed = check_seed("seed", spec.pop("seed", default_seed))
     objective = Objective(**{k: v for k, v in spec.items() if k in OBJECTIVE_FIELDS})
     return objective, {k: v for k, v in spec.items() if k not in OBJECTIVE_FIELDS}, seed
 
@@ -260,12 +305,37 @@ def train_grid(
     cuda_graph: default ``BETAVAE_CUDA_GRAPH=1`` on a CUDA device. verbose: print one
     line saying, per model, "trained" or "loaded from cache".
     """
-    cache = cache or ModelCache()
+    if not isinstance(grid, Mapping):
+        raise TypeError(
+            f"grid must be a dict key -> Objective (or dict of its options), got a "
+            f"{type(grid).__name__}; e.g. {{'beta=4': {{'beta': 4.0}}}}"
+        )
+    if cache is None:
+        cache = ModelCache()
+    elif not isinstance(cache, ModelCache):
+        raise TypeError(f"cache must be a ModelCache, got {type(cache).__name__}")
     device = pick_device(device)
+    check_seed("seed", seed)
+    epochs = positive_int("epochs", epochs)
+    batch_size = positive_int("batch_size", batch_size)
+    if isinstance(lr, bool):
+        raise TypeError(f"lr must be a number, got {lr!r}")
+    lr = real_number("lr", lr, strict=True)
     amp = amp_from_env() if amp is None else amp
     if cuda_graph is None:
-        graph_env = os.environ.get("BETAVAE_CUDA_GRAPH", "").strip().lower()
-        cuda_graph = device.type == "cuda" and graph_env in ("1", "true", "yes", "on")
+        graph_env = env_flag("BETAVAE_CUDA_GRAPH", False)
+        cuda_graph = device.type == "cuda" and graph_env
+    check_flag("cuda_graph", cuda_graph)
+    use_cache = cacheable(model_class)
+    if not use_cache and cache.enabled:
+        warnings.warn(
+            f"{getattr(model_class, '__name__', model_class)} models cannot be stored "
+            f"in the model cache (it holds the library's "
+            f"{', '.join(checkpoints.MODELS)} models only): they are trained every "
+            f"time",
+            ModelCacheWarning,
+            stacklevel=2,
+        )
     shared = training_parts(
         images,
         test_images,
@@ -275,13 +345,16 @@ def train_grid(
         check_flag("binarize", binarize),
         check_flag("amp", amp),
     )
+    steps = epochs * math.ceil(len(images) / batch_size)
     members, models, histories, status = {}, {}, {}, {}
     for key, spec in grid.items():
         objective, overrides, member_seed = _split_spec(spec, seed)
         member_config = {**config, **overrides}
-        parts = key_parts(model_class, member_config, objective, member_seed, shared)
+        parts = key_parts(
+            model_class, member_config, objective, member_seed, shared, steps
+        )
         entry = entry_key(parts)
-        found = cache.load(entry, parts)
+        found = cache.load(entry, parts) if use_cache else None
         if found is not None:
             models[key], histories[key] = found
             status[key] = "loaded from cache"
@@ -319,8 +392,9 @@ def train_grid(
                 status[key] = f"diverged at step {result.failed[key]}, not cached"
                 continue
             _, _, _, entry, parts = members[key]
-            cache.store(entry, parts, model, result.histories[key])
-            status[key] = "trained"
+            if use_cache:
+                cache.store(entry, parts, model, result.histories[key])
+            status[key] = "trained" if use_cache else "trained, not cached"
     if verbose:
         seconds = time.perf_counter() - t0
         _print_status(model_class, grid, status, len(groups), seconds, cache.enabled)

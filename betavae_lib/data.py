@@ -35,6 +35,8 @@ from ._common import (
     atomic_write,
     binarize_batch,
     check_pixel_range,
+    check_seed,
+    env_flag,
     positive_int,
     real_number,
 )
@@ -113,26 +115,35 @@ class IncompleteDownloadError(OSError):
 # ---------------------------------------------------------------------------- locations
 
 
+def _folder_from_env(name: str) -> Path | None:
+    """The folder ``$name`` names, ``~`` expanded; None when unset or empty (an empty
+    value would otherwise mean the current folder)."""
+    value = os.environ.get(name, "").strip()
+    return Path(value).expanduser() if value else None
+
+
 def cache_dir() -> Path:
-    """Folder where downloads are stored: ``$BETAVAE_CACHE_DIR`` or
-    ``~/.cache/betavae_lib``."""
-    return Path(
-        os.environ.get("BETAVAE_CACHE_DIR", Path.home() / ".cache" / "betavae_lib")
+    """Folder where downloads are stored: ``$BETAVAE_CACHE_DIR`` (``~`` expanded;
+    unset or empty: the default) or ``~/.cache/betavae_lib``."""
+    return _folder_from_env("BETAVAE_CACHE_DIR") or (
+        Path.home() / ".cache" / "betavae_lib"
     )
 
 
 def search_roots(root: str | os.PathLike | None = None) -> list[Path]:
     """The folders searched for dataset files, in order."""
-    roots = [Path(root)] if root is not None else []
-    if os.environ.get("BETAVAE_DATA_DIR"):
-        roots.append(Path(os.environ["BETAVAE_DATA_DIR"]))
+    roots = [Path(root).expanduser()] if root is not None else []
+    data_dir = _folder_from_env("BETAVAE_DATA_DIR")
+    if data_dir is not None:
+        roots.append(data_dir)
     roots.append(cache_dir())
     return roots
 
 
 def offline() -> bool:
-    """True when ``$BETAVAE_OFFLINE`` forbids downloads."""
-    return os.environ.get("BETAVAE_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+    """True when ``$BETAVAE_OFFLINE`` forbids downloads (1, true, yes or on; unset,
+    empty, 0, false, no or off allow them; anything else raises ValueError)."""
+    return env_flag("BETAVAE_OFFLINE", False)
 
 
 def file_digest(path: Path, algorithm: str = "md5") -> str:
@@ -443,6 +454,38 @@ def _heart_mask(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (x * x + y * y - 1) ** 3 - x * x * y**3 <= 0
 
 
+_FACTOR_SIZES = DSprites.factor_sizes
+
+
+def _check_factor_classes(classes) -> torch.Tensor:
+    """Factor classes (N, 5) as int64, each within its factor's size; ValueError
+    naming the first one out of range (indexing would otherwise wrap negative classes
+    around and draw unknown shapes as hearts)."""
+    array = np.asarray(classes)
+    if array.ndim != 2 or array.shape[1] != len(_FACTOR_SIZES):
+        raise ValueError(
+            f"factor classes must have shape (N, {len(_FACTOR_SIZES)}) (shape, scale, "
+            f"orientation, posX, posY), got {array.shape}"
+        )
+    integral = np.issubdtype(array.dtype, np.integer) or (
+        np.issubdtype(array.dtype, np.floating)
+        and np.isfinite(array).all()
+        and (array == np.round(array)).all()
+    )
+    if array.size and not integral:
+        raise ValueError(f"factor classes must be integers, got dtype {array.dtype}")
+    array = array.astype(np.int64)
+    bad = (array < 0) | (array >= np.array(_FACTOR_SIZES))
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"factor class {array[row, col]} of {DSprites.factor_names[col]} (row "
+            f"{row}) is out of range: {DSprites.factor_names[col]} has classes 0 to "
+            f"{_FACTOR_SIZES[col] - 1}"
+        )
+    return torch.from_numpy(array)
+
+
 def render_dsprites(classes, size: int = 64, chunk: int = 4096) -> torch.Tensor:
     """Render factor classes (N, 5) as binary sprites: (N, 1, size, size) float32.
 
@@ -450,7 +493,9 @@ def render_dsprites(classes, size: int = 64, chunk: int = 4096) -> torch.Tensor:
     ``0.2 + 0.6 * pos``, rotated by the orientation; shapes are a square, an ellipse
     (aspect 2:1) and a heart.
     """
-    classes = torch.as_tensor(np.asarray(classes), dtype=torch.long)
+    classes = _check_factor_classes(classes)
+    size = positive_int("size", size)
+    chunk = positive_int("chunk", chunk)
     scales = torch.linspace(*_DSPRITES_SCALES)
     angles = torch.linspace(*_DSPRITES_ORIENTATIONS)
     pos = torch.linspace(*_DSPRITES_POSITIONS)
@@ -533,12 +578,16 @@ def binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    positive_int("seed", seed, minimum=0, what="a non-negative integer")
+    check_seed("seed", seed)
     p = as_float_images(images)
     if not p.is_floating_point():
         raise TypeError(
             f"images must be float in [0, 1], uint8 (0..255) or bool, "
             f"got dtype {images.dtype}"
+        )
+    if p.numel() == 0:
+        raise ValueError(
+            f"images is empty (shape {tuple(images.shape)}): nothing to binarise"
         )
     check_pixel_range(p, "images")
     generator = torch.Generator().manual_seed(int(seed))

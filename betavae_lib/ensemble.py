@@ -17,8 +17,14 @@ binarised by the draws ``fit(seed=seed_k, binarize=True)`` makes. The variants a
 coefficients of one objective, so β-VAE, capacity, free-bits and β-TCVAE members share
 one step. In the
 "members" layout (the CPU default) each member's products, convolutions and loss are
-the calls ``fit`` makes, in its memory layout, so every member ends with the weights and
-History ``fit`` gives it alone, bit for bit; the tests check it.
+the calls ``fit`` makes, in its memory layout, on operands aligned as ``fit``'s are, and
+Adam steps each member's weights as tensors of their own (:class:`_MemberAdam`), so
+every member ends with the weights and History ``fit`` gives it alone, bit for bit, on
+any CPU (whatever its vector width or BLAS); the tests check it. float64 models train
+in float64, as ``fit`` trains them; parameters frozen with ``requires_grad_(False)``
+stay as they are. Models whose computation is not their layers in sequence (an
+overridden ``encode``/``decode``/``forward``, hooks, subclassed layers) are refused, as
+are one model object under two names and members of different dtypes.
 
 Divergence: a member whose loss stops being finite is frozen at the weights it had
 before that step (from then on its gradients and Adam's first moment are zeroed, so its
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -58,10 +65,12 @@ from ._common import (
     check_amp,
     check_dataset_images,
     check_flag,
+    check_seed,
     check_vae,
     evaluation_seed,
     pick_device,
     positive_int,
+    real_number,
 )
 from .losses import LossTerms, objective_loss
 from .objective import (
@@ -84,6 +93,7 @@ SUPPORTED_LAYERS = (
 )
 LAYOUTS = ("members", "grouped")
 DEFAULT_OBJECTIVE = Objective()  # the plain VAE, as fit's defaults
+COEFFICIENT_CHUNK = 1024  # steps whose coefficients are computed at a time
 
 
 class EnsembleMemberWarning(RuntimeWarning):
@@ -93,21 +103,39 @@ class EnsembleMemberWarning(RuntimeWarning):
 # ------------------------------------------------------------------ batched layers
 
 
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a copy of it where its data does not start on a 64-byte boundary.
+
+    A member's slice of a stacked tensor starts wherever the members before it end,
+    while ``fit`` hands every kernel freshly allocated tensors (64-byte aligned). MKL's
+    matrix products may take other code paths for other alignments (and round
+    differently), so every operand of a member's product is given aligned."""
+    return t if t.data_ptr() % 64 == 0 else t.clone()
+
+
 class _MemberLinear(torch.autograd.Function):
     """y[k] = x[k] W[k]ᵀ + b[k] for every member k, member by member.
 
     x: (K, B, I), or (B, I) shared by all members; weight (K, O, I); bias (K, O); y
     (K, B, O). Each member runs the calls ``nn.Linear`` makes for one model (``addmm``
-    forward; ``mm`` and ``sum`` backward, with the same operand layouts), writing into
-    its slice of the stacked result: ``fit``'s numbers bit for bit, on any CPU.
+    forward; ``mm`` and ``sum`` backward, with the same operand layouts), on operands
+    aligned as ``fit``'s are (:func:`_aligned`), into a fresh result that is then
+    copied into its slice: ``fit``'s numbers bit for bit, on any CPU.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias):
         shared = x.dim() == 2
-        out = x.new_empty(weight.shape[0], x.shape[-2], weight.shape[1])
-        for k in range(weight.shape[0]):
-            torch.addmm(bias[k], x if shared else x[k], weight[k].t(), out=out[k])
+        out = torch.stack(
+            [
+                torch.addmm(
+                    _aligned(bias[k]),
+                    _aligned(x if shared else x[k]),
+                    _aligned(weight[k]).t(),
+                )
+                for k in range(weight.shape[0])
+            ]
+        )
         ctx.save_for_backward(x, weight)
         return out
 
@@ -115,22 +143,17 @@ class _MemberLinear(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         shared, members = x.dim() == 2, range(weight.shape[0])
+        grads = [_aligned(grad[k]) for k in members]
+        inputs = [_aligned(x if shared else x[k]) for k in members]
+        weights = [_aligned(weight[k]) for k in members]
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            if shared:
-                grad_x = sum(grad[k].mm(weight[k]) for k in members)
-            else:
-                grad_x = torch.empty_like(x)
-                for k in members:
-                    torch.mm(grad[k], weight[k], out=grad_x[k])
+            products = [grads[k].mm(weights[k]) for k in members]
+            grad_x = sum(products) if shared else torch.stack(products)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.empty_like(weight)
-            for k in members:
-                torch.mm(grad[k].t(), x if shared else x[k], out=grad_w[k])
+            grad_w = torch.stack([grads[k].t().mm(inputs[k]) for k in members])
         if ctx.needs_input_grad[2]:
-            grad_b = grad.new_empty(weight.shape[0], weight.shape[1])
-            for k in members:
-                torch.sum(grad[k], 0, out=grad_b[k])
+            grad_b = torch.stack([torch.sum(grads[k], 0) for k in members])
         return grad_x, grad_w, grad_b
 
 
@@ -177,6 +200,7 @@ def _check_same_architecture(models: Sequence[nn.Module]) -> None:
         raise ValueError("an ensemble needs at least one model")
     for m in models:
         check_vae(m)
+        _check_computes_as_layers(m)
     first = models[0]
     for m in models[1:]:
         if type(m) is not type(first) or m.config != first.config:
@@ -185,16 +209,52 @@ def _check_same_architecture(models: Sequence[nn.Module]) -> None:
                 f"{type(first).__name__}({first.config}) and "
                 f"{type(m).__name__}({m.config})"
             )
+    dtypes = {p.dtype for m in models for p in m.parameters()}
+    if len(dtypes) > 1:
+        raise TypeError(
+            f"models trained as one ensemble must share one dtype, got "
+            f"{', '.join(sorted(map(str, dtypes)))}; convert them with .float() (or "
+            f".double())"
+        )
     for name, module in [
         *first.encoder.named_children(),
         *first.decoder.named_children(),
     ]:
-        if not isinstance(module, SUPPORTED_LAYERS):
+        if type(module) not in SUPPORTED_LAYERS:
             supported = ", ".join(t.__name__ for t in SUPPORTED_LAYERS)
             raise TypeError(
                 f"VAEEnsemble supports {supported} layers; layer {name} is a "
                 f"{type(module).__name__}"
             )
+
+
+def _check_computes_as_layers(model: nn.Module) -> None:
+    """Raise TypeError unless ``model`` computes what the ensemble computes for it: its
+    encoder's and decoder's layers in sequence (no overridden ``encode``, ``decode`` or
+    ``forward``, no hooks)."""
+    from .models import VAE
+
+    name = type(model).__name__
+    for method in ("encode", "decode", "forward"):
+        if getattr(type(model), method) is not getattr(VAE, method):
+            raise TypeError(
+                f"{name} overrides {method}(); an ensemble runs only the layers of "
+                f"model.encoder and model.decoder, so it would not train what {name} "
+                f"computes; train it with fit"
+            )
+    hooked = [
+        label or name
+        for label, module in model.named_modules()
+        if module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or getattr(module, "parametrizations", None)
+    ]
+    if hooked:
+        raise TypeError(
+            f"{name} has forward or backward hooks or parametrizations (on "
+            f"{', '.join(hooked)}), which an ensemble does not run; train it with fit"
+        )
 
 
 class VAEEnsemble:
@@ -250,6 +310,14 @@ class VAEEnsemble:
                 for k, state in enumerate(states):
                     stacked[k].copy_(state[name])
             self.params[name] = stacked.requires_grad_(True)
+        self.dtype = next(iter(self.params.values())).dtype
+        # parameters frozen with requires_grad_(False), which fit leaves alone: name ->
+        # whether each member froze it (only names that some member froze)
+        self.frozen = {
+            name: [not dict(m.named_parameters())[name].requires_grad for m in models]
+            for name in self.params
+        }
+        self.frozen = {n: f for n, f in self.frozen.items() if any(f)}
 
     def _empty_stacked(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """(K, *shape) on the device. In the members layout a conv weight gets
@@ -337,7 +405,9 @@ class VAEEnsemble:
             options["output_padding"] = module.output_padding
         if self.layout == "members":
             members = zip(self._members(form, h), weight.unbind(0), bias.unbind(0))
-            return "members", [op(t, w, b, **options) for t, w, b in members]
+            return "members", [
+                op(t, _aligned(w), _aligned(b), **options) for t, w, b in members
+            ]
         if form == "shared" and not transposed:  # one convolution, K·O channels out
             return "grouped", op(h, weight.flatten(0, 1), bias.flatten(), **options)
         grouped = self._grouped(form, h)
@@ -407,15 +477,78 @@ def _per_member(value, names, what: str, kind) -> list:
         missing = [n for n in names if n not in value]
         if missing:
             raise ValueError(f"{what} has no entry for {', '.join(map(str, missing))}")
+        unknown = [n for n in value if n not in names]
+        if unknown:  # a misspelt name would otherwise be ignored
+            raise ValueError(
+                f"{what} has entries for {', '.join(map(repr, unknown))}, which are "
+                f"not models; the models are {', '.join(map(repr, names))}"
+            )
         values = [value[n] for n in names]
     else:
         values = [value] * len(names)
+    accepted = numbers.Integral if kind is int else kind
     for n, v in zip(names, values):
-        if not isinstance(v, kind) or (isinstance(v, bool) and kind is int):
+        if not isinstance(v, accepted) or (isinstance(v, bool) and kind is int):
             raise TypeError(
                 f"{what} for {n!r} must be a {kind.__name__}, got {type(v).__name__}"
             )
     return values
+
+
+class _MemberAdam:
+    """Adam stepping each member's slice of the stacked parameters as a tensor of its
+    own (the members layout): the optimiser ``fit`` builds (:func:`_common.adam`), over
+    K·P tensors.
+
+    Adam's kernels run the first elements of a tensor in vector registers and its last
+    few (the tail) one at a time, which can round differently; where the tail begins
+    depends on the tensor's size and on the CPU's vector width. Stepped as one stacked
+    (K, *shape) tensor, member k's weights would sit at other positions than in
+    ``fit``'s own tensor, and on a CPU with wider vectors (AVX-512) some would be
+    rounded by the other path. Stepped as its own tensor, each member's update is
+    ``fit``'s, on any CPU.
+    """
+
+    def __init__(self, params, lr: float, device: torch.device, frozen=()):
+        """frozen: per parameter, whether each member froze it (or empty)."""
+        self.params = list(params)
+        self.views = [list(p.detach().unbind(0)) for p in self.params]
+        self.frozen = list(frozen) or [[False] * len(v) for v in self.views]
+        self.inner = adam([v for views in self.views for v in views], lr, device)
+        self.param_groups = self.inner.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        for p, views, frozen in zip(self.params, self.views, self.frozen):
+            for k, view in enumerate(views):
+                # a frozen member's slice is skipped, as fit's Adam skips the parameter
+                view.grad = None if p.grad is None or frozen[k] else p.grad[k]
+        self.inner.step()
+
+    def zero_first_moment(self, p: torch.Tensor, dead: list[bool]) -> None:
+        """Zero Adam's first moment of the members ``dead`` marks, for parameter p."""
+        views = self.views[next(i for i, q in enumerate(self.params) if q is p)]
+        for view, is_dead in zip(views, dead):
+            exp_avg = self.inner.state.get(view, {}).get("exp_avg")
+            if is_dead and exp_avg is not None:
+                exp_avg.zero_()
+
+
+def _check_distinct(names: list, models: list) -> None:
+    """Raise ValueError when one model object is given under several names (trained in
+    place, it could hold only one member's weights)."""
+    seen: dict[int, object] = {}
+    for name, model in zip(names, models):
+        if id(model) in seen:
+            raise ValueError(
+                f"models {seen[id(model)]!r} and {name!r} are the same model object; "
+                f"each member is trained in place, so give each its own model (e.g. "
+                f"copy.deepcopy(model))"
+            )
+        seen[id(model)] = name
 
 
 class _Trainer:
@@ -440,7 +573,24 @@ class _Trainer:
         self.data = images.to(device)
         self.n = len(images)
         self.steps_per_epoch = math.ceil(self.n / batch_size)
-        self.opt = adam(ens.parameters(), lr, device, capturable=graph)
+        self.dtype = ens.dtype  # the members' (fit feeds batches and noise in it)
+        frozen = [ens.frozen.get(name, [False] * k) for name in ens.params]
+        self.opt = (
+            _MemberAdam(ens.parameters(), lr, device, frozen)
+            if ens.layout == "members"
+            else adam(ens.parameters(), lr, device, capturable=graph)
+        )
+        # the grouped layout zeroes the gradients of frozen slices (a zero gradient from
+        # the first step on is an update of exactly zero)
+        self.frozen_masks = [
+            (
+                ens.params[name],
+                torch.tensor(f, device=device).view(
+                    -1, *[1] * (ens.params[name].dim() - 1)
+                ),
+            )
+            for name, f in ens.frozen.items()
+        ]
         self.likelihood = shared_likelihood(objectives)
         self.used = used_terms(objectives)
         self.seeds = list(seeds)
@@ -468,26 +618,29 @@ class _Trainer:
 
     # -- per-step inputs ---------------------------------------------------------------
 
-    def coefficient_table(self, total_steps: int) -> torch.Tensor:
-        """(steps, 6, K) float32 on the device: every step's coefficients, computed
-        once (schedules are plain Python)."""
+    def coefficient_table(self, first: int, count: int) -> torch.Tensor:
+        """(count, 6, K) on the device: the coefficients of steps first … first +
+        count − 1 (schedules are plain Python), in the members' dtype for float64
+        members, else float32. Computed a chunk of steps at a time, so that a long run
+        never holds every step's coefficients."""
         rows = [
             list(zip(*(o.coefficients(step) for o in self.objectives)))
-            for step in range(total_steps)
+            for step in range(first, first + count)
         ]
-        return torch.tensor(rows, dtype=torch.float32).to(self.device)
+        dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+        return torch.tensor(rows, dtype=dtype).to(self.device)
 
     def coefficients(self, row: torch.Tensor) -> Coefficients:
         """A (6, K) table row as Coefficients; terms no member uses are the number 0."""
         fields = enumerate(Coefficients._fields)
         return Coefficients(*(row[i] if f in self.used else 0.0 for i, f in fields))
 
-    def step_coefficients(self, table: torch.Tensor, step: int):
+    def step_coefficients(self, row: torch.Tensor, step: int):
         """What :meth:`losses` takes at ``step``: K Coefficients of numbers in the
-        members layout, a row of the table in the grouped one."""
+        members layout, the table's ``row`` for it in the grouped one."""
         if self.ens.layout == "members":
             return [o.coefficients(step) for o in self.objectives]
-        return self.coefficients(table[step])
+        return self.coefficients(row)
 
     def epoch_order(self) -> torch.Tensor:
         """This epoch's batch order: (N,) when all members share a seed, else (K, N)."""
@@ -511,7 +664,7 @@ class _Trainer:
         Bernoulli draw per pixel from the generator of each member's seed (members that
         share a seed share the batch order and so the draw, as fit would draw it)."""
         rows = self.data.index_select(0, index.reshape(-1))
-        x = as_float_images(rows.view(*index.shape, *rows.shape[1:])).float()
+        x = as_float_images(rows.view(*index.shape, *rows.shape[1:])).to(self.dtype)
         if self.binarizers is None:
             return x
         if index.dim() == 1:  # one order: every member has the same seed
@@ -611,6 +764,9 @@ class _Trainer:
         terms = self.losses(x, eps, coefficients, self.channels_last, self.amp)
         terms.total.sum().backward()  # members share no computation: separate grads
         with torch.no_grad():
+            for p, mask in self.frozen_masks:
+                if p.grad is not None:
+                    p.grad.masked_fill_(mask, 0)
             ok = torch.isfinite(terms.total)
             newly_bad = ~ok & (self.first_bad < 0)
             self.first_bad.copy_(torch.where(newly_bad, self.step_t, self.first_bad))
@@ -629,10 +785,15 @@ class _Trainer:
         """Zero each failed member's gradient and Adam first moment: its update is
         then exactly zero, so its weights stay those before its loss went non-finite."""
         dead = ~self.alive
+        per_member = isinstance(self.opt, _MemberAdam)
+        dead_list = dead.tolist() if per_member else None
         for p in self.ens.parameters():
             mask = dead.view(-1, *([1] * (p.dim() - 1)))
             if p.grad is not None:
                 p.grad.masked_fill_(mask, 0)
+            if per_member:
+                self.opt.zero_first_moment(p, dead_list)
+                continue
             exp_avg = self.opt.state.get(p, {}).get("exp_avg")
             if exp_avg is not None:
                 exp_avg.masked_fill_(mask, 0)
@@ -649,17 +810,24 @@ class _Trainer:
             torch.Generator(device=self.device).manual_seed(evaluation_seed(s))
             for s in self.seeds
         ]
-        sums = torch.zeros(self.size, 2, device=self.device)
-        kl_dims = torch.zeros(self.size, self.ens.latent_dim, device=self.device)
+        # fit's evaluation sums in the model's dtype
+        sums = torch.zeros(self.size, 2, device=self.device, dtype=self.dtype)
+        kl_dims = torch.zeros(
+            self.size, self.ens.latent_dim, device=self.device, dtype=self.dtype
+        )
         zero = Coefficients()
         coefficients = zero if self.ens.layout == "grouped" else [zero] * self.size
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size].to(
                 self.device, non_blocking=True
             )
-            x = as_float_images(chunk).float()
+            x = as_float_images(chunk).to(self.dtype)
             eps = torch.empty(
-                self.size, len(x), self.ens.latent_dim, device=self.device
+                self.size,
+                len(x),
+                self.ens.latent_dim,
+                device=self.device,
+                dtype=self.dtype,
             )
             terms = self.losses(x, self.draw_noise(eps, noise), coefficients, False)
             sums += torch.stack([terms.recon, terms.kl], dim=1) * len(x)
@@ -682,12 +850,15 @@ class _GraphedStep:
         t = trainer
         self.trainer, self.warmup, self.calls = t, warmup, 0
         self.index = torch.zeros(index_shape, dtype=torch.long, device=t.device)
-        self.eps = torch.zeros(t.size, t.batch_size, t.ens.latent_dim, device=t.device)
-        self.row = torch.zeros(len(Coefficients._fields), t.size, device=t.device)
+        self.eps = torch.zeros(
+            t.size, t.batch_size, t.ens.latent_dim, device=t.device, dtype=t.dtype
+        )
+        rows = len(Coefficients._fields)
+        self.row = torch.zeros(rows, t.size, device=t.device, dtype=t.dtype)
         self.x = None  # with binarize: the batch, as the members' generators drew it
         if t.binarizers is not None:
             shape = (*index_shape, *t.ens.image_shape)
-            self.x = torch.zeros(shape, device=t.device)
+            self.x = torch.zeros(shape, device=t.device, dtype=t.dtype)
         self.graph = None
 
     def body(self) -> None:
@@ -778,11 +949,18 @@ def fit_ensemble(
     mode). Returns an :class:`EnsembleResult`: a History per member, whose ``seconds``
     are the ensemble's, and the frozen members.
     """
+    if not isinstance(models, Mapping):
+        raise TypeError(
+            f"models must be a dict name -> model, got a {type(models).__name__}; "
+            f"e.g. {{'beta=1': model_a, 'beta=4': model_b}}"
+        )
     names = list(models)
     model_list = [models[n] for n in names]
+    _check_distinct(names, model_list)
     _check_same_architecture(model_list)
     objective_list = _per_member(objectives, names, "objectives", Objective)
     seed_list = _per_member(seeds, names, "seeds", int)
+    seed_list = [check_seed(f"seeds[{n!r}]", s) for n, s in zip(names, seed_list)]
     shared_likelihood(objective_list, names)
     device = pick_device(device)
     check_dataset_images(model_list[0], images, "images")
@@ -794,10 +972,13 @@ def fit_ensemble(
         ("log_every", log_every),
     ):
         positive_int(name, value)
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr must be a number, got {lr!r}")
+    lr = real_number("lr", lr, strict=True)
     check_flag("binarize", binarize)
     amp = check_amp(amp, device)
+    check_flag("cuda_graph", cuda_graph)
+    check_flag("progress", progress)
     if on_failure not in ("warn", "raise"):
         raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
     ens = VAEEnsemble(model_list, device=device, layout=layout)
@@ -829,17 +1010,39 @@ def fit_ensemble(
     for k, model in enumerate(model_list):
         ens.copy_into(k, model.to(device)).eval()
     failed = {n: s for n, s in zip(names, trainer.first_bad.tolist()) if s >= 0}
+    # an update can make the weights non-finite while the loss is still finite (fit
+    # raises NonFiniteWeightsError then): such a member cannot be frozen in time
+    broken = [n for n, m in zip(names, model_list) if not _weights_finite(m)]
+    last_step = int(trainer.step_t) - 1
+    failed.update({n: last_step for n in broken if n not in failed})
     if failed:
         listed = ", ".join(f"{n} (step {s})" for n, s in failed.items())
+        kept = [n for n in failed if n not in broken]
+        what = (
+            f"{', '.join(map(str, kept))} kept the (finite) weights they had before "
+            f"that step"
+            if kept
+            else ""
+        )
+        if broken:
+            what += "; " if what else ""
+            what += (
+                f"the weights of {', '.join(map(str, broken))} are NaN or infinite (an "
+                f"update overflowed before the loss did): do not use them"
+            )
         message = (
-            f"{len(failed)} of {len(names)} models diverged (the loss became NaN or "
-            f"infinite) and were frozen at their last finite weights: {listed}; the "
-            f"others trained on. Lower the learning rate or β, or check the inputs."
+            f"{len(failed)} of {len(names)} models diverged (the loss or the weights "
+            f"became NaN or infinite) and were frozen: {listed}; {what}. The others "
+            f"trained on. Lower the learning rate or β, or check the inputs."
         )
         if on_failure == "raise":
             raise NonFiniteLossError(message)
         warnings.warn(message, EnsembleMemberWarning, stacklevel=2)
     return EnsembleResult(histories, failed)
+
+
+def _weights_finite(model: nn.Module) -> bool:
+    return all(bool(p.isfinite().all()) for p in model.parameters())
 
 
 def _train_epochs(
@@ -849,7 +1052,7 @@ def _train_epochs(
 
     batch_size, names = t.batch_size, list(histories)
     total_steps = epochs * t.steps_per_epoch
-    table = t.coefficient_table(total_steps)
+    table, table_first = None, 0  # the coefficients of steps table_first, ...
     graphed, step = None, 0
     label = f"ensemble of {len(names)}"
     bar = tqdm(total=total_steps, disable=not progress, desc=label, leave=False)
@@ -861,15 +1064,20 @@ def _train_epochs(
             t.kl_dims.zero_()
             for i in range(t.steps_per_epoch):
                 index = order[..., i * batch_size : (i + 1) * batch_size]
+                if table is None or step - table_first >= len(table):
+                    count = min(COEFFICIENT_CHUNK, total_steps - step)
+                    table, table_first = t.coefficient_table(step, count), step
+                row = table[step - table_first]
                 if cuda_graph and index.shape[-1] == batch_size:
                     if graphed is None:
                         graphed = _GraphedStep(t, index.shape)
-                    graphed.run(index, table[step])
+                    graphed.run(index, row)
                 else:
                     t.opt.zero_grad(set_to_none=True)
                     shape = (t.size, index.shape[-1], t.ens.latent_dim)
-                    eps = t.draw_noise(torch.empty(shape, device=t.device))
-                    coefficients = t.step_coefficients(table, step)
+                    eps = torch.empty(shape, device=t.device, dtype=t.dtype)
+                    eps = t.draw_noise(eps)
+                    coefficients = t.step_coefficients(row, step)
                     t.step(index, eps, coefficients, t.device.type == "cpu")
                 step += 1
                 if step % log_every == 0 or i == t.steps_per_epoch - 1:

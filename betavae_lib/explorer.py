@@ -53,7 +53,7 @@ from .traversal import (
     _as_models,
     _check_dims,
     _check_z0,
-    _model_device,
+    _model_placement,
     decode_images,
     image_png,
 )
@@ -373,10 +373,12 @@ def kl_per_latent(model, images, batch_size: int = 512) -> np.ndarray:
         raise ValueError(
             f"images must be a non-empty batch (N, C, H, W), got {tuple(images.shape)}"
         )
-    device = _model_device(model)
+    placement = _model_placement(model)
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     for i in range(0, len(images), batch_size):
-        mu, logvar = model.encode(images[i : i + batch_size].to(device).float())
+        batch = images[i : i + batch_size]
+        batch = batch.float() if "dtype" not in placement else batch
+        mu, logvar = model.encode(batch.to(**placement))
         total += gaussian_kl(mu, logvar).sum(0).double().cpu()
     return (total / len(images)).float().numpy()
 
@@ -485,10 +487,12 @@ def live_explorer(
     if not (
         math.isfinite(span) and span > 0 and math.isfinite(step) and 0 < step <= span
     ):
-        raise ValueError(f"need span > 0 and 0 < step <= span, got {span}, {step}")
+        raise ValueError(
+            f"need a finite span > 0 and 0 < step <= span, got {span}, {step}"
+        )
     if not inactive_below >= 0:
         raise ValueError(f"inactive_below must be >= 0 nats, got {inactive_below!r}")
-    if int(size) < 16:
+    if not (isinstance(size, (int, float)) and 16 <= size < math.inf):
         raise ValueError(f"size must be at least 16 pixels, got {size!r}")
     starts = _per_model(z0, models, "z0")
     kls = _per_model(kl, models, "kl")

@@ -290,7 +290,8 @@ def decoder_spec(model, precision, calibration=None) -> dict:
     x = None
     if calibration is not None:
         x = torch.as_tensor(np.asarray(calibration, dtype=np.float32))
-        x = x.reshape(-1, model.latent_dim).to(next(model.parameters()).device)
+        weight = next(model.parameters())  # the model's device and dtype (float64 too)
+        x = x.reshape(-1, model.latent_dim).to(weight.device, weight.dtype)
     specs, shape, k = [], (model.latent_dim,), 0
     for layer in layers:
         if _has_weights(layer):
@@ -369,6 +370,29 @@ def probe_codes(latent_dim: int, span: float = 3.0, n: int = 256, seed: int = 0)
     return torch.cat([prior, box])
 
 
+def _finite_number(name: str, value, *, strict: bool) -> float:
+    """``value`` as a finite float >= 0 (> 0 with ``strict``); ValueError naming it."""
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(
+        value, bool
+    )
+    if not ok or not math.isfinite(value) or value < 0 or (strict and value == 0):
+        relation = "> 0" if strict else ">= 0"
+        raise ValueError(f"{name} must be a finite number {relation}, got {value!r}")
+    return float(value)
+
+
+def _check_finite_weights(model, layers) -> None:
+    """ValueError naming the first decoder layer whose weights are NaN or infinite
+    (its images would be NaN, and no accuracy check could pass honestly)."""
+    for i, layer in enumerate(layers):
+        for name, p in layer.named_parameters():
+            if not torch.isfinite(p.detach()).all():
+                raise ValueError(
+                    f"decoder layer {i} ({type(layer).__name__}) has NaN or infinite "
+                    f"values in its {name}: the model diverged, and cannot be shown"
+                )
+
+
 @dataclass
 class SerialisedDecoder:
     """What :func:`serialise_decoder` returns.
@@ -405,21 +429,33 @@ def serialise_decoder(
     one whose int8 weights cost the most accuracy first, until it is; else fp32.
     int8 Linear weights are rounded on calibration codes drawn apart from the probe
     codes (:func:`quantise`). ValueError when not even fp32 matches PyTorch: the decoder
-    then does something the serialisation misses.
+    then does something the serialisation misses. A NaN error never passes the check:
+    NaN or infinite weights or codes, and a tolerance or span that is not a finite
+    number (>= 0, > 0), raise ValueError. float64 models are decoded in float64 for the
+    reference, their weights exported in the chosen precision.
     """
     if precision != "auto" and precision not in PRECISIONS:
         raise ValueError(
             f"precision must be 'auto' or one of {PRECISIONS}, got {precision!r}"
         )
-    n_weighted = sum(_has_weights(layer) for layer in decoder_layers(model))
+    tolerance = _finite_number("tolerance", tolerance, strict=False)
+    span = _finite_number("span", span, strict=True)
+    layers = decoder_layers(model)
+    _check_finite_weights(model, layers)
+    n_weighted = sum(_has_weights(layer) for layer in layers)
     z = probe_codes(model.latent_dim, span)
     calibration = probe_codes(model.latent_dim, span, n=512, seed=1)
     if extra_codes is not None:
         extra = torch.as_tensor(np.asarray(extra_codes, dtype=np.float32))
         extra = extra.reshape(-1, model.latent_dim)
+        if not torch.isfinite(extra).all():
+            raise ValueError(
+                "extra_codes (e.g. the explorer's z0) contain NaN or infinite values"
+            )
         z, calibration = torch.cat([z, extra]), torch.cat([calibration, extra])
-    device = next(model.parameters()).device
-    reference = torch.sigmoid(model.decode(z.to(device))).float().cpu()
+    weight = next(model.parameters())
+    decoded = model.decode(z.to(weight.device, weight.dtype))
+    reference = torch.sigmoid(decoded).float().cpu()
     options = {}  # precision -> spec, each built once
 
     def build(plan: list[str]) -> tuple[dict, float]:
@@ -433,7 +469,9 @@ def serialise_decoder(
             )
         spec = dict(options[plan[0]], layers=layers)
         spec["precision"] = "+".join(p for p in PRECISIONS if p in plan)
-        return spec, float((decode_serialised(spec, z) - reference).abs().max())
+        difference = (decode_serialised(spec, z) - reference).abs()
+        # NaN counts as the largest error: a comparison with NaN must never pass
+        return spec, float(difference.nan_to_num(nan=math.inf).max())
 
     if precision != "auto":
         spec, error = build([precision] * n_weighted)
@@ -452,6 +490,12 @@ def serialise_decoder(
                     break
         if error > tolerance:
             spec, error = build(["fp32"] * n_weighted)
+    if not math.isfinite(error):
+        raise ValueError(
+            f"the serialised decoder's images are NaN or infinite where model.decode's "
+            f"are not (precision {spec['precision']}): a weight too large for "
+            f"{spec['precision']}, or a decoder the serialisation does not follow"
+        )
     if error > tolerance and spec["precision"] == "fp32":
         raise ValueError(
             f"the serialised decoder differs from model.decode by {error:.3g} even in "

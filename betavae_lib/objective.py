@@ -40,6 +40,7 @@ from .schedules import as_schedule
 
 DEFAULT_BETA = 1.0
 DEFAULT_GAMMA = 1000.0
+DEFAULT_SIGMA = 0.1
 
 
 class Coefficients(NamedTuple):
@@ -56,6 +57,41 @@ class Coefficients(NamedTuple):
     capacity: float | torch.Tensor = 0.0
     mi_dwkl: float | torch.Tensor = 0.0
     beta_tc: float | torch.Tensor = 0.0
+
+
+def _scheduled(name: str, given, schedule, step: int) -> float:
+    """The value of ``schedule`` at ``step`` as a float; ValueError (naming the
+    schedule and the step) unless it is a finite number >= 0."""
+    value = schedule(step)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"the {name} schedule {given!r} gave {value!r} at step {step}; a schedule "
+            f"must return a number"
+        ) from None
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(
+            f"the {name} schedule {given!r} gave {number!r} at step {step}; {name} "
+            f"must be a finite number >= 0 at every step"
+        )
+    return number
+
+
+def check_sigma_unused(likelihood: str, sigma) -> None:
+    """Raise ValueError when ``sigma`` is set to other than its default (0.1) for a
+    likelihood that does not use it (all but ``"gaussian"``): it would be ignored."""
+    if likelihood != "gaussian" and not (
+        isinstance(sigma, (int, float)) and sigma == DEFAULT_SIGMA
+    ):
+        learned = " (σ is learned: model.log_sigma)" * (
+            likelihood == "gaussian_learned"
+        )
+        raise ValueError(
+            f"sigma={sigma!r} is used only by likelihood='gaussian'; the "
+            f"{likelihood!r} likelihood{learned} would ignore it. Pass "
+            f"likelihood='gaussian', or leave sigma out"
+        )
 
 
 def _describe_schedule(value):
@@ -93,7 +129,7 @@ class Objective:
     free_bits: float = 0.0
     tc: bool = False
     likelihood: str = "bernoulli"
-    sigma: float = 0.1
+    sigma: float = DEFAULT_SIGMA
 
     def __post_init__(self):
         capacity_at = (
@@ -110,6 +146,8 @@ class Objective:
             )
         if self.likelihood == "gaussian":
             real_number("sigma", self.sigma, strict=True, unit=" (Gaussian likelihood)")
+        else:
+            check_sigma_unused(self.likelihood, self.sigma)
         check_flag("tc", self.tc)
         self._check_combination()
 
@@ -144,15 +182,17 @@ class Objective:
         return "free_bits" if self.free_bits > 0 else "beta"
 
     def beta_at(self, step: int) -> float:
-        """β at optimiser ``step`` (what ``fit`` records in ``History.beta``)."""
-        return float(self._beta_at(step))
+        """β at optimiser ``step`` (what ``fit`` records in ``History.beta``); a
+        schedule that gives a negative, NaN or infinite β raises ValueError naming the
+        step."""
+        return _scheduled("beta", self.beta, self._beta_at, step)
 
     def coefficients(self, step: int = 0) -> Coefficients:
         """The coefficients at optimiser ``step`` (schedules evaluated), as numbers."""
         if self.tc:
             return Coefficients(mi_dwkl=1.0, beta_tc=self.beta_at(step))
         if self.capacity is not None:
-            capacity = float(self._capacity_at(step))
+            capacity = _scheduled("capacity", self.capacity, self._capacity_at, step)
             return Coefficients(gamma=float(self.gamma), capacity=capacity)
         return Coefficients(beta_kl=self.beta_at(step), free_bits=float(self.free_bits))
 

@@ -32,6 +32,23 @@ class Profile:
     name: str
     steps: int | None = None  # BETAVAE_STEPS: optimiser steps per model, if set
 
+    def __post_init__(self):
+        if self.name not in PROFILES:
+            hint = (
+                f" (names are lower case: {self.name.strip().lower()!r})"
+                if isinstance(self.name, str) and self.name.strip().lower() in PROFILES
+                else ""
+            )
+            raise ValueError(
+                f"unknown profile {self.name!r}; valid are {', '.join(PROFILES)}{hint}"
+            )
+        if self.steps is not None:
+            object.__setattr__(
+                self,
+                "steps",
+                positive_int("steps", self.steps, what="a positive integer or None"),
+            )
+
     def pick(self, smoke, reduced, full):
         """This profile's value: ``profile.pick(smoke=2, reduced=10, full=50)``."""
         return {"smoke": smoke, "reduced": reduced, "full": full}[self.name]

@@ -23,10 +23,10 @@ state to resume train as one batched model,
 :func:`~betavae_lib.ensemble.fit_ensemble`, each with its own seed and
 :class:`~betavae_lib.objective.Objective`; then each is scored and recorded as a run
 trained alone would be. A member takes the batches and noise ``fit`` gives the run
-alone; on the CPU its weights agree with ``fit``'s to the last bit (the fused Adam step
-over stacked weights may round a few differently) and its scores to about 1e-7
-relative, on CUDA (the "grouped" layout) to float32 rounding. So a run's numbers depend,
-to that rounding, on the ensemble it trained in; the same shards give the same numbers
+alone; on the CPU its weights, History and scores are ``fit``'s bit for bit (on any
+CPU: the ensemble makes ``fit``'s kernel calls, see :mod:`betavae_lib.ensemble`), on
+CUDA (the "grouped" layout) to float32 rounding. So on CUDA a run's numbers depend, to
+that rounding, on the ensemble it trained in; the same shards give the same numbers
 bit for bit. A member whose
 loss stops being finite is frozen by the ensemble and recorded as failed, naming the
 step; the other members train on. An ensemble keeps no training state: interrupted
@@ -38,7 +38,10 @@ run alone.
 
 ``root/grid.json`` holds the grid's configurations; a root accepts only the grid that
 created it or one that extends it (runs appended at the end), so an index never changes
-meaning in a root. :func:`collect` reads every record into one pandas DataFrame.
+meaning in a root. :func:`collect` reads every record into one pandas DataFrame; a
+damaged record is skipped with a :class:`SweepWarning` naming it, and :func:`run`
+trains that run again. A grid holds every run once (a run listed twice is refused)
+and at most :data:`MAX_GRID_RUNS` runs, a bound checked before any axis is expanded.
 
 **Claims.** A worker claims a run by creating ``claim`` with ``os.open(O_CREAT |
 O_EXCL)``, which succeeds for exactly one worker (also on NFS v3 and later), and removes
@@ -49,7 +52,8 @@ on another machine that died); a stale claim is removed and the run claimed anew
 resuming from its checkpoint. Breaking a claim is serialised by a second lock file,
 ``claim.break``, so two workers never break the same claim and then both train.
 ``stale_after`` must exceed any pause of a live worker (a suspended laptop, a frozen NFS
-mount).
+mount), and is at least :data:`MIN_STALE_AFTER` seconds. A checkpoint that cannot be
+read fails its run (naming the file), never the claims of the others.
 
 **Backends.** ``"local"`` trains in this process; ``"ray"`` sends each shard of runs to
 a Ray task with its CPU/GPU request, on an existing cluster (``address``) or on a Ray
@@ -58,7 +62,9 @@ seeds, thread count and deterministic-algorithm setting, so a run's numbers do n
 depend on the backend (on the same device type, for the same shards).
 By default the local backend makes one shard of all runs that can share an ensemble, and
 the Ray backend one shard per run (one task per CPU); give Ray ``shard_size`` > 1 and a
-GPU per shard to train ensembles on a cluster. Ray is optional: ``pip install
+GPU per shard to train ensembles on a cluster. A shard's request that no node of the
+cluster can meet raises :class:`SweepError` after ``connect_timeout`` seconds (nodes may
+join meanwhile), instead of waiting forever. Ray is optional: ``pip install
 "betavae_lib[ray]"``.
 """
 
@@ -91,7 +97,7 @@ import numpy as np
 import torch
 
 from . import checkpoints
-from ._common import check_flag
+from ._common import MAX_SEED, check_flag
 from .data import load_dataset
 from .ensemble import fit_ensemble
 from .metrics import active_units, factor_vae_score, mig
@@ -125,6 +131,31 @@ class SweepError(RuntimeError):
     """A sweep cannot go on: a root holding another grid, or a disagreeing record."""
 
 
+class SweepWarning(UserWarning):
+    """A damaged file of a sweep root was skipped (collect) or its run trained again."""
+
+
+# Bounds checked before anything is expanded, so that a spec or an index list can never
+# make the sweep allocate without limit.
+MAX_GRID_RUNS = 100_000  # runs in one grid
+MAX_SPEC_NODES = 100_000  # values in a spec (YAML aliases counted at every use)
+MAX_NAME_LENGTH = 200  # characters of a grid's name
+MIN_STALE_AFTER = 60.0  # seconds (a shared file system may show a claim's time late)
+MAX_CONNECT_TIMEOUT = 3_600.0  # seconds
+
+
+def _short(value, limit: int = 120) -> str:
+    """``repr(value)``, cut to about ``limit`` characters (a hostile value's repr can be
+    gigabytes)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlist = r.maxdict = r.maxtuple = 8
+    r.maxlevel = 3
+    return r.repr(value)[: limit + 20]
+
+
 # ------------------------------------------------------------------ run configurations
 
 
@@ -132,9 +163,14 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    if (
+        not _is_int(value)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        span = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {span}, got {_short(value)}")
     return int(value)
 
 
@@ -142,7 +178,7 @@ def _check_number(name: str, value, *, low: float = 0.0, high: float = math.inf)
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not ok or not (low <= value <= high) or not math.isfinite(value):
         span = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
-        raise ValueError(f"{name} must be a finite number {span}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number {span}, got {_short(value)}")
     return float(value)
 
 
@@ -224,9 +260,9 @@ class RunConfig:
                 f"which needs known factors of variation; valid are "
                 f"{', '.join(DATASET_SIZES)}"
             )
+        for name in ("seed", "data_seed"):
+            set_(name, _check_int(name, getattr(self, name), 0, MAX_SEED))
         for name, minimum in (
-            ("seed", 0),
-            ("data_seed", 0),
             ("epochs", 1),
             ("batch_size", 1),
             ("latent_dim", 2),
@@ -252,6 +288,18 @@ class RunConfig:
         set_("lr", _check_number("lr", self.lr))
         if self.lr == 0:
             raise ValueError("lr must be > 0")
+        self._check_model_size()
+
+    def _check_model_size(self) -> None:
+        """Refuse a model too large to build: at most checkpoints.MAX_PARAMETERS
+        weights."""
+        size = _model_size(self.latent_dim, self.width, self.hidden)
+        if size > checkpoints.MAX_PARAMETERS:
+            raise ValueError(
+                f"latent_dim={self.latent_dim}, width={self.width}, hidden="
+                f"{self.hidden} make a ConvVAE of {size:,} weights, more than "
+                f"{checkpoints.MAX_PARAMETERS:,}"
+            )
 
     @property
     def n_train(self) -> int:
@@ -308,10 +356,26 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: dict) -> RunConfig:
         """Build from :meth:`as_dict`'s output; unknown keys raise."""
+        if not isinstance(values, dict):
+            raise TypeError(
+                f"a run's configuration must be a dict, got {type(values).__name__}"
+            )
         return cls(**_split_fields(dict(values)))
 
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+@functools.lru_cache(maxsize=64)
+def _model_size(latent_dim: int, width: int, hidden: int) -> int:
+    """Weights of the run's ConvVAE, counted on the meta device (nothing allocated)."""
+    try:
+        with torch.device("meta"):
+            model = ConvVAE(latent_dim=latent_dim, image_size=64, width=width,
+                            hidden=hidden)  # fmt: skip
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"latent_dim, width, hidden: {e}") from None
+    return sum(p.numel() for p in model.parameters())
 
 
 def _split_fields(flat: dict) -> dict:
@@ -320,7 +384,15 @@ def _split_fields(flat: dict) -> dict:
         raise ValueError(
             f"every run needs an objective; valid are {', '.join(OBJECTIVES)}"
         )
-    coefficients = dict(flat.pop("coefficients", None) or {})
+    coefficients = flat.pop("coefficients", None) or {}
+    if not isinstance(coefficients, dict):
+        raise TypeError(
+            f"coefficients must be a dict, got {type(coefficients).__name__}"
+        )
+    coefficients = dict(coefficients)
+    bad_keys = [k for k in flat if not isinstance(k, str)]
+    if bad_keys:
+        raise TypeError(f"run settings are named by strings, got {_short(bad_keys[0])}")
     for key in [k for k in flat if k not in CONFIG_FIELDS]:
         coefficients[key] = flat.pop(key)
     return {**flat, "coefficients": coefficients}
@@ -329,17 +401,26 @@ def _split_fields(flat: dict) -> dict:
 # ----------------------------------------------------------------------------- grids
 
 
-def _axis_values(name: str, value) -> list:
-    """A block value -> its values: a list, ``{"range": [a, b]}`` or a scalar."""
+def _axis_values(name: str, value) -> Sequence:
+    """A block value -> its values: a list, ``{"range": [a, b]}`` (a ``range``, not
+    expanded) or a scalar."""
     if isinstance(value, dict) and set(value) == {"range"}:
         bounds = value["range"]
         if not (
             isinstance(bounds, list) and len(bounds) == 2 and all(map(_is_int, bounds))
         ):
             raise ValueError(
-                f'{name}: "range" takes [start, stop] integers, got {bounds!r}'
+                f'{name}: "range" takes [start, stop] integers, got {_short(bounds)}'
             )
-        value = list(range(*bounds))
+        value = range(*bounds)
+        if not value:
+            raise ValueError(f"axis {name!r}: range {list(bounds)} is empty")
+        return value
+    if isinstance(value, dict):
+        raise ValueError(
+            f'axis {name!r}: a dict value must be {{"range": [start, stop]}}, got '
+            f"{_short(value)}"
+        )
     if isinstance(value, (list, tuple)):
         if not value:
             raise ValueError(f"axis {name!r} has no values")
@@ -347,16 +428,41 @@ def _axis_values(name: str, value) -> list:
     return [value]
 
 
-def _expand_block(block: dict, base: dict) -> list[RunConfig]:
-    """Every combination of a block's axes (the first slowest), over the base values."""
+def _block_axes(block, base: dict) -> tuple[list, list, int]:
+    """A block's names, axes (lists or ranges) and number of runs, before expanding."""
     if not isinstance(block, dict):
         raise TypeError(f"each block must be a dict, got {type(block).__name__}")
     names = list(block)
-    axes = [_axis_values(name, block[name]) for name in names]
+    axes = [_axis_values(str(name), block[name]) for name in names]
+    return names, axes, math.prod(len(axis) for axis in axes)
+
+
+def _expand_block(block: dict, base: dict) -> list[RunConfig]:
+    """Every combination of a block's axes (the first slowest), over the base values."""
+    names, axes, _ = _block_axes(block, base)
     return [
         RunConfig.from_dict({**base, **dict(zip(names, values))})
         for values in itertools.product(*axes)
     ]
+
+
+def _count_nodes(value, limit: int) -> int:
+    """The values in a spec (a value reached twice, as through a YAML alias, counts
+    twice), counting stops past ``limit``."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            return count
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, str) and len(item) > 10_000:
+            return limit + 1
+    return count
 
 
 class Grid(Sequence):
@@ -367,13 +473,34 @@ class Grid(Sequence):
     """
 
     def __init__(self, runs, name: str = "grid", spec: dict | None = None):
-        self.runs = tuple(runs)
+        self.runs = tuple(itertools.islice(runs, MAX_GRID_RUNS + 1))
+        if len(self.runs) > MAX_GRID_RUNS:
+            raise ValueError(f"a grid holds at most {MAX_GRID_RUNS:,} runs")
         bad = [type(r).__name__ for r in self.runs if not isinstance(r, RunConfig)]
         if bad:
             raise TypeError(f"a grid holds RunConfig objects, got {bad[0]}")
         if not self.runs:
             raise ValueError("a grid needs at least one run")
-        self.name, self.spec = str(name), spec
+        first = {}
+        for index, config in enumerate(self.runs):
+            identity = tuple(
+                tuple(sorted(value.items())) if isinstance(value, dict) else value
+                for value in (getattr(config, name) for name in CONFIG_FIELDS)
+            )
+            if identity in first:
+                raise ValueError(
+                    f"runs {first[identity]} and {index} of the grid are the same run "
+                    f"({config.objective}, {config.coefficients}, seed {config.seed}); "
+                    f"it would be trained and counted twice: give each its own seed, "
+                    f"or remove one"
+                )
+            first[identity] = index
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
+            raise ValueError(
+                f"a grid's name must be a non-empty string of at most "
+                f"{MAX_NAME_LENGTH} characters, got {_short(name)}"
+            )
+        self.name, self.spec = name, spec
 
     @classmethod
     def from_spec(cls, spec: dict) -> Grid:
@@ -386,14 +513,36 @@ class Grid(Sequence):
         ``list(range(a, b))``.
         """
         if not isinstance(spec, dict):
-            raise TypeError(f"a grid spec must be a dict, got {type(spec).__name__}")
+            raise TypeError(
+                f"a grid spec must be a dict with keys name, base, blocks, got "
+                f"{'nothing (an empty spec)' if spec is None else type(spec).__name__}"
+            )
+        if _count_nodes(spec, MAX_SPEC_NODES) > MAX_SPEC_NODES:
+            raise ValueError(
+                f"the grid spec holds more than {MAX_SPEC_NODES:,} values (YAML "
+                f"aliases counted at each use) or a string of over 10,000 characters; "
+                f"a grid spec lists axes, not runs"
+            )
         unknown = set(spec) - {"name", "base", "blocks"}
         if unknown:
             raise ValueError(
-                f"unknown grid spec key(s) {sorted(unknown)}; "
+                f"unknown grid spec key(s) {sorted(map(str, unknown))}; "
                 f"a spec has name, base, blocks"
             )
-        base = dict(spec.get("base", {}))
+        name = spec.get("name", "grid")
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
+            raise ValueError(
+                f"a grid's name must be a non-empty string of at most "
+                f"{MAX_NAME_LENGTH} characters, got {_short(name)}"
+            )
+        base = spec.get("base")
+        if base is None:
+            base = {}
+        if not isinstance(base, dict):
+            raise TypeError(
+                f'"base" must be a dict of run settings, got {type(base).__name__}'
+            )
+        base = dict(base)
         lists = [k for k, v in base.items() if isinstance(v, (list, tuple, dict))]
         if lists:
             raise ValueError(
@@ -403,14 +552,24 @@ class Grid(Sequence):
         blocks = spec.get("blocks", [{}])
         if not isinstance(blocks, list) or not blocks:
             raise ValueError('"blocks" must be a non-empty list of dicts')
+        sizes = [_block_axes(block, base)[2] for block in blocks]
+        if sum(sizes) > MAX_GRID_RUNS:
+            raise ValueError(
+                f"the grid would have {sum(sizes):,} runs (blocks of "
+                f"{', '.join(f'{n:,}' for n in sizes)}), more than {MAX_GRID_RUNS:,}; "
+                f"split it into several grids"
+            )
         runs = [run for block in blocks for run in _expand_block(block, base)]
-        return cls(runs, name=spec.get("name", "grid"), spec=spec)
+        return cls(runs, name=name, spec=spec)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> Grid:
         """A spec from a JSON or YAML (``.yaml``/``.yml``, needs PyYAML) file."""
         path = Path(path)
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} is not a UTF-8 text file: {e}") from None
         if path.suffix.lower() in (".yaml", ".yml"):
             try:
                 import yaml
@@ -419,15 +578,27 @@ class Grid(Sequence):
                     f"{path} is YAML, which needs PyYAML: pip install pyyaml "
                     f"(or write JSON)"
                 ) from None
-            spec = yaml.safe_load(text)
+            try:
+                spec = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ValueError(f"{path} is not valid YAML: {e}") from None
         else:
             try:
                 spec = json.loads(text)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(spec, dict):
+            found = "nothing" if spec is None else f"a {type(spec).__name__}"
+            raise ValueError(
+                f"{path} holds {found}; a grid spec is a mapping with keys name, "
+                f"base, blocks"
+            )
         spec = dict(spec)
         spec.setdefault("name", path.stem)
-        return cls.from_spec(spec)
+        try:
+            return cls.from_spec(spec)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{path}: {e}") from None
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -455,7 +626,11 @@ class Grid(Sequence):
         for block in self.spec.get("blocks", [{}]):
             values = {k: _axis_values(k, v) for k, v in block.items()}
             fixed = [f"{k}={v[0]}" for k, v in values.items() if len(v) == 1]
-            axes = [f"{k} {v}" for k, v in values.items() if len(v) > 1]
+            axes = [
+                f"{k} {list(v) if len(v) <= 20 else f'{v[0]}..{v[-1]} ({len(v)})'}"
+                for k, v in values.items()
+                if len(v) > 1
+            ]
             parts.append(" × ".join([" ".join(fixed)] * bool(fixed) + axes))
         return f"{self.name}: {len(self)} runs = " + " + ".join(parts)
 
@@ -509,6 +684,8 @@ def get_grid(name_or_path: str | os.PathLike, profile=None) -> Grid:
 
 def run_dir(root: str | os.PathLike, index: int) -> Path:
     """The folder of run ``index``: ``root/runs/NNNNN``."""
+    if not _is_int(index) or index < 0:
+        raise TypeError(f"a run index is an integer >= 0, got {_short(index)}")
     return Path(root) / "runs" / f"{index:05d}"
 
 
@@ -527,16 +704,57 @@ def _write_json_atomic(path: Path, data) -> None:
             os.remove(tmp)
 
 
+class DamagedFileError(SweepError):
+    """A file of a sweep root cannot be read: not JSON, or not what it should hold."""
+
+
+def _read_json(path: Path, what: str, keys: tuple = ()) -> dict:
+    """The dict in ``path``; DamagedFileError naming the file when it is not readable
+    JSON, not a dict, or lacks one of ``keys``."""
+    if path.exists() and not path.is_file():
+        raise DamagedFileError(
+            f"{path} is damaged: a folder where {what} belongs; remove it"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DamagedFileError(f"{path} is damaged: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DamagedFileError(
+            f"{path} is damaged: it holds a {type(data).__name__}, not {what}"
+        )
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise DamagedFileError(
+            f"{path} is damaged: {what} without {', '.join(missing)}"
+        )
+    return data
+
+
 def _read_record(directory: Path) -> dict | None:
     path = directory / "record.json"
-    if not path.is_file():
+    if not path.exists():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    if not path.is_file():  # a record could never be written there: not a retrain
+        raise SweepError(
+            f"{path} is a folder where the run's record belongs; remove it"
+        )
+    return _read_json(path, "a run's record", ("config",))
 
 
 def _is_finished(directory: Path, config: RunConfig) -> bool:
-    """True when the run's record exists; raises if it records another configuration."""
-    record = _read_record(directory)
+    """True when the run's record exists; raises if it records another configuration.
+    A damaged record is reported (:class:`SweepWarning`) and the run counts as not
+    finished: it is trained again (to the same numbers), and the record rewritten."""
+    try:
+        record = _read_record(directory)
+    except DamagedFileError as e:
+        warnings.warn(
+            f"{e}; run {directory.name} is trained again and its record rewritten",
+            SweepWarning,
+            stacklevel=2,
+        )
+        return False
     if record is None:
         return False
     if record.get("config") != config.as_dict():
@@ -570,8 +788,19 @@ def _prepare_root(root, grid: Grid) -> Path:
 def _check_grid_file(path: Path, grid: Grid) -> None:
     """Store the grid's runs in ``grid.json``, or check that the stored ones agree."""
     runs = [r.as_dict() for r in grid.runs]
+    if path.exists() and not path.is_file():
+        raise SweepError(f"{path} is a folder where the grid's file belongs; remove it")
     if path.is_file():
-        stored = json.loads(path.read_text(encoding="utf-8"))["runs"]
+        try:
+            stored = _read_json(path, "a grid's runs", ("runs",))["runs"]
+            if not isinstance(stored, list):
+                raise DamagedFileError(f"{path} is damaged: its runs are not a list")
+        except DamagedFileError as e:
+            raise DamagedFileError(
+                f"{e}. It records which grid this root holds; restore it, or delete "
+                f"it if this root holds the runs of this grid (every record is also "
+                f"checked against the grid)"
+            ) from None
         for index, (old, new) in enumerate(zip(stored, runs)):
             if old != new:
                 raise SweepError(
@@ -611,11 +840,14 @@ def _create_claim(path: Path) -> str | None:
 
 
 def _read_claim(path: Path) -> dict:
-    """The claim's owner; ``{}`` while it is being written or after it is removed."""
+    """The claim's owner; ``{}`` while it is being written, after it is removed, or
+    when it is damaged (a damaged claim is then stale once untouched for
+    ``stale_after``)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8") or "{}")
-    except (ValueError, FileNotFoundError):  # being written, or just released
+        owner = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (ValueError, FileNotFoundError, IsADirectoryError):  # being written, gone
         return {}
+    return owner if isinstance(owner, dict) else {}
 
 
 def _pid_running(pid: int) -> bool:
@@ -666,6 +898,11 @@ def _take_over_stale_claim(path: Path, stale_after: float) -> str | None:
 
 def _try_claim(path: Path, stale_after: float) -> str | None:
     """Claim a run: its token, or None when another live worker holds it."""
+    if path.is_dir():
+        raise SweepError(
+            f"{path} is a folder where the run's claim file belongs (no worker makes "
+            f"one); remove it"
+        )
     token = _create_claim(path)
     if token is None and _claim_is_stale(path, stale_after):
         token = _take_over_stale_claim(path, stale_after)
@@ -729,10 +966,31 @@ def _training_images(name: str, train_size: int | None, data_seed: int) -> torch
 def _evaluation_set(name: str, eval_size: int, data_seed: int):
     """(images (N, 1, 64, 64) bool, factor classes (N, K)), seeded ``data_seed + 1``."""
     ds = _dataset(name)
-    index = np.random.default_rng(data_seed + 1).choice(
-        len(ds), eval_size, replace=False
-    )
+    index = _evaluation_index(name, eval_size, data_seed)
     return ds.images(index).bool(), ds.index_to_factors(index)
+
+
+def _evaluation_index(name: str, eval_size: int, data_seed: int) -> np.ndarray:
+    return np.random.default_rng(data_seed + 1).choice(
+        DATASET_SIZES[name], eval_size, replace=False
+    )
+
+
+def _check_evaluation_set(config: RunConfig) -> None:
+    """Before training: MIG needs every factor to take two values or more among the
+    evaluation images; ValueError naming eval_size otherwise (the scores would fail
+    only after the training)."""
+    factors = _dataset(config.dataset).index_to_factors(
+        _evaluation_index(config.dataset, config.eval_size, config.data_seed)
+    )
+    single = [i for i in range(factors.shape[1]) if len(np.unique(factors[:, i])) < 2]
+    if single:
+        names = [_dataset(config.dataset).factor_names[i] for i in single]
+        raise ValueError(
+            f"eval_size={config.eval_size}: among these evaluation images the "
+            f"factor(s) {', '.join(names)} take a single value, so MIG is undefined; "
+            f"raise eval_size"
+        )
 
 
 @torch.no_grad()
@@ -782,13 +1040,19 @@ def _scores(model, config: RunConfig, device) -> dict:
 def _resumable_epoch(path: Path) -> int | None:
     """The epoch the training state at ``path`` was saved after; None when there is no
     training state to resume (no file, or the model checkpoint of an ensemble-trained
-    run whose record was not written)."""
+    run whose record was not written). A file that is not a valid checkpoint raises
+    SweepError naming it."""
     if not path.is_file():
         return None
-    ckpt = checkpoints.read(path)
-    if ckpt["format"] != checkpoints.TRAINING_FORMAT:
-        return None
-    return int(checkpoints.read_training_state(path)["epoch"])
+    try:
+        ckpt = checkpoints.read(path)
+        if ckpt["format"] != checkpoints.TRAINING_FORMAT:
+            return None
+        return int(checkpoints.read_training_state(path)["epoch"])
+    except checkpoints.CheckpointError as e:
+        raise SweepError(
+            f"{e}. Delete {path} to train run {path.parent.name} from the start"
+        ) from None
 
 
 def _device_name(device: torch.device) -> str:
@@ -851,6 +1115,7 @@ def _train_and_score(index: int, config: RunConfig, directory: Path, device) -> 
     """Train run ``index`` alone with ``fit`` (resuming from its training state if any)
     and score it; its record."""
     device = pick_device(device)
+    _check_evaluation_set(config)
     images = _training_images(config.dataset, config.train_size, config.data_seed)
     checkpoint = directory / "checkpoint.pt"
     resumed_from = _resumable_epoch(checkpoint)
@@ -915,32 +1180,54 @@ def _failed(index: int, error: BaseException | str) -> dict:
     return {"index": index, "status": "failed", "error": error}
 
 
-def _claim_members(jobs, root: Path, stale_after) -> tuple[list, list, dict]:
+def _claim_members(
+    jobs, root: Path, stale_after, keep_going: bool = False
+) -> tuple[list, list, dict]:
     """Claim the runs of ``jobs`` for an ensemble: ``(members, alone, outcomes)``.
 
     members: ``(index, config, claim, token)`` of runs claimed, unfinished and without
     a training state; alone: jobs with a training state to resume (not claimed, they
-    train alone); outcomes: index -> outcome of runs finished or busy.
+    train alone); outcomes: index -> outcome of runs finished or busy (or, with
+    ``keep_going``, failed: a checkpoint that cannot be read). A failure releases every
+    claim taken.
     """
     members, alone, outcomes = [], [], {}
-    for index, config in jobs:
-        directory = run_dir(root, index)
-        directory.mkdir(parents=True, exist_ok=True)
-        if _is_finished(directory, config):
-            outcomes[index] = {"index": index, "status": "finished"}
-            continue
-        claim = directory / "claim"
-        token = _try_claim(claim, stale_after)
-        if token is None:
-            outcomes[index] = {"index": index, "status": "busy"}
-        elif _is_finished(directory, config):
+    try:
+        for index, config in jobs:
+            directory = run_dir(root, index)
+            directory.mkdir(parents=True, exist_ok=True)
+            if _is_finished(directory, config):
+                outcomes[index] = {"index": index, "status": "finished"}
+                continue
+            claim = directory / "claim"
+            token = _try_claim(claim, stale_after)
+            if token is None:
+                outcomes[index] = {"index": index, "status": "busy"}
+                continue
+            try:
+                finished = _is_finished(directory, config)
+                resumable = (
+                    not finished
+                    and _resumable_epoch(directory / "checkpoint.pt") is not None
+                )
+            except Exception as e:
+                _release_claim(claim, token)
+                if not keep_going:
+                    raise
+                outcomes[index] = _failed(index, e)
+                continue
+            if finished:
+                _release_claim(claim, token)
+                outcomes[index] = {"index": index, "status": "finished"}
+            elif resumable:
+                _release_claim(claim, token)
+                alone.append((index, config))
+            else:
+                members.append((index, config, claim, token))
+    except BaseException:  # no claim may outlive a failure (or an interrupt)
+        for _, _, claim, token in members:
             _release_claim(claim, token)
-            outcomes[index] = {"index": index, "status": "finished"}
-        elif _resumable_epoch(directory / "checkpoint.pt") is not None:
-            _release_claim(claim, token)
-            alone.append((index, config))
-        else:
-            members.append((index, config, claim, token))
+        raise
     return members, alone, outcomes
 
 
@@ -949,6 +1236,8 @@ def _train_ensemble(members: list, root: Path, device, keep_going: bool):
     each; yields each member's outcome as it is written. The caller releases the
     claims."""
     device = pick_device(device)
+    for _, config, *_ in members:
+        _check_evaluation_set(config)
     first = members[0][1]
     images = _training_images(first.dataset, first.train_size, first.data_seed)
     models = {index: _build_model(config) for index, config, *_ in members}
@@ -1086,7 +1375,9 @@ def _train_shard(
             if not batch_runs or len(group) == 1:
                 alone += group
                 continue
-            members, resume, found = _claim_members(group, root, stale_after)
+            members, resume, found = _claim_members(
+                group, root, stale_after, keep_going
+            )
             for outcome in found.values():
                 done(outcome)
             alone += resume
@@ -1196,6 +1487,18 @@ _PROBE = (
 )
 
 
+def _check_connect_timeout(timeout) -> float:
+    """A number of seconds in (0, MAX_CONNECT_TIMEOUT]: what a socket can wait."""
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"connect_timeout must be a number of seconds, got {timeout!r}")
+    if not (0 < timeout <= MAX_CONNECT_TIMEOUT):  # NaN fails too
+        raise ValueError(
+            f"connect_timeout must be a number of seconds in (0, "
+            f"{MAX_CONNECT_TIMEOUT:g}], got {timeout!r}"
+        )
+    return float(timeout)
+
+
 def _check_ray_address(address: str, timeout: float) -> None:
     """Raise ConnectionError, within about ``2 * timeout`` s, unless Ray connects.
 
@@ -1288,6 +1591,9 @@ def _run_ray(
         options = {**options, "device": "cpu"}  # the task holds no GPU
     started = _start_ray(ray, address, num_cpus, connect_timeout)
     try:
+        # a request no node can meet would wait forever: wait for a node that can
+        # (nodes may join a cluster) at most connect_timeout, then say so
+        _wait_for_fitting_node(ray, cpus, gpus, 0 if started else connect_timeout)
         task_options = {"num_cpus": cpus, "num_gpus": gpus}
         # by reference to the module, also under ``python -m`` (where this is __main__)
         from betavae_lib.sweep import _train_shard as train_shard
@@ -1298,7 +1604,14 @@ def _run_ray(
         }
         outcomes = []
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=RAY_RECHECK)
+            if not done:  # nothing finished for a while: can the shards still run?
+                try:
+                    _wait_for_fitting_node(ray, cpus, gpus, connect_timeout)
+                except SweepError:
+                    for ref in pending:
+                        ray.cancel(ref, force=True)
+                    raise
             for ref in done:
                 bar.update(pending.pop(ref))
                 outcomes += ray.get(ref)
@@ -1306,6 +1619,40 @@ def _run_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+RAY_RECHECK = 60.0  # seconds without a finished shard before the nodes are checked
+
+
+def _fitting_nodes(ray, cpus: float, gpus: float) -> tuple[bool, str]:
+    """Whether an alive node of the Ray cluster has ``cpus`` CPUs and ``gpus`` GPUs,
+    and what the nodes have (for the message)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    have = [
+        (n.get("Resources", {}).get("CPU", 0), n.get("Resources", {}).get("GPU", 0))
+        for n in nodes
+    ]
+    fits = any(c >= cpus and g >= gpus for c, g in have)
+    listed = "; ".join(f"{c:g} CPUs, {g:g} GPUs" for c, g in have) or "no alive node"
+    return fits, listed
+
+
+def _wait_for_fitting_node(ray, cpus: float, gpus: float, timeout: float) -> None:
+    """Return once a node can run a shard (``cpus`` CPUs, ``gpus`` GPUs); SweepError
+    after ``timeout`` seconds without one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fits, listed = _fitting_nodes(ray, cpus, gpus)
+        if fits:
+            return
+        if time.monotonic() >= deadline:
+            raise SweepError(
+                f"no node of the Ray cluster can run a shard: each asks for {cpus:g} "
+                f"CPUs and {gpus:g} GPUs, the nodes have {listed} (waited "
+                f"{timeout:g} s). Lower cpus_per_shard / gpus_per_shard, or start "
+                f"Ray with more (num_cpus=, or nodes with GPUs)"
+            )
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 # ------------------------------------------------------------------ run and collect
@@ -1336,12 +1683,22 @@ class SweepReport:
 
 
 def _check_indices(grid: Grid, indices) -> list[int]:
+    """The distinct indices, sorted; each is checked as it comes (a huge range fails at
+    its first index out of the grid, before anything is expanded)."""
     if indices is None:
         return list(range(len(grid)))
-    indices = list(indices)
+    if isinstance(indices, (str, bytes)) or _is_int(indices):
+        raise TypeError(
+            f"indices must be a list of run indices (e.g. [0, 3] or range(10)), got "
+            f"{_short(indices)}"
+        )
+    if isinstance(indices, range) and len(indices):
+        grid[indices[0]], grid[indices[-1]]  # both ends within the grid
+    checked = set()
     for i in indices:
         grid[i]  # raises IndexError / TypeError with the grid's size
-    return sorted(set(indices))
+        checked.add(int(i))
+    return sorted(checked)
 
 
 def run(
@@ -1389,8 +1746,15 @@ def run(
 
     if backend not in BACKENDS:
         raise ValueError(
-            f"unknown backend {backend!r}; valid are {', '.join(BACKENDS)}"
+            f"unknown backend {_short(backend)}; valid are {', '.join(BACKENDS)}"
         )
+    for name, flag in (
+        ("deterministic", deterministic),
+        ("batch_runs", batch_runs),
+        ("keep_going", keep_going),
+        ("progress", progress),
+    ):
+        check_flag(name, flag)
     if backend == "ray":
         _import_ray()  # fail before any work
     grid = grid if isinstance(grid, Grid) else get_grid(grid)
@@ -1398,11 +1762,29 @@ def run(
         shard_size = 1  # one task per run, so that the runs spread over the workers
     if shard_size is not None:
         _check_int("shard_size", shard_size, 1)
-    _check_int("cpus_per_shard", cpus_per_shard, 1)
-    _check_number("gpus_per_shard", gpus_per_shard)
-    _check_number("stale_after", stale_after)
+    _check_int("cpus_per_shard", cpus_per_shard, 1, 4096)
+    _check_number("gpus_per_shard", gpus_per_shard, high=4096)
+    if not (
+        isinstance(stale_after, numbers.Real)
+        and not isinstance(stale_after, bool)
+        and MIN_STALE_AFTER <= stale_after < math.inf
+    ):
+        raise ValueError(
+            f"stale_after must be at least {MIN_STALE_AFTER:g} s, got "
+            f"{_short(stale_after)}: a live worker touches its claim every "
+            f"stale_after / 4 s, and a shared file system may show that a minute "
+            f"late, so a shorter time would let another worker break a live claim "
+            f"and train the run twice"
+        )
+    _check_connect_timeout(connect_timeout)
+    if num_cpus is not None:
+        _check_int("num_cpus", num_cpus, 1)
     if address is not None and backend != "ray":
         raise ValueError('address is for backend="ray"')
+    if backend == "local":
+        pick_device(device)  # an unknown or missing device fails before any work
+    if str(root).strip() == "":
+        raise ValueError("root must name a folder for the sweep's runs, got ''")
     root = _prepare_root(root, grid)
     indices = _check_indices(grid, indices)
     t0 = time.perf_counter()
@@ -1416,7 +1798,7 @@ def run(
         "deterministic": deterministic,
         "stale_after": stale_after,
         "keep_going": keep_going,
-        "batch_runs": bool(batch_runs),
+        "batch_runs": batch_runs,
     }
     with tqdm(
         total=len(pending), desc=grid.name, unit="run", disable=not progress
@@ -1491,10 +1873,17 @@ def collect(root: str | os.PathLike):
     runs = Path(root) / "runs"
     if not runs.is_dir():
         raise FileNotFoundError(f"no sweep at {root} (no runs/ folder)")
-    rows = [
-        _row(json.loads(p.read_text(encoding="utf-8")))
-        for p in sorted(runs.glob("*/record.json"))
-    ]
+    rows = []
+    for path in sorted(runs.glob("*/record.json")):
+        try:
+            rows.append(_row(_read_json(path, "a run's record")))
+        except (DamagedFileError, KeyError, TypeError, AttributeError) as e:
+            reason = str(e) if isinstance(e, DamagedFileError) else f"{path}: {e!r}"
+            warnings.warn(
+                f"skipped a damaged record: {reason}; `run` trains that run again",
+                SweepWarning,
+                stacklevel=2,
+            )
     if not rows:
         return pd.DataFrame({"index": pd.Series(dtype=int)})
     return pd.DataFrame(rows).sort_values("index", ignore_index=True)
@@ -1508,7 +1897,9 @@ def load_run(root: str | os.PathLike, index: int):
     directory = run_dir(root, index)
     record = _read_record(directory)
     if record is None:
-        raise FileNotFoundError(f"run {index} is not finished under {root}")
+        raise FileNotFoundError(
+            f"run {index} is not finished under {root} (no {directory / 'record.json'})"
+        )
     model, _ = checkpoints.load(directory / "checkpoint.pt")
     return model, record
 
@@ -1516,18 +1907,37 @@ def load_run(root: str | os.PathLike, index: int):
 # ------------------------------------------------------------------ command line
 
 
-def _parse_indices(text: str) -> list[int]:
-    """``"0-9,12"`` -> [0, 1, ..., 9, 12]."""
-    indices = []
-    try:
-        for part in text.split(","):
-            first, _, last = part.strip().partition("-")
-            indices += range(int(first), int(last or first) + 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"indices are like 0-9,12; got {text!r}"
-        ) from None
-    return indices
+def _parse_indices(text: str) -> list[range]:
+    """``"0-9,12"`` -> [range(0, 10), range(12, 13)]: ranges, not yet expanded (the
+    grid's size bounds them first, :func:`_expand_indices`)."""
+    ranges = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            start, stop = int(first), int(last if dash else first)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"indices are like 0-9,12 (integers >= 0); got {text!r}"
+            ) from None
+        if start < 0 or stop < start:
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r}: a range of indices runs from a first to a last "
+                f"index at least as large, like 0-9; got {text!r}"
+            )
+        ranges.append(range(start, stop + 1))
+    return ranges
+
+
+def _expand_indices(grid: Grid, ranges: list[range]) -> list[int]:
+    """The indices of ``ranges``, each range checked against the grid before it is
+    expanded."""
+    for r in ranges:
+        if r[-1] >= len(grid):
+            raise IndexError(
+                f"grid {grid.name!r} has {len(grid)} runs (indices 0 to "
+                f"{len(grid) - 1}); --indices asks for {r[0]}-{r[-1]}"
+            )
+    return sorted({i for r in ranges for i in r})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -1593,38 +2003,64 @@ def _list_grid(grid: Grid) -> None:
         )
 
 
+# What the command line reports as one line (no traceback): errors of the input, the
+# files, the device or the cluster, and a diverged run.
+ORDINARY_ERRORS = (
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    OSError,
+    ImportError,
+    RuntimeError,  # SweepError, a device that is not there
+    ArithmeticError,  # NonFiniteLossError
+)
+
+
 def main(argv=None) -> int:
-    """The command line: ``python -m betavae_lib.sweep --grid ... --root ...``."""
+    """The command line: ``python -m betavae_lib.sweep --grid ... --root ...``.
+
+    Exit status: 0 when every run finished, 1 when some failed (with --keep-going), 2
+    for an error (one line on stderr, no traceback), 130 when interrupted."""
     args = _parser().parse_args(argv)
     try:
-        grid = get_grid(args.grid, args.profile)
-        if args.list:
-            _list_grid(grid)
-            return 0
-        if not args.root:
-            raise ValueError(
-                "--root is required (a folder for checkpoints and records)"
-            )
-        report = run(
-            grid,
-            args.root,
-            backend=args.backend,
-            indices=args.indices,
-            device=args.device,
-            shard_size=args.shard_size,
-            batch_runs=not args.no_batch,
-            cpus_per_shard=args.cpus_per_shard,
-            gpus_per_shard=args.gpus_per_shard,
-            address=args.address,
-            num_cpus=args.num_cpus,
-            connect_timeout=args.connect_timeout,
-            stale_after=args.stale_after,
-            keep_going=args.keep_going,
-            progress=not args.no_progress,
+        return _main(args)
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished runs are kept; the next sweep resumes the others",
+            file=sys.stderr,
         )
-    except (ValueError, TypeError, IndexError, OSError, ImportError, SweepError) as e:
+        return 130
+    except ORDINARY_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _main(args) -> int:
+    grid = get_grid(args.grid, args.profile)
+    if args.list:
+        _list_grid(grid)
+        return 0
+    if not args.root:
+        raise ValueError("--root is required (a folder for checkpoints and records)")
+    indices = None if args.indices is None else _expand_indices(grid, args.indices)
+    report = run(
+        grid,
+        args.root,
+        backend=args.backend,
+        indices=indices,
+        device=args.device,
+        shard_size=args.shard_size,
+        batch_runs=not args.no_batch,
+        cpus_per_shard=args.cpus_per_shard,
+        gpus_per_shard=args.gpus_per_shard,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        connect_timeout=args.connect_timeout,
+        stale_after=args.stale_after,
+        keep_going=args.keep_going,
+        progress=not args.no_progress,
+    )
     print(report)
     for i, error in report.failed.items():
         print(f"run {i} failed: {error}", file=sys.stderr)

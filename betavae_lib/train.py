@@ -38,6 +38,7 @@ from ._common import (
     check_amp,
     check_dataset_images,
     check_flag,
+    check_seed,
     check_vae,
     evaluation_seed,
     model_device,
@@ -55,7 +56,7 @@ from .losses import (
     reconstruction_nll,
 )
 from .models import VAEOutput
-from .objective import OBJECTIVE_OPTIONS, Objective
+from .objective import OBJECTIVE_OPTIONS, Objective, check_sigma_unused
 
 __all__ = [
     "History",
@@ -137,6 +138,7 @@ def evaluate(
         raise ValueError(
             f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
         )
+    check_sigma_unused(likelihood, sigma)
     return _evaluate(
         model,
         images,
@@ -263,7 +265,7 @@ def _check_fit_args(
         ("checkpoint_every", saving["every"]),
     ):
         positive_int(name, value)
-    positive_int("seed", arithmetic["seed"], minimum=0, what="a non-negative integer")
+    check_seed("seed", arithmetic["seed"])
     if not isinstance(lr, numbers.Real):
         raise TypeError(f"lr must be a number, got {type(lr).__name__}")
     real_number("lr", lr, strict=True)

@@ -42,7 +42,17 @@ def decode_images(model, z) -> torch.Tensor:
     )
     if z.dim() == 1:
         z = z.unsqueeze(0)
-    return torch.sigmoid(model.decode(z.to(_model_device(model)))).cpu()
+    return torch.sigmoid(model.decode(z.to(**_model_placement(model)))).float().cpu()
+
+
+def _model_placement(model) -> dict:
+    """The device and floating dtype of the model's parameters (float64 models take
+    float64 codes), for ``Tensor.to``."""
+    try:
+        p = next(model.parameters())
+    except (AttributeError, StopIteration):
+        return {"device": torch.device("cpu")}
+    return {"device": p.device, "dtype": p.dtype} if p.is_floating_point() else {}
 
 
 def _check_z0(model, z0) -> torch.Tensor:
@@ -54,11 +64,18 @@ def _check_z0(model, z0) -> torch.Tensor:
         raise ValueError(
             f"z0 must hold one value per latent ({model.latent_dim}), got {z0.numel()}"
         )
+    if not torch.isfinite(z0).all():
+        raise ValueError(f"z0 must be finite, got {z0.tolist()}")
     return z0
 
 
 def _as_models(models, caller: str) -> dict:
     """``models`` as a dict name -> model: one model becomes ``{class name: model}``."""
+    if isinstance(models, (list, tuple, set)):
+        raise TypeError(
+            f"{caller} takes one model or a dict name -> model, got a "
+            f"{type(models).__name__}; e.g. {{'beta=1': model_a, 'beta=4': model_b}}"
+        )
     if not isinstance(models, dict):
         models = {type(models).__name__: models}
     if not models:

@@ -84,13 +84,10 @@ def test_binarised_tanh_models_are_those_fit_trains():
         binarize=True,
         **SETTINGS,
     )
-    torch.testing.assert_close(
-        histories["β = 4"].train_loss, history.train_loss, rtol=1e-6, atol=0
-    )
+    # bit for bit: the ensemble makes fit's kernel calls (test_ensemble.py)
+    assert histories["β = 4"].train_loss == history.train_loss
     for name, value in alone.state_dict().items():
-        torch.testing.assert_close(
-            models["β = 4"].state_dict()[name], value, rtol=1e-5, atol=1e-6
-        )
+        assert torch.equal(models["β = 4"].state_dict()[name], value), name
     unbinarised = grid(images=grey, config=config)[1]
     assert unbinarised["β = 4"].train_loss != history.train_loss
 
