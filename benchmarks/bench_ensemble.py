@@ -176,8 +176,7 @@ def amp_ensemble_row(device, *, steps: int, repeats: int) -> Row:
     ensemble with ``amp=True`` (bfloat16 autocast) against the same ensemble in
     float32, interleaved after a warm-up of each."""
     sprites = bench_train.dsprites_images(steps * 64)
-    objectives = chapter6_grid(steps)
-    seeds = {key: int(key.rsplit(" ", 1)[1]) for key in objectives}
+    objectives, seeds = chapter6_grid(steps)
     run = dict(batch_size=64, device=device)
     for amp in (False, True):
         one_ensemble(ConvVAE, sprites[:128], objectives, seeds, amp=amp, **run)
@@ -196,13 +195,14 @@ def amp_ensemble_row(device, *, steps: int, repeats: int) -> Row:
     )
 
 
-def chapter6_grid(steps: int) -> dict[str, Objective]:
-    """Chapter 6's five objectives × seeds 0, 1, 2, keyed ``"<objective> / seed s"``."""
-    return {
-        f"{name} / seed {s}": objective
-        for name, objective in chapter6_objectives(steps).items()
-        for s in (0, 1, 2)
-    }
+def chapter6_grid(steps: int) -> tuple[dict[str, Objective], dict[str, int]]:
+    """Chapter 6's five objectives × seeds 0, 1, 2, keyed ``"<objective> / seed s"``:
+    ``(objectives, seeds)``."""
+    objectives, seeds = {}, {}
+    for name, objective in chapter6_objectives(steps).items():
+        for s in (0, 1, 2):
+            objectives[f"{name} / seed {s}"], seeds[f"{name} / seed {s}"] = objective, s
+    return objectives, seeds
 
 
 # ------------------------------------------------------------------ the GEMM limit
@@ -373,8 +373,7 @@ def rows(device: torch.device, *, repeats: int = 2, quick: bool = False) -> list
         return out
     steps = 100 if quick else 300
     sprites = bench_train.dsprites_images(steps * 64)
-    objectives = chapter6_grid(steps)
-    seeds = {key: int(key.rsplit(" ", 1)[1]) for key in objectives}
+    objectives, seeds = chapter6_grid(steps)
     out = []
     for name, graph in zip(CUDA_ENSEMBLE_ROWS, (False, True)):
         out.append(

@@ -131,6 +131,20 @@ def evaluate(
     ``{"recon": float, "kl": float, "kl_per_dim": (D,) list, "neg_elbo": float}`` in
     nats per image (means over images, sums over pixels / latents).
     """
+    seed = _check_evaluation_args(model, images, batch_size, likelihood, sigma, seed)
+    return _evaluate(
+        model,
+        images,
+        batch_size=batch_size,
+        likelihood=likelihood,
+        sigma=sigma,
+        seed=seed,
+    )
+
+
+def _check_evaluation_args(model, images, batch_size, likelihood, sigma, seed) -> int:
+    """Raise on a bad argument of :func:`evaluate` or :func:`per_image_terms`; returns
+    the seed as an int."""
     check_vae(model)
     check_dataset_images(model, images, "images")
     positive_int("batch_size", batch_size)
@@ -139,14 +153,7 @@ def evaluate(
             f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
         )
     check_sigma_unused(likelihood, sigma)
-    return _evaluate(
-        model,
-        images,
-        batch_size=batch_size,
-        likelihood=likelihood,
-        sigma=sigma,
-        seed=positive_int("seed", seed, minimum=0, what="a non-negative integer"),
-    )
+    return positive_int("seed", seed, minimum=0, what="a non-negative integer")
 
 
 @torch.no_grad()
@@ -215,14 +222,7 @@ def per_image_terms(
     in nats. Their means are ``evaluate``'s numbers (to float32 rounding); two
     models scored on the same images give paired differences
     (:func:`betavae_lib.metrics.paired_difference`)."""
-    check_vae(model)
-    check_dataset_images(model, images, "images")
-    positive_int("batch_size", batch_size)
-    seed = positive_int("seed", seed, minimum=0, what="a non-negative integer")
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(
-            f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
-        )
+    seed = _check_evaluation_args(model, images, batch_size, likelihood, sigma, seed)
     was_training = model.training
     model.eval()
     device, dtype = model_device(model), model.log_sigma.dtype

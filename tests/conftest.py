@@ -1,6 +1,7 @@
 """Shared fixtures: real datasets from $BETAVAE_DATA_DIR (skipped with a reason when
 absent), and headless Chromium for the tests that open pages in a browser."""
 
+import importlib.util
 import json
 import os
 import re
@@ -11,6 +12,15 @@ import pytest
 import torch
 
 DATA_DIR = os.environ.get("BETAVAE_DATA_DIR")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_tool(name: str):
+    """The script ``tools/<name>.py`` imported as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _has(folder: str) -> bool:

@@ -10,7 +10,6 @@ Chromium is absent.
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 import re
 import subprocess
@@ -20,7 +19,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import CHROMIUM, chromium_args, console_messages, page_requests
+from conftest import (
+    CHROMIUM,
+    chromium_args,
+    console_messages,
+    load_tool,
+    page_requests,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -43,16 +48,7 @@ pytestmark = [
 ]
 
 
-def _load_executor():
-    spec = importlib.util.spec_from_file_location(
-        "execute_book", ROOT / "tools" / "execute_book.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_EXECUTOR = _load_executor()
+_EXECUTOR = load_tool("execute_book")
 
 
 def toc_files() -> list[str]:

@@ -4,7 +4,6 @@ only through ``betavae_lib.data``."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import re
@@ -17,17 +16,14 @@ import nbformat
 import pytest
 import tomllib
 import yaml
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
 REPO_URL = CONFIG["repository"]["url"].rstrip("/")
 HTML = ROOT / "_build" / "html"
 
-_spec = importlib.util.spec_from_file_location(
-    "execute_book", ROOT / "tools" / "execute_book.py"
-)
-_eb = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_eb)
+_eb = load_tool("execute_book")
 CHAPTERS = _eb.toc_notebooks(ROOT)
 
 
@@ -250,11 +246,7 @@ def test_set_repository_rewrites_every_copy_of_the_url(tmp_path):
     """tools/set_repository.py changes the one setting and every copy of it."""
     import shutil
 
-    spec = importlib.util.spec_from_file_location(
-        "set_repository", ROOT / "tools" / "set_repository.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("set_repository")
     for path in tool.files_to_rewrite(ROOT):
         target = tmp_path / path.relative_to(ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -3,23 +3,19 @@ committed manifest, page and notebooks agree with each other."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import load_tool
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from betavae_lib import report
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "execute_book", ROOT / "tools" / "execute_book.py"
-)
-eb = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(eb)
+eb = load_tool("execute_book")
 
 KERNELSPEC = {
     "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -6,7 +6,6 @@ message that named neither the argument nor the fix."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import binary_images
+from conftest import binary_images, load_tool
 
 from betavae_lib import (
     MLPVAE,
@@ -90,12 +89,7 @@ def no_claims(root: Path) -> bool:
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "set_repository", ROOT / "tools" / "set_repository.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return load_tool("set_repository")
 
 
 @pytest.fixture

@@ -640,7 +640,8 @@ mu_, sigma_ = (
 )
 eps_ = torch.randn(())
 (mu_ + sigma_ * eps_).backward()
-print(f"exercise 2: dz/dmu = {mu_.grad:.3f}, dz/dsigma = {sigma_.grad:.3f}")
+dmu, dsigma = mu_.grad.item(), sigma_.grad.item()
+print(f"exercise 2: dz/dmu = {dmu:.3f}, dz/dsigma = {dsigma:.3f}")
 assert mu_.grad == 1 and sigma_.grad == eps_
 
 # Exercise 3
