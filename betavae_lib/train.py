@@ -51,12 +51,13 @@ from ._common import (
 from .losses import (
     LIKELIHOODS,
     beta_vae_loss,
+    check_sigma_unused,
     gaussian_kl,
     objective_loss,
     reconstruction_nll,
 )
 from .models import VAEOutput
-from .objective import OBJECTIVE_OPTIONS, Objective, check_sigma_unused
+from .objective import OBJECTIVE_OPTIONS, Objective
 
 __all__ = [
     "History",
