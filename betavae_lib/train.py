@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from . import checkpoints
 from ._common import (
     adam,
     as_float_images,
@@ -58,6 +57,12 @@ from .losses import (
 )
 from .models import VAEOutput
 from .objective import OBJECTIVE_OPTIONS, Objective
+from .resume import (
+    check_checkpoint_path,
+    restore_training_state,
+    run_settings,
+    save_training_state,
+)
 
 __all__ = [
     "History",
@@ -522,13 +527,9 @@ def fit(
     _check_fit_args(model, images, test_images, arithmetic, loop, saving, device)
     # checks β, capacity, γ, free bits, the likelihood and their combination
     objective = Objective(**{name: arithmetic[name] for name in OBJECTIVE_OPTIONS})
-    settings = (
-        None
-        if checkpoint_path is None
-        else checkpoints.run_settings(images, arithmetic)
-    )
+    settings = None if checkpoint_path is None else run_settings(images, arithmetic)
     if checkpoint_path is not None:
-        checkpoints.check_checkpoint_path(checkpoint_path, resume, overwrite)
+        check_checkpoint_path(checkpoint_path, resume, overwrite)
 
     seed_everything(seed)
     run = _prepare_run(model, images, device, arithmetic, objective=objective)
@@ -537,7 +538,7 @@ def fit(
         run.binarizer = binarize_generator(seed, device)
     start_epoch, step, history = 0, 0, History(amp=bool(amp))
     if resume:
-        restored = checkpoints.restore_training_state(
+        restored = restore_training_state(
             checkpoint_path,
             model,
             run.opt,
@@ -579,7 +580,7 @@ def fit(
                 if checkpoint_path is not None and (
                     epoch % checkpoint_every == 0 or epoch == epochs
                 ):
-                    checkpoints.save_training_state(
+                    save_training_state(
                         checkpoint_path,
                         model,
                         run.opt,
