@@ -16,6 +16,7 @@ Convention: losses are in nats, summed over pixels and latents, averaged over th
 """
 
 from ._common import pick_device, seed_everything
+from ._version import __version__ as __version__
 from .cache import train_grid
 from .checkpoints import CheckpointError, load, save
 from .data import load_dataset
@@ -26,7 +27,6 @@ from .objective import Objective
 from .profile import get_profile, start_chapter
 from .train import History, NonFiniteLossError, NonFiniteWeightsError, evaluate, fit
 
-__version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "ConvVAE",

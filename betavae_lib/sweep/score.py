@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import checkpoints
+from .. import _version, checkpoints
 from ..data import load_dataset
 from ..metrics import active_units, factor_vae_score, mig
 from ..train import evaluate, seed_everything
@@ -158,8 +158,6 @@ def _record(
     ensemble: dict | None = None,
 ) -> dict:
     """The record of a trained and scored run (module docstring)."""
-    from .. import __version__
-
     metrics["train_recon"], metrics["train_kl"] = (
         history.train_recon[-1],
         history.train_kl[-1],
@@ -183,6 +181,6 @@ def _record(
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "torch": torch.__version__,
-        "betavae_lib": __version__,
+        "betavae_lib": _version.__version__,
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
