@@ -62,13 +62,18 @@ from ._common import (
     binarize_batch,
     binarize_generator,
     check_amp,
-    check_dataset_images,
     check_flag,
     check_seed,
     evaluation_seed,
     pick_device,
-    positive_int,
     real_number,
+)
+from ._training import (
+    check_data,
+    images_at,
+    progress_bar,
+    record_epoch,
+    use_channels_last,
 )
 from .losses import LossTerms, objective_loss
 from .objective import (
@@ -235,7 +240,7 @@ class _Trainer:
             if binarize
             else None
         )
-        self.channels_last = bool(ens.conv_weights) and device.type in ("cuda", "cpu")
+        self.channels_last = use_channels_last(bool(ens.conv_weights), device)
         self.amp = amp  # bfloat16 autocast of the forward pass, as fit(amp=True)
         self.log_sigma = None  # the grouped layout's per-member log σ, (K,)
         if self.likelihood == "gaussian":
@@ -296,8 +301,7 @@ class _Trainer:
         """Images at ``index`` ((B,) or (K, B)) as float32 in [0, 1]; with binarize, a
         Bernoulli draw per pixel from the generator of each member's seed (members that
         share a seed share the batch order and so the draw, as fit would draw it)."""
-        rows = self.data.index_select(0, index.reshape(-1))
-        x = as_float_images(rows.view(*index.shape, *rows.shape[1:])).to(self.dtype)
+        x = images_at(self.data, index, self.dtype)
         if self.binarizers is None:
             return x
         if index.dim() == 1:  # one order: every member has the same seed
@@ -582,38 +586,19 @@ def fit_ensemble(
     mode). Returns an :class:`EnsembleResult`: a History per member, whose ``seconds``
     are the ensemble's, and the frozen members.
     """
-    if not isinstance(models, Mapping):
-        raise TypeError(
-            f"models must be a dict name -> model, got a {type(models).__name__}; "
-            f"e.g. {{'beta=1': model_a, 'beta=4': model_b}}"
-        )
-    names = list(models)
-    model_list = [models[n] for n in names]
-    _check_distinct(names, model_list)
-    _check_same_architecture(model_list)
-    objective_list = _per_member(objectives, names, "objectives", Objective)
-    seed_list = _per_member(seeds, names, "seeds", int)
-    seed_list = [check_seed(f"seeds[{n!r}]", s) for n, s in zip(names, seed_list)]
-    shared_likelihood(objective_list, names)
+    names, model_list, objective_list, seed_list = _members(models, objectives, seeds)
     device = pick_device(device)
-    check_dataset_images(model_list[0], images, "images")
-    if test_images is not None:
-        check_dataset_images(model_list[0], test_images, "test_images")
-    for name, value in (
-        ("epochs", epochs),
-        ("batch_size", batch_size),
-        ("log_every", log_every),
-    ):
-        positive_int(name, value)
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"lr must be a number, got {lr!r}")
-    lr = real_number("lr", lr, strict=True)
-    check_flag("binarize", binarize)
-    amp = check_amp(amp, device)
-    check_flag("cuda_graph", cuda_graph)
-    check_flag("progress", progress)
-    if on_failure not in ("warn", "raise"):
-        raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
+    check_data(
+        model_list[0],
+        images,
+        test_images,
+        epochs=epochs,
+        batch_size=batch_size,
+        log_every=log_every,
+    )
+    lr, amp = _check_options(
+        lr, binarize, amp, cuda_graph, progress, on_failure, device
+    )
     ens = VAEEnsemble(model_list, device=device, layout=layout)
     if cuda_graph:
         _check_cuda_graph(device, ens.layout)
@@ -642,36 +627,81 @@ def fit_ensemble(
         )
     for k, model in enumerate(model_list):
         ens.copy_into(k, model.to(device)).eval()
-    failed = {n: s for n, s in zip(names, trainer.first_bad.tolist()) if s >= 0}
-    # an update can make the weights non-finite while the loss is still finite (fit
-    # raises NonFiniteWeightsError then): such a member cannot be frozen in time
-    broken = [n for n, m in zip(names, model_list) if not _weights_finite(m)]
-    last_step = int(trainer.step_t) - 1
-    failed.update({n: last_step for n in broken if n not in failed})
+    failed, broken = _failures(names, model_list, trainer)
     if failed:
-        listed = ", ".join(f"{n} (step {s})" for n, s in failed.items())
-        kept = [n for n in failed if n not in broken]
-        what = (
-            f"{', '.join(map(str, kept))} kept the (finite) weights they had before "
-            f"that step"
-            if kept
-            else ""
-        )
-        if broken:
-            what += "; " if what else ""
-            what += (
-                f"the weights of {', '.join(map(str, broken))} are NaN or infinite (an "
-                f"update overflowed before the loss did): do not use them"
-            )
-        message = (
-            f"{len(failed)} of {len(names)} models diverged (the loss or the weights "
-            f"became NaN or infinite) and were frozen: {listed}; {what}. The others "
-            f"trained on. Lower the learning rate or β, or check the inputs."
-        )
+        message = _divergence_message(len(names), failed, broken)
         if on_failure == "raise":
             raise NonFiniteLossError(message)
         warnings.warn(message, EnsembleMemberWarning, stacklevel=2)
     return EnsembleResult(histories, failed)
+
+
+def _members(models, objectives, seeds) -> tuple[list, list, list, list]:
+    """The members' names, models, objectives and seeds, checked (``models``: a dict
+    name -> model; ``objectives``, ``seeds``: one value for all, or a dict)."""
+    if not isinstance(models, Mapping):
+        raise TypeError(
+            f"models must be a dict name -> model, got a {type(models).__name__}; "
+            f"e.g. {{'beta=1': model_a, 'beta=4': model_b}}"
+        )
+    names = list(models)
+    model_list = [models[n] for n in names]
+    _check_distinct(names, model_list)
+    _check_same_architecture(model_list)
+    objective_list = _per_member(objectives, names, "objectives", Objective)
+    seed_list = _per_member(seeds, names, "seeds", int)
+    seed_list = [check_seed(f"seeds[{n!r}]", s) for n, s in zip(names, seed_list)]
+    shared_likelihood(objective_list, names)
+    return names, model_list, objective_list, seed_list
+
+
+def _check_options(lr, binarize, amp, cuda_graph, progress, on_failure, device):
+    """Raise on a bad option of :func:`fit_ensemble`; returns lr and amp, checked."""
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr must be a number, got {lr!r}")
+    lr = real_number("lr", lr, strict=True)
+    check_flag("binarize", binarize)
+    amp = check_amp(amp, device)
+    check_flag("cuda_graph", cuda_graph)
+    check_flag("progress", progress)
+    if on_failure not in ("warn", "raise"):
+        raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
+    return lr, amp
+
+
+def _failures(names, models, trainer) -> tuple[dict, list]:
+    """The members that diverged (name -> the step their loss first stopped being
+    finite), and those of them whose weights are not finite."""
+    failed = {n: s for n, s in zip(names, trainer.first_bad.tolist()) if s >= 0}
+    # an update can make the weights non-finite while the loss is still finite (fit
+    # raises NonFiniteWeightsError then): such a member cannot be frozen in time
+    broken = [n for n, m in zip(names, models) if not _weights_finite(m)]
+    last_step = int(trainer.step_t) - 1
+    failed.update({n: last_step for n in broken if n not in failed})
+    return failed, broken
+
+
+def _divergence_message(size: int, failed: dict, broken: list) -> str:
+    """What :func:`fit_ensemble` says of the members that diverged."""
+    listed = ", ".join(f"{n} (step {s})" for n, s in failed.items())
+    kept = [n for n in failed if n not in broken]
+    what = (
+        f"{', '.join(map(str, kept))} kept the (finite) weights they had before "
+        f"that step"
+        if kept
+        else ""
+    )
+    if broken:
+        what += "; " if what else ""
+        what += (
+            f"the weights of {', '.join(map(str, broken))} are NaN or infinite (an "
+            f"update overflowed before the loss did): do not use them"
+        )
+    return (
+        f"{len(failed)} of {size} models diverged (the loss or the weights "
+        f"became NaN or infinite) and were frozen: {listed}; {what}. The others "
+        f"trained on. Lower the learning rate or β, or check the inputs."
+    )
 
 
 def _weights_finite(model: nn.Module) -> bool:
@@ -681,14 +711,12 @@ def _weights_finite(model: nn.Module) -> bool:
 def _train_epochs(
     t: _Trainer, histories, *, epochs, test_images, log_every, progress, cuda_graph
 ):
-    from tqdm.auto import tqdm
-
     batch_size, names = t.batch_size, list(histories)
     total_steps = epochs * t.steps_per_epoch
     table, table_first = None, 0  # the coefficients of steps table_first, ...
     graphed, step = None, 0
     label = f"ensemble of {len(names)}"
-    bar = tqdm(total=total_steps, disable=not progress, desc=label, leave=False)
+    bar = progress_bar(total_steps, progress=progress, desc=label)
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
@@ -745,16 +773,6 @@ def _record(histories, t: _Trainer, epoch, step, test, seconds) -> None:
     for k, h in enumerate(histories.values()):
         if not alive[k]:
             continue
-        loss, recon, kl = sums[k]
-        h.epoch.append(epoch)
-        h.train_loss.append(loss)
-        h.train_recon.append(recon)
-        h.train_kl.append(kl)
-        h.train_kl_per_dim.append(kl_dims[k])
-        h.beta.append(t.objectives[k].beta_at(step - 1))
-        if test is not None:
-            h.test_recon.append(test_sums[k][0])
-            h.test_kl.append(test_sums[k][1])
-            h.test_kl_per_dim.append(test_dims[k])
-        h.seconds.append(seconds)
-        h.steps = step
+        member_test = None if test is None else (*test_sums[k], test_dims[k])
+        beta = t.objectives[k].beta_at(step - 1)
+        record_epoch(h, epoch, (*sums[k], kl_dims[k]), beta, member_test, seconds, step)
