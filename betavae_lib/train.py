@@ -47,6 +47,13 @@ from ._common import (
     seed_everything,
     seeded_noise,
 )
+from ._training import (
+    check_data,
+    images_at,
+    progress_bar,
+    record_epoch,
+    use_channels_last,
+)
 from .losses import (
     LIKELIHOODS,
     beta_vae_loss,
@@ -250,32 +257,52 @@ def per_image_terms(
 
 # ---------------------------------------------------------------------- argument checks
 
+# What defines a run's numbers: checked before training, and recorded in a training
+# state so that a resumed run is the run it continues.
+ARITHMETIC = (
+    "batch_size",
+    "beta",
+    "lr",
+    "likelihood",
+    "sigma",
+    "free_bits",
+    "capacity",
+    "gamma",
+    "tc",
+    "seed",
+    "amp",
+    "compile",
+    "binarize",
+)
+
 
 def _check_fit_args(
     model, images, test_images, arithmetic: dict, loop: dict, saving: dict, device
-) -> None:
-    """Raise on the first argument of ``fit`` that is wrong, before any work starts.
+) -> tuple[Objective, dict | None]:
+    """Raise on the first argument of ``fit`` that is wrong, before any work starts;
+    returns the run's :class:`~betavae_lib.objective.Objective` (which checks β,
+    capacity, γ, free bits, the likelihood and their combination) and, with a
+    checkpoint, the settings a training state records.
 
     arithmetic: the settings that define the run's numbers, by name; loop: epochs,
-    log_every, callback; saving: the checkpoint's path, every (epochs) and resume.
+    log_every, callback; saving: the checkpoint's path, every (epochs), resume and
+    overwrite.
     """
     lr = arithmetic["lr"]
     check_vae(model)
-    check_dataset_images(model, images, "images")
-    if test_images is not None:
-        check_dataset_images(model, test_images, "test_images")
-    for name, value in (
-        ("epochs", loop["epochs"]),
-        ("batch_size", arithmetic["batch_size"]),
-        ("log_every", loop["log_every"]),
-        ("checkpoint_every", saving["every"]),
-    ):
-        positive_int(name, value)
+    check_data(
+        model,
+        images,
+        test_images,
+        epochs=loop["epochs"],
+        batch_size=arithmetic["batch_size"],
+        log_every=loop["log_every"],
+        checkpoint_every=saving["every"],
+    )
     check_seed("seed", arithmetic["seed"])
     if not isinstance(lr, numbers.Real):
         raise TypeError(f"lr must be a number, got {type(lr).__name__}")
     real_number("lr", lr, strict=True)
-    # likelihood, sigma, β, capacity, γ, free bits and their combination: Objective
     callback = loop["callback"]
     check_flag("binarize", arithmetic["binarize"])
     if callback is not None and not callable(callback):
@@ -286,13 +313,12 @@ def _check_fit_args(
     if saving["resume"] and saving["path"] is None:
         raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
     check_amp(arithmetic["amp"], device)
-
-
-# ---------------------------------------------------------------------- device settings
-
-
-def _has_convolutions(model) -> bool:
-    return any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
+    objective = Objective(**{name: arithmetic[name] for name in OBJECTIVE_OPTIONS})
+    if saving["path"] is None:
+        return objective, None
+    settings = run_settings(images, arithmetic)
+    check_checkpoint_path(saving["path"], saving["resume"], saving["overwrite"])
+    return objective, settings
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -312,6 +338,7 @@ class _TrainingRun:
     channels_last: bool
     device: torch.device
     dtype: torch.dtype  # the model's: batches are fed in it
+    order: torch.Generator  # the batch order
     # The β and capacity used at every step so far (a resumed run checks its schedules
     # against them).
     schedule_values: dict = field(default_factory=lambda: {"beta": [], "capacity": []})
@@ -319,20 +346,49 @@ class _TrainingRun:
     binarizer: torch.Generator | None = None
 
 
+def _prepare_run(
+    model, images, device, arithmetic: dict, objective: Objective
+) -> _TrainingRun:
+    """Seed every generator, move the model and the data to ``device``, choose the fast
+    settings, and build the optimiser."""
+    seed = arithmetic["seed"]
+    seed_everything(seed)
+    has_convolutions = any(
+        isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules()
+    )
+    channels_last = use_channels_last(has_convolutions, device)
+    model.to(device).train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return _TrainingRun(
+        model=model,
+        forward=torch.compile(model) if arithmetic["compile"] else model,
+        opt=adam(model.parameters(), arithmetic["lr"], device),
+        data=images.to(device),
+        batch_size=int(arithmetic["batch_size"]),
+        objective=objective,
+        amp=arithmetic["amp"],
+        channels_last=channels_last,
+        device=device,
+        dtype=model.log_sigma.dtype,
+        order=torch.Generator().manual_seed(seed),
+        binarizer=binarize_generator(seed, device) if arithmetic["binarize"] else None,
+    )
+
+
 def _batch(run: _TrainingRun, index: torch.Tensor) -> torch.Tensor:
     """Images at ``index`` as floats in [0, 1] of the model's dtype (binarised by a
     Bernoulli draw per pixel with ``binarize=True``), in the memory format the model
     runs fastest with."""
-    # index_select: the same rows as run.data[index], in about half the time
-    x = as_float_images(run.data.index_select(0, index)).to(run.dtype)
+    x = images_at(run.data, index, run.dtype)
     if run.binarizer is not None:
         x = binarize_batch(x, run.binarizer)
     return x.contiguous(memory_format=torch.channels_last) if run.channels_last else x
 
 
-def _train_step(run: _TrainingRun, x: torch.Tensor, step: int):
-    """One Adam step on batch ``x``; returns the loss terms (device tensors, no host
-    sync) and β."""
+def _loss(run: _TrainingRun, x: torch.Tensor, step: int):
+    """The forward pass on batch ``x`` and the objective at ``step``: the loss terms
+    (device tensors, no host sync) and β."""
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
         out = run.forward(x)
     if run.amp:
@@ -349,82 +405,108 @@ def _train_step(run: _TrainingRun, x: torch.Tensor, step: int):
         out.mu,
         out.logvar,
         out.z,
-        objective.coefficients(step),
+        coefficients,
         likelihood=objective.likelihood,
         sigma=objective.sigma,
         log_sigma=run.model.log_sigma,
         dataset_size=len(run.data),
     )
-    run.opt.zero_grad(set_to_none=True)
-    terms.total.backward()
-    run.opt.step()
     return terms, beta_now
 
 
-def _train_epoch(
-    run: _TrainingRun, perm: torch.Tensor, epoch: int, step: int, log_every: int, bar
-):
-    """One pass over the data in the order ``perm``; returns (objective, recon, kl sums,
-    kl per dim sums, last β, step), the sums weighted by batch size."""
-    n, batch_size = len(run.data), run.batch_size
-    steps_per_epoch = math.ceil(n / batch_size)
-    sums = torch.zeros(3, device=run.device)  # objective, recon, kl
-    kl_dims = torch.zeros(run.model.latent_dim, device=run.device)
-    first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
-    unchecked_from = step  # the first update whose weights are not checked yet
-    for i in range(steps_per_epoch):
-        x = _batch(run, perm[i * batch_size : (i + 1) * batch_size])
-        terms, beta_now = _train_step(run, x, step)
-        with torch.no_grad():
-            bad = ~torch.isfinite(terms.total)
-            first_bad = torch.where(
-                bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad
+class _Tally:
+    """One epoch's running sums on the device, weighted by batch size (objective,
+    recon, kl, and kl per dim), and the first step whose loss was not finite; read back
+    only by :meth:`check`, every ``log_every`` steps and at the end of the epoch."""
+
+    def __init__(self, run: _TrainingRun, epoch: int, step: int):
+        self.run, self.epoch, self.seen = run, epoch, 0
+        self.sums = torch.zeros(3, device=run.device)  # objective, recon, kl
+        self.kl_dims = torch.zeros(run.model.latent_dim, device=run.device)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
+        self.unchecked_from = step  # the first update whose weights are not checked yet
+
+    @torch.no_grad()
+    def add(self, terms, size: int, step: int) -> None:
+        bad = ~torch.isfinite(terms.total)
+        self.first_bad = torch.where(
+            bad & (self.first_bad < 0),
+            torch.full_like(self.first_bad, step),
+            self.first_bad,
+        )
+        self.sums += torch.stack([terms.total, terms.recon, terms.kl]).detach() * size
+        self.kl_dims += terms.kl_per_dim.detach() * size
+        self.seen += size
+
+    def check(self, step: int, bar, beta_now) -> None:
+        """Raise if the loss or the weights stopped being finite; show the means."""
+        run = self.run
+        _raise_if_not_finite(run, self.first_bad, self.unchecked_from, step, self.epoch)
+        self.unchecked_from = step
+        if not bar.disable:
+            loss, recon, kl = (self.sums / self.seen).tolist()
+            bar.set_postfix(
+                epoch=self.epoch,
+                loss=f"{loss:.1f}",
+                recon=f"{recon:.1f}",
+                kl=f"{kl:.2f}",
+                beta=f"{beta_now:.3g}",
             )
-            sums += torch.stack([terms.total, terms.recon, terms.kl]).detach() * len(x)
-            kl_dims += terms.kl_per_dim.detach() * len(x)
-        step += 1
-        if step % log_every == 0 or i == steps_per_epoch - 1:
-            _raise_if_not_finite(run, first_bad, unchecked_from, step, epoch)
-            unchecked_from = step
-            if not bar.disable:
-                loss, recon, kl = (sums / min((i + 1) * batch_size, n)).tolist()
-                bar.set_postfix(
-                    epoch=epoch,
-                    loss=f"{loss:.1f}",
-                    recon=f"{recon:.1f}",
-                    kl=f"{kl:.2f}",
-                    beta=f"{beta_now:.3g}",
-                )
-                bar.update(step - bar.n)
-    return sums, kl_dims, beta_now, step
+            bar.update(step - bar.n)
+
+    def means(self) -> tuple:
+        """(objective, recon, kl, kl per dim) over the epoch's images."""
+        loss, recon, kl = (self.sums / self.seen).tolist()
+        return loss, recon, kl, (self.kl_dims / self.seen).tolist()
 
 
-def _record_epoch(
-    history: History, epoch: int, sums, kl_dims, n: int, beta_now
-) -> None:
-    loss, recon, kl = (sums / n).tolist()
-    history.epoch.append(epoch)
-    history.train_loss.append(loss)
-    history.train_recon.append(recon)
-    history.train_kl.append(kl)
-    history.train_kl_per_dim.append((kl_dims / n).tolist())
-    history.beta.append(float(beta_now))
-
-
-def _record_test(
-    history: History, model, test_images, likelihood: str, sigma: float, seed: int
-) -> None:
+def _test_terms(model, test_images, objective: Objective, seed: int):
+    """(recon, kl, kl per dim) on ``test_images``, drawn as :func:`evaluate` draws."""
     ev = _evaluate(
         model,
         test_images,
         batch_size=1000,
-        likelihood=likelihood,
-        sigma=sigma,
+        likelihood=objective.likelihood,
+        sigma=objective.sigma,
         seed=seed,
     )
-    history.test_recon.append(ev["recon"])
-    history.test_kl.append(ev["kl"])
-    history.test_kl_per_dim.append(ev["kl_per_dim"])
+    return ev["recon"], ev["kl"], ev["kl_per_dim"]
+
+
+def _restore(run: _TrainingRun, path, settings: dict, history: History):
+    """(epoch, step, History) of the training state at ``path``, restored into the
+    model, the optimiser and the generators; ``(0, 0, history)`` when there is none."""
+    objective = run.objective
+    restored = restore_training_state(
+        path,
+        run.model,
+        run.opt,
+        order=run.order,
+        device=run.device,
+        settings=settings,
+        binarizer=run.binarizer,
+        schedules={"beta": objective.beta_at, "capacity": objective.capacity_at},
+    )
+    if restored is None:
+        return 0, 0, history
+    epoch, step, saved_history, run.schedule_values = restored
+    return epoch, step, History.from_dict(saved_history)
+
+
+def _save(run: _TrainingRun, path, epoch, step, history: History, settings) -> None:
+    save_training_state(
+        path,
+        run.model,
+        run.opt,
+        epoch=epoch,
+        step=step,
+        order=run.order,
+        device=run.device,
+        history=history.as_dict(),
+        settings=settings,
+        schedule_values=run.schedule_values,
+        binarizer=run.binarizer,
+    )
 
 
 def _run_callback(
@@ -504,95 +586,55 @@ def fit(
     and :class:`NonFiniteWeightsError` (a subclass) if an update makes the weights
     non-finite.
     """
-    from tqdm.auto import tqdm
-
+    given = locals()  # the arguments, before anything else is bound
     device = pick_device(device)
-    arithmetic = {  # what defines the run's numbers: checked, and recorded for resume
-        "batch_size": batch_size,
-        "beta": beta,
-        "lr": lr,
-        "likelihood": likelihood,
-        "sigma": sigma,
-        "free_bits": free_bits,
-        "capacity": capacity,
-        "gamma": gamma,
-        "tc": tc,
-        "seed": seed,
-        "amp": amp,
-        "compile": compile,
-        "binarize": binarize,
-    }
+    arithmetic = {name: given[name] for name in ARITHMETIC}
     loop = {"epochs": epochs, "log_every": log_every, "callback": callback}
-    saving = {"path": checkpoint_path, "every": checkpoint_every, "resume": resume}
-    _check_fit_args(model, images, test_images, arithmetic, loop, saving, device)
-    # checks β, capacity, γ, free bits, the likelihood and their combination
-    objective = Objective(**{name: arithmetic[name] for name in OBJECTIVE_OPTIONS})
-    settings = None if checkpoint_path is None else run_settings(images, arithmetic)
-    if checkpoint_path is not None:
-        check_checkpoint_path(checkpoint_path, resume, overwrite)
-
-    seed_everything(seed)
-    run = _prepare_run(model, images, device, arithmetic, objective=objective)
-    order = torch.Generator().manual_seed(seed)  # the batch order
-    if binarize:
-        run.binarizer = binarize_generator(seed, device)
+    saving = {
+        "path": checkpoint_path,
+        "every": checkpoint_every,
+        "resume": resume,
+        "overwrite": overwrite,
+    }
+    objective, settings = _check_fit_args(
+        model, images, test_images, arithmetic, loop, saving, device
+    )
+    run = _prepare_run(model, images, device, arithmetic, objective)
     start_epoch, step, history = 0, 0, History(amp=bool(amp))
     if resume:
-        restored = restore_training_state(
-            checkpoint_path,
-            model,
-            run.opt,
-            order=order,
-            device=device,
-            settings=settings,
-            binarizer=run.binarizer,
-            schedules={
-                "beta": objective.beta_at,
-                "capacity": objective.capacity_at,
-            },
-        )
-        if restored is not None:
-            start_epoch, step, saved_history, run.schedule_values = restored
-            history = History.from_dict(saved_history)
+        start_epoch, step, history = _restore(run, checkpoint_path, settings, history)
 
-    total_steps = epochs * math.ceil(len(images) / batch_size)
-    bar = tqdm(
-        total=total_steps,
-        initial=min(step, total_steps),
-        disable=not progress,
-        desc="fit",
-        unit="step",
-        leave=False,
+    steps_per_epoch = math.ceil(len(images) / batch_size)
+    total = epochs * steps_per_epoch
+    bar = progress_bar(
+        total, progress=progress, desc="fit", initial=min(step, total), unit="step"
     )
     try:
         with backend_settings(device):
             for epoch in range(start_epoch + 1, epochs + 1):
-                t0 = time.perf_counter()
-                perm = torch.randperm(len(images), generator=order).to(device)
-                sums, kl_dims, beta_now, step = _train_epoch(
-                    run, perm, epoch, step, log_every, bar
-                )
-                _record_epoch(history, epoch, sums, kl_dims, len(images), beta_now)
+                t0, tally = time.perf_counter(), _Tally(run, epoch, step)
+                batch_order = torch.randperm(len(images), generator=run.order)
+                for i, index in enumerate(batch_order.to(device).split(run.batch_size)):
+                    x = _batch(run, index)
+                    terms, beta_now = _loss(run, x, step)
+                    run.opt.zero_grad(set_to_none=True)
+                    terms.total.backward()
+                    run.opt.step()
+                    tally.add(terms, len(x), step)
+                    step += 1
+                    if step % log_every == 0 or i == steps_per_epoch - 1:
+                        tally.check(step, bar, beta_now)
+                test = None
                 if test_images is not None:
-                    _record_test(history, model, test_images, likelihood, sigma, seed)
-                history.seconds.append(time.perf_counter() - t0)
-                history.steps = step
+                    test = _test_terms(model, test_images, objective, seed)
+                seconds = time.perf_counter() - t0
+                record_epoch(
+                    history, epoch, tally.means(), float(beta_now), test, seconds, step
+                )
                 if checkpoint_path is not None and (
                     epoch % checkpoint_every == 0 or epoch == epochs
                 ):
-                    save_training_state(
-                        checkpoint_path,
-                        model,
-                        run.opt,
-                        epoch=epoch,
-                        step=step,
-                        order=order,
-                        device=device,
-                        history=history.as_dict(),
-                        settings=settings,
-                        schedule_values=run.schedule_values,
-                        binarizer=run.binarizer,
-                    )
+                    _save(run, checkpoint_path, epoch, step, history, settings)
                 if callback is not None:
                     _run_callback(callback, epoch, model, history, device)
     finally:
@@ -601,29 +643,6 @@ def fit(
             model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history
-
-
-def _prepare_run(
-    model, images, device, arithmetic: dict, *, objective: Objective
-) -> _TrainingRun:
-    """Move the model and the data to ``device``, choose the fast settings, and build
-    the optimiser."""
-    channels_last = _has_convolutions(model) and device.type in ("cuda", "cpu")
-    model.to(device).train()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    return _TrainingRun(
-        model=model,
-        forward=torch.compile(model) if arithmetic["compile"] else model,
-        opt=adam(model.parameters(), arithmetic["lr"], device),
-        data=images.to(device),
-        batch_size=int(arithmetic["batch_size"]),
-        objective=objective,
-        amp=arithmetic["amp"],
-        channels_last=channels_last,
-        device=device,
-        dtype=model.log_sigma.dtype,
-    )
 
 
 def _raise_if_not_finite(
