@@ -8,8 +8,9 @@ Which module to open for what:
   decomposition, ``beta_vae_loss``, ``objective_loss``), ``objective`` (``Objective``:
   β-VAE, free bits, capacity and β-TCVAE as coefficients of one objective),
   ``schedules`` (KL annealing);
-- training one model: ``train`` (``fit``, the one training loop; ``evaluate``),
-  ``resume`` (the training state ``fit`` saves and resumes from bit for bit);
+- training one model: ``train`` (``fit``, the one training loop), ``evaluation``
+  (``evaluate``: the negative ELBO on held-out images), ``resume`` (the training state
+  ``fit`` saves and resumes from bit for bit);
 - training many: ``ensemble`` (``fit_ensemble``, K models trained as one), ``stacked``
   (``VAEEnsemble``, the K models as one batched network), ``cache`` (the model cache
   and ``train_grid``), ``sweep`` (grids of runs, here or on a Ray cluster; a package

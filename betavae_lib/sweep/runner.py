@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import checkpoints
-from .._common import check_flag
-from ..train import pick_device
+from .._common import check_flag, pick_device
 from .backends import (
     _check_connect_timeout,
     _import_ray,

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from .. import _version, checkpoints
+from .._common import seed_everything
 from ..data import load_dataset
+from ..evaluation import evaluate
 from ..metrics import active_units, factor_vae_score, mig
-from ..train import evaluate, seed_everything
 from .config import DATASET_SIZES, RunConfig, SweepError
 
 RECORD_FORMAT = "betavae_lib.sweep.record/1"

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from .. import checkpoints
+from .._common import pick_device, seed_everything
 from ..ensemble import fit_ensemble
 from ..models import ConvVAE
-from ..train import NonFiniteLossError, fit, pick_device, seed_everything
+from ..train import NonFiniteLossError, fit
 from .config import RunConfig
 from .score import (
     _check_evaluation_set,
