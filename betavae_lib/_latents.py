@@ -10,14 +10,6 @@ import numpy as np
 import torch
 
 
-def _model_device(model) -> torch.device:
-    """The device of the model's parameters (CPU for a model without any)."""
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
-
-
 @torch.no_grad()
 def decode_images(model, z) -> torch.Tensor:
     """Decode latents z (B, D) to mean images (B, C, H, W) in [0, 1], on the CPU."""
