@@ -831,10 +831,11 @@ def test_a_damaged_claim_is_judged_by_its_age(tmp_path, damage):
     """A claim holding a JSON list raised AttributeError."""
     claim = tmp_path / "claim"
     claim.write_text(damage, encoding="utf-8")
-    assert sweep._try_claim(claim, 600) is None  # fresh: a worker may be writing it
+    # fresh: a worker may be writing it
+    assert sweep.store._try_claim(claim, 600) is None
     old = time.time() - 3_600
     os.utime(claim, (old, old))
-    assert sweep._try_claim(claim, 600) is not None
+    assert sweep.store._try_claim(claim, 600) is not None
 
 
 def test_load_run_names_a_bad_index(finished):
@@ -934,7 +935,7 @@ def test_a_folder_in_place_of_a_claim_is_named(tmp_path):
     claim = tmp_path / "claim"
     claim.mkdir()
     with pytest.raises(sweep.SweepError, match="is a folder where the run's claim"):
-        sweep._try_claim(claim, 600)
+        sweep.store._try_claim(claim, 600)
 
 
 @pytest.mark.parametrize(
