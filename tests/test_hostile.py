@@ -1005,3 +1005,10 @@ def test_per_member_settings_for_models_that_do_not_exist_are_refused():
     with pytest.raises(ValueError, match="seeds has entries for 'typo', which are not"):
         fit_ensemble({"a": small_mlp()}, IMAGES, epochs=1, seeds={"a": 0, "typo": 1},
                      progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("hidden", [32, "400", None])
+def test_mlpvae_hidden_that_is_not_a_sequence_of_sizes(hidden):
+    """MLPVAE(hidden=32) failed with "'int' object is not iterable"."""
+    with pytest.raises(ValueError, match=r"hidden must be a sequence.*\(32,\)"):
+        MLPVAE(latent_dim=2, hidden=hidden)
