@@ -397,11 +397,13 @@ def table_shape(profile: str, steps: int | None = None) -> tuple[int, int, int]:
 
 def study_shape(profile: str, steps: int) -> tuple[int, int, int]:
     """(images, passes, steps per model) of the capacity study after a table of
-    ``steps`` steps: its first ``steps // study_passes`` batches of the table's
-    images, passed over until it has (at most) the table's steps."""
-    n = max(CH6_BATCH, steps // CH6_TABLE[profile]["study_passes"] * CH6_BATCH)
+    ``steps`` steps: it aims at three eighths of them, on its first
+    ``study_steps // study_passes`` batches of the table's images, passed over until
+    it has (at most) that many steps."""
+    aim = max(1, steps * 3 // 8)
+    n = max(CH6_BATCH, aim // CH6_TABLE[profile]["study_passes"] * CH6_BATCH)
     per_pass = math.ceil(n / CH6_BATCH)
-    epochs = max(1, steps // per_pass)
+    epochs = max(1, aim // per_pass)
     return n, epochs, epochs * per_pass
 
 
@@ -416,9 +418,9 @@ def menu(profile: str) -> list[int]:
 
 def predict(timings: dict, profile: str, steps: int) -> dict:
     """Seconds chapter 6 is predicted to take, part by part, with ``steps`` table
-    steps (the capacity study as long). The ensembles are timed at the chapter's
-    sizes on a GPU; a CPU (the dry run) times smaller ones, scaled here by members
-    and batch (the work of a step)."""
+    steps (the capacity study three eighths as long). The ensembles are timed at the
+    chapter's sizes on a GPU; a CPU (the dry run) times smaller ones, scaled here by
+    members and batch (the work of a step)."""
     t = timings
     n_images, _, s_table = table_shape(profile, steps)
     _, _, s_study = study_shape(profile, s_table)
