@@ -251,7 +251,8 @@ def _check_fit_args(
     """Raise on the first argument of ``fit`` that is wrong, before any work starts.
 
     arithmetic: the settings that define the run's numbers, by name; loop: epochs,
-    log_every, callback; saving: the checkpoint's path, every (epochs) and resume.
+    log_every, callback, callback_every; saving: the checkpoint's path, every (epochs)
+    and resume.
     """
     lr = arithmetic["lr"]
     check_vae(model)
@@ -277,6 +278,13 @@ def _check_fit_args(
             f"callback must be callable as callback(epoch, model, history), got "
             f"{type(callback).__name__}"
         )
+    if loop["callback_every"] is not None:
+        positive_int("callback_every", loop["callback_every"])
+        if callback is None:
+            raise ValueError(
+                "callback_every needs a callback (the function to call every "
+                "callback_every steps)"
+            )
     if saving["resume"] and saving["path"] is None:
         raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
     check_amp(arithmetic["amp"], device)
@@ -356,10 +364,17 @@ def _train_step(run: _TrainingRun, x: torch.Tensor, step: int):
 
 
 def _train_epoch(
-    run: _TrainingRun, perm: torch.Tensor, epoch: int, step: int, log_every: int, bar
+    run: _TrainingRun,
+    perm: torch.Tensor,
+    epoch: int,
+    step: int,
+    log_every: int,
+    bar,
+    during=None,
 ):
     """One pass over the data in the order ``perm``; returns (objective, recon, kl sums,
-    kl per dim sums, last β, step), the sums weighted by batch size."""
+    kl per dim sums, last β, step), the sums weighted by batch size. during: (every,
+    call): ``call(step)`` after every ``every``-th step but the epoch's last."""
     n, batch_size = len(run.data), run.batch_size
     steps_per_epoch = math.ceil(n / batch_size)
     sums = torch.zeros(3, device=run.device)  # objective, recon, kl
@@ -377,6 +392,8 @@ def _train_epoch(
             sums += torch.stack([terms.total, terms.recon, terms.kl]).detach() * len(x)
             kl_dims += terms.kl_per_dim.detach() * len(x)
         step += 1
+        if during is not None and step % during[0] == 0 and i < steps_per_epoch - 1:
+            during[1](step)
         if step % log_every == 0 or i == steps_per_epoch - 1:
             _raise_if_not_finite(run, first_bad, unchecked_from, step, epoch)
             unchecked_from = step
@@ -435,6 +452,17 @@ def _run_callback(
         callback(epoch, model, history)
 
 
+def _step_callback(callback, epoch: int, model, history: History, device):
+    """``call(step)``: ``callback`` inside epoch ``epoch``, with ``history.steps`` set
+    to ``step`` (the end of the epoch sets it again)."""
+
+    def call(step: int) -> None:
+        history.steps = step
+        _run_callback(callback, epoch, model, history, device)
+
+    return call
+
+
 def fit(
     model,
     images: torch.Tensor,
@@ -455,6 +483,7 @@ def fit(
     log_every: int = 50,
     progress: bool = True,
     callback=None,
+    callback_every: int | None = None,
     checkpoint_path=None,
     checkpoint_every: int = 1,
     resume: bool = False,
@@ -484,7 +513,10 @@ def fit(
     option existed. ``test_images`` are evaluated as given: binarise a test set once,
     e.g. with :func:`betavae_lib.data.binarize`.
     callback: ``callback(epoch, model, history)`` after each epoch, run with torch's RNG
-    forked so that it cannot change the training.
+    forked so that it cannot change the training. callback_every: also call it every
+    this many optimiser steps inside an epoch (e.g. to draw frames during the first
+    epoch); there ``epoch`` is the epoch in progress, ``history.steps`` the steps done
+    so far, and ``history`` holds the finished epochs only.
 
     checkpoint_path: save the training state there (atomically) every
     ``checkpoint_every`` epochs and after the last; resume: continue from that file if
@@ -516,7 +548,12 @@ def fit(
         "compile": compile,
         "binarize": binarize,
     }
-    loop = {"epochs": epochs, "log_every": log_every, "callback": callback}
+    loop = {
+        "epochs": epochs,
+        "log_every": log_every,
+        "callback": callback,
+        "callback_every": callback_every,
+    }
     saving = {"path": checkpoint_path, "every": checkpoint_every, "resume": resume}
     _check_fit_args(model, images, test_images, arithmetic, loop, saving, device)
     # checks β, capacity, γ, free bits, the likelihood and their combination
@@ -567,8 +604,14 @@ def fit(
             for epoch in range(start_epoch + 1, epochs + 1):
                 t0 = time.perf_counter()
                 perm = torch.randperm(len(images), generator=order).to(device)
+                during = None
+                if callback_every is not None:
+                    during = (
+                        callback_every,
+                        _step_callback(callback, epoch, model, history, device),
+                    )
                 sums, kl_dims, beta_now, step = _train_epoch(
-                    run, perm, epoch, step, log_every, bar
+                    run, perm, epoch, step, log_every, bar, during
                 )
                 _record_epoch(history, epoch, sums, kl_dims, len(images), beta_now)
                 if test_images is not None:
