@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints
+from . import _version, checkpoints
 from ._common import (
     OFF_VALUES,  # noqa: F401 (the values that turn BETAVAE_CACHE off)
     check_flag,
@@ -107,11 +107,9 @@ def key_parts(
     the coefficients it gives at every step (:func:`schedule_digest`), so that a
     schedule whose formula changed under the same name and fields is a miss.
     """
-    from . import __version__
-
     parts = {
         "format": CACHE_FORMAT,
-        "library": __version__,
+        "library": _version.__version__,
         "model": model_class.__name__,
         "config": json.loads(json.dumps(config)),
         "objective": objective.describe(),

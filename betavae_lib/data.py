@@ -24,7 +24,7 @@ import os
 import time
 import urllib.request
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from ._common import (
     check_pixel_range,
     check_seed,
     env_flag,
+    pick_device,
     positive_int,
     real_number,
 )
@@ -354,7 +355,8 @@ class DSprites:
 
     ``source`` is ``"npz"`` (DeepMind's file) or ``"procedural"`` (rendered here on
     demand: the same factor grid, not the same pixels). Images are rendered only for the
-    indices asked for.
+    indices asked for, on ``device``; ``to(device)`` gives a copy that renders there
+    (e.g. on the GPU that encodes them).
     """
 
     source: str
@@ -362,6 +364,14 @@ class DSprites:
     factor_sizes: tuple = (3, 6, 40, 32, 32)
     _imgs: np.ndarray | None = field(default=None, repr=False)
     name: str = "dsprites"
+    device: torch.device = field(default=torch.device("cpu"), repr=False)
+
+    def __post_init__(self):
+        self.device = pick_device(self.device)
+
+    def to(self, device: str | torch.device) -> DSprites:
+        """The same dataset, its images returned (and rendered) on ``device``."""
+        return replace(self, device=pick_device(device))
 
     def __len__(self) -> int:
         return math.prod(self.factor_sizes)
@@ -417,8 +427,9 @@ class DSprites:
         index = np.atleast_1d(_integer_indices(index))
         classes = self.index_to_factors(index)
         if self._imgs is not None:
-            return torch.from_numpy(self._imgs[index].astype(np.float32)).unsqueeze(1)
-        return render_dsprites(classes)
+            images = torch.from_numpy(self._imgs[index].astype(np.float32))
+            return images.unsqueeze(1).to(self.device)
+        return render_dsprites(classes, device=self.device)
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` factor-class rows drawn uniformly: (n, 5) int64."""
@@ -486,21 +497,26 @@ def _check_factor_classes(classes) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-def render_dsprites(classes, size: int = 64, chunk: int = 4096) -> torch.Tensor:
-    """Render factor classes (N, 5) as binary sprites: (N, 1, size, size) float32.
+def render_dsprites(
+    classes, size: int = 64, chunk: int = 4096, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """Render factor classes (N, 5) as binary sprites: (N, 1, size, size) float32 on
+    ``device``, every step computed there.
 
     A sprite of half-size ``0.16 * scale`` (in image widths) is centred at
     ``0.2 + 0.6 * pos``, rotated by the orientation; shapes are a square, an ellipse
-    (aspect 2:1) and a heart.
+    (aspect 2:1) and a heart. Another device can round cos and sin differently in the
+    last bit, so a pixel exactly on a shape's edge may differ between devices.
     """
-    classes = _check_factor_classes(classes)
+    device = pick_device(device)
+    classes = _check_factor_classes(classes).to(device)
     size = positive_int("size", size)
     chunk = positive_int("chunk", chunk)
-    scales = torch.linspace(*_DSPRITES_SCALES)
-    angles = torch.linspace(*_DSPRITES_ORIENTATIONS)
-    pos = torch.linspace(*_DSPRITES_POSITIONS)
-    centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
-    out = torch.empty(len(classes), 1, size, size)
+    scales = torch.linspace(*_DSPRITES_SCALES, device=device)
+    angles = torch.linspace(*_DSPRITES_ORIENTATIONS, device=device)
+    pos = torch.linspace(*_DSPRITES_POSITIONS, device=device)
+    centres = (torch.arange(size, dtype=torch.float32, device=device) + 0.5) / size
+    out = torch.empty(len(classes), 1, size, size, device=device)
     for start in range(0, len(classes), chunk):
         c = classes[start : start + chunk]
         r = (0.16 * scales[c[:, 1]]).view(-1, 1, 1)

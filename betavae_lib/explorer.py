@@ -48,8 +48,7 @@ import numpy as np
 import torch
 import traitlets
 
-from .jsdecoder import asset, serialise_decoder
-from .traversal import (
+from ._latents import (
     _as_models,
     _check_dims,
     _check_z0,
@@ -57,6 +56,7 @@ from .traversal import (
     decode_images,
     image_png,
 )
+from .jsdecoder import asset, serialise_decoder
 
 INACTIVE_KL = 0.05
 """Latents with a KL below this many nats are shown as inactive (greyed and folded)."""

@@ -831,10 +831,11 @@ def test_a_damaged_claim_is_judged_by_its_age(tmp_path, damage):
     """A claim holding a JSON list raised AttributeError."""
     claim = tmp_path / "claim"
     claim.write_text(damage, encoding="utf-8")
-    assert sweep._try_claim(claim, 600) is None  # fresh: a worker may be writing it
+    # fresh: a worker may be writing it
+    assert sweep.store._try_claim(claim, 600) is None
     old = time.time() - 3_600
     os.utime(claim, (old, old))
-    assert sweep._try_claim(claim, 600) is not None
+    assert sweep.store._try_claim(claim, 600) is not None
 
 
 def test_load_run_names_a_bad_index(finished):
@@ -934,7 +935,7 @@ def test_a_folder_in_place_of_a_claim_is_named(tmp_path):
     claim = tmp_path / "claim"
     claim.mkdir()
     with pytest.raises(sweep.SweepError, match="is a folder where the run's claim"):
-        sweep._try_claim(claim, 600)
+        sweep.store._try_claim(claim, 600)
 
 
 @pytest.mark.parametrize(
@@ -1005,3 +1006,10 @@ def test_per_member_settings_for_models_that_do_not_exist_are_refused():
     with pytest.raises(ValueError, match="seeds has entries for 'typo', which are not"):
         fit_ensemble({"a": small_mlp()}, IMAGES, epochs=1, seeds={"a": 0, "typo": 1},
                      progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("hidden", [32, "400", None])
+def test_mlpvae_hidden_that_is_not_a_sequence_of_sizes(hidden):
+    """MLPVAE(hidden=32) failed with "'int' object is not iterable"."""
+    with pytest.raises(ValueError, match=r"hidden must be a sequence.*\(32,\)"):
+        MLPVAE(latent_dim=2, hidden=hidden)

@@ -265,13 +265,13 @@ def small_tanh_mlp():
 
 def batches_fit_trains_on(monkeypatch, images, **kwargs) -> list[torch.Tensor]:
     """The batches every optimiser step of ``fit`` gets."""
-    seen, step = [], train_mod._train_step
+    seen, step = [], train_mod._loss
 
     def recording(run, x, i):
         seen.append(x.clone())
         return step(run, x, i)
 
-    monkeypatch.setattr(train_mod, "_train_step", recording)
+    monkeypatch.setattr(train_mod, "_loss", recording)
     fit(small_tanh_mlp(), images, progress=False, device="cpu", **kwargs)
     return seen
 
