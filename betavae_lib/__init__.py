@@ -11,10 +11,10 @@ Which module to open for what:
 - training one model: ``train`` (``fit``, the one training loop), ``evaluation``
   (``evaluate``: the negative ELBO on held-out images), ``resume`` (the training state
   ``fit`` saves and resumes from bit for bit);
-- training many: ``ensemble`` (``fit_ensemble``, K models trained as one), ``stacked``
-  (``VAEEnsemble``, the K models as one batched network), ``cache`` (the model cache
-  and ``train_grid``), ``sweep`` (grids of runs, here or on a Ray cluster; a package
-  of its parts);
+- training many: ``ensemble`` (``fit_ensemble``, K models trained as one),
+  ``ensemble_step`` (its batched training step), ``stacked`` (``VAEEnsemble``, the K
+  models as one batched network), ``cache`` (the model cache and ``train_grid``),
+  ``sweep`` (grids of runs, here or on a Ray cluster; a package of its parts);
 - files: ``checkpoints`` (``save``, ``load``);
 - measuring: ``metrics`` (disentanglement, active units, IWAE), ``fid`` (Fréchet
   distances and their feature extractors), ``linear_gaussian`` (an exact model to
