@@ -16,7 +16,9 @@ Which module to open for what:
   models as one batched network), ``cache`` (the model cache and ``train_grid``),
   ``sweep`` (grids of runs, here or on a Ray cluster; a package of its parts);
 - files: ``checkpoints`` (``save``, ``load``);
-- measuring: ``metrics`` (disentanglement, active units, IWAE), ``fid`` (Fréchet
+- measuring: ``metrics`` (disentanglement, active units, IWAE; every metric is
+  importable from it), ``mutual_info`` (MIG and its bootstrap interval),
+  ``factor_scores`` (the FactorVAE and β-VAE scores), ``fid`` (Fréchet
   distances and their feature extractors), ``linear_gaussian`` (an exact model to
   check the ELBO against);
 - looking: ``traversal`` (latent traversals), ``explorer`` (the latent explorer widget,
