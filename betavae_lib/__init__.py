@@ -2,7 +2,8 @@
 
 Which module to open for what:
 
-- the data: ``data`` (datasets, ``load_dataset``);
+- the data: ``data`` (datasets, ``load_dataset``), ``dsprites`` (``DSprites`` and its
+  procedural renderer);
 - the models: ``models`` (``MLPVAE``, ``ConvVAE``);
 - the loss: ``losses`` (the math: ``gaussian_kl``, the likelihoods, the β-TCVAE
   decomposition, ``beta_vae_loss``, ``objective_loss``), ``objective`` (``Objective``:
