@@ -20,7 +20,8 @@ Which module to open for what:
 - measuring: ``metrics`` (disentanglement, active units, IWAE; every metric is
   importable from it), ``mutual_info`` (MIG and its bootstrap interval),
   ``factor_scores`` (the FactorVAE and β-VAE scores), ``fid`` (Fréchet
-  distances and their feature extractors), ``linear_gaussian`` (an exact model to
+  distances and their feature extractors), ``domain_classifier`` (the small CNN behind
+  the book's in-domain FID), ``linear_gaussian`` (an exact model to
   check the ELBO against);
 - looking: ``traversal`` (latent traversals), ``explorer`` (the latent explorer widget,
   decoding in the browser), ``jsdecoder`` (decoders serialised for the browser),
