@@ -694,13 +694,13 @@ display(
 # %% [markdown]
 # **What the study shows: a budget met, nothing encoded.** Not what Burgess et al. describe. In all
 # seven settings the total KL followed its target $C(t)$ (the grey line on the dashed one) and ended
-# within 1.3 nats of it, yet MI(x; z) is 0.00 and no latent is an active unit: every model gives every
-# image the same posterior, moved away from the origin just far enough to cost $C$ nats. The objective
-# is satisfied and the code says nothing. That is the cheapest way to meet $\lvert \mathrm{KL} - C
-# \rvert$ while the decoder cannot yet use a code: shifting a posterior mean costs KL and nothing else,
-# whereas making it depend on the image needs an encoder and a decoder that agree. Nor did latents
-# enter one at a time: their KLs rose together. γ from 10 to 1000, $C_{\max}$ 15 or 25 and the ramp's
-# length made no visible difference.
+# within 1.3 nats of it, yet MI(x; z) is at most 0.01 nats and no latent is an active unit: every model
+# gives every image practically the same posterior, moved away from the origin just far enough to cost
+# $C$ nats. The objective is satisfied and the code says nothing. That is the cheapest way to meet
+# $\lvert \mathrm{KL} - C \rvert$ while the decoder cannot yet use a code: shifting a posterior mean
+# costs KL and nothing else, whereas making it depend on the image needs an encoder and a decoder that
+# agree. Nor did latents enter one at a time: their KLs rose together. γ from 10 to 1000, $C_{\max}$
+# 15 or 25 and the ramp's length made no visible difference.
 #
 # The table's capacity models (γ = 10, $C$ → 25 over 2,666 of 4,000 steps, on 256,000 distinct images)
 # did learn a code: MI 9.16 nats, at the cap, and a reconstruction (76.1 ± 4.0 nats) that ties the plain
