@@ -1099,7 +1099,8 @@ for key, name in datasets.items():
     }  # fmt: skip
     lines.append(
         f"- **{name}**: from β = 0.1 to β = 10 the rate falls from "
-        f"{value('kl', key, 0.1):.1f} to {value('kl', key, 10.0):.1f} nats "
+        f"{value('kl', key, 0.1):.1f} to "
+        f"{value('kl', key, 10.0):.1f} nats "
         "and "
         f"the distortion rises from {value('recon', key, 0.1):.1f} to "
         f"{value('recon', key, 10.0):.1f}; the best FID is at "
@@ -1196,7 +1197,8 @@ for key, name in datasets.items():
         )
         slope = (d_b - d_a) / (r_b - r_a)
         inside = -b <= slope <= -a
-        marks.append(f"{a:g}–{b:g}: {slope:.2f}" + ("" if inside else " ✗"))
+        mark = "" if inside else " ✗"
+        marks.append(f"{a:g}–{b:g}: {slope:.2f}{mark}")
     print(f"exercise 2, {name}: " + ", ".join(marks))
 
 # Exercise 3: the standard error over all test images and over a quarter
