@@ -2,7 +2,8 @@
 
 Which module to open for what:
 
-- the data: ``data`` (datasets, ``load_dataset``);
+- the data: ``data`` (datasets, ``load_dataset``), ``dsprites`` (``DSprites`` and its
+  procedural renderer);
 - the models: ``models`` (``MLPVAE``, ``ConvVAE``);
 - the loss: ``losses`` (the math: ``gaussian_kl``, the likelihoods, the β-TCVAE
   decomposition, ``beta_vae_loss``, ``objective_loss``), ``objective`` (``Objective``:
@@ -11,13 +12,16 @@ Which module to open for what:
 - training one model: ``train`` (``fit``, the one training loop), ``evaluation``
   (``evaluate``: the negative ELBO on held-out images), ``resume`` (the training state
   ``fit`` saves and resumes from bit for bit);
-- training many: ``ensemble`` (``fit_ensemble``, K models trained as one), ``stacked``
-  (``VAEEnsemble``, the K models as one batched network), ``cache`` (the model cache
-  and ``train_grid``), ``sweep`` (grids of runs, here or on a Ray cluster; a package
-  of its parts);
+- training many: ``ensemble`` (``fit_ensemble``, K models trained as one),
+  ``ensemble_step`` (its batched training step), ``stacked`` (``VAEEnsemble``, the K
+  models as one batched network), ``cache`` (the model cache and ``train_grid``),
+  ``sweep`` (grids of runs, here or on a Ray cluster; a package of its parts);
 - files: ``checkpoints`` (``save``, ``load``);
-- measuring: ``metrics`` (disentanglement, active units, IWAE), ``fid`` (Fréchet
-  distances and their feature extractors), ``linear_gaussian`` (an exact model to
+- measuring: ``metrics`` (disentanglement, active units, IWAE; every metric is
+  importable from it), ``mutual_info`` (MIG and its bootstrap interval),
+  ``factor_scores`` (the FactorVAE and β-VAE scores), ``fid`` (Fréchet
+  distances and their feature extractors), ``domain_classifier`` (the small CNN behind
+  the book's in-domain FID), ``linear_gaussian`` (an exact model to
   check the ELBO against);
 - looking: ``traversal`` (latent traversals), ``explorer`` (the latent explorer widget,
   decoding in the browser), ``jsdecoder`` (decoders serialised for the browser),

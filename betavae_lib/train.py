@@ -40,6 +40,7 @@ from ._common import (
     check_seed,
     check_vae,
     pick_device,
+    positive_int,
     real_number,
     seed_everything,
 )
@@ -148,8 +149,8 @@ def _check_fit_args(
     checkpoint, the settings a training state records.
 
     arithmetic: the settings that define the run's numbers, by name; loop: epochs,
-    log_every, callback; saving: the checkpoint's path, every (epochs), resume and
-    overwrite.
+    log_every, callback, callback_every; saving: the checkpoint's path, every (epochs),
+    resume and overwrite.
     """
     lr = arithmetic["lr"]
     check_vae(model)
@@ -173,6 +174,13 @@ def _check_fit_args(
             f"callback must be callable as callback(epoch, model, history), got "
             f"{type(callback).__name__}"
         )
+    if loop["callback_every"] is not None:
+        positive_int("callback_every", loop["callback_every"])
+        if callback is None:
+            raise ValueError(
+                "callback_every needs a callback (the function to call every "
+                "callback_every steps)"
+            )
     if saving["resume"] and saving["path"] is None:
         raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
     check_amp(arithmetic["amp"], device)
@@ -406,6 +414,7 @@ def fit(
     log_every: int = 50,
     progress: bool = True,
     callback=None,
+    callback_every: int | None = None,
     checkpoint_path=None,
     checkpoint_every: int = 1,
     resume: bool = False,
@@ -435,7 +444,10 @@ def fit(
     option existed. ``test_images`` are evaluated as given: binarise a test set once,
     e.g. with :func:`betavae_lib.data.binarize`.
     callback: ``callback(epoch, model, history)`` after each epoch, run with torch's RNG
-    forked so that it cannot change the training.
+    forked so that it cannot change the training. callback_every: also call it every
+    this many optimiser steps inside an epoch (e.g. to draw frames during the first
+    epoch); there ``epoch`` is the epoch in progress, ``history.steps`` the steps done
+    so far, and ``history`` holds the finished epochs only.
 
     checkpoint_path: save the training state there (atomically) every
     ``checkpoint_every`` epochs and after the last; resume: continue from that file if
@@ -452,7 +464,12 @@ def fit(
     given = locals()  # the arguments, before anything else is bound
     device = pick_device(device)
     arithmetic = {name: given[name] for name in ARITHMETIC}
-    loop = {"epochs": epochs, "log_every": log_every, "callback": callback}
+    loop = {
+        "epochs": epochs,
+        "log_every": log_every,
+        "callback": callback,
+        "callback_every": callback_every,
+    }
     saving = {
         "path": checkpoint_path,
         "every": checkpoint_every,
@@ -487,6 +504,10 @@ def fit(
                     step += 1
                     if step % log_every == 0 or i == steps_per_epoch - 1:
                         tally.check(step, bar, beta_now)
+                    inside = i < steps_per_epoch - 1  # the epoch's end calls it below
+                    if callback_every and step % callback_every == 0 and inside:
+                        history.steps = step
+                        _run_callback(callback, epoch, model, history, device)
                 test = None
                 if test_images is not None:
                     test = _test_terms(model, test_images, objective, seed)

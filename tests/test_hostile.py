@@ -24,6 +24,7 @@ from betavae_lib import (
     MLPVAE,
     data,
     ensemble,
+    ensemble_step,
     fit,
     jsdecoder,
     seed_everything,
@@ -383,7 +384,7 @@ def test_a_member_whose_weights_overflow_is_not_said_to_keep_finite_weights(
 ):
     """The warning said every frozen member kept its last finite weights, also when an
     update had made them NaN before its loss was."""
-    real, calls = ensemble.objective_loss, []
+    real, calls = ensemble_step.objective_loss, []
 
     def overflowing(*args, **kwargs):  # members layout: one call per member and step
         terms = real(*args, **kwargs)
@@ -392,7 +393,7 @@ def test_a_member_whose_weights_overflow_is_not_said_to_keep_finite_weights(
             terms = terms._replace(total=_InfiniteGradient.apply(terms.total))
         return terms
 
-    monkeypatch.setattr(ensemble, "objective_loss", overflowing)
+    monkeypatch.setattr(ensemble_step, "objective_loss", overflowing)
     models = {"good": small_mlp(0), "bad": small_mlp(1)}
     with pytest.warns(EnsembleMemberWarning) as caught:
         result = fit_ensemble(

@@ -1,11 +1,16 @@
 """The profile switch, headline-metric lines, and the shared plotting helpers."""
 
+import base64
+import io
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from betavae_lib import MLPVAE, plots
 from betavae_lib.profile import get_profile
@@ -99,6 +104,33 @@ def test_animate_embeds_every_frame_as_html():
     )
     with pytest.raises(ValueError, match="at least one frame"):
         plots.animate([])
+
+
+def test_animate_scatter_draws_each_frame_from_its_points():
+    labels = np.arange(10)
+    frames = [np.zeros((10, 2)), np.ones((10, 2)), -np.ones((10, 2))]
+    kwargs = dict(titles=["a", "b", "c"], circles=(1, 2))
+    html = plots.animate_scatter(frames, labels, **kwargs).data
+    assert "new Array(3)" in html and html.count("data:image/png;base64") == 3
+    # frames are stored with a small palette: fewer bytes, the same picture
+    full = plots.animate_scatter(frames, labels, colours=None, **kwargs).data
+    found = re.findall(r'"data:image/png;base64,([^"]+)"', html)
+    image = Image.open(io.BytesIO(base64.b64decode(found[1])))
+    assert image.mode == "P" and len(image.getcolors()) <= 64
+    raw = re.findall(r'"data:image/png;base64,([^"]+)"', full)[1]
+    original = Image.open(io.BytesIO(base64.b64decode(raw.replace("\\\n", ""))))
+    diff = np.abs(
+        np.asarray(image.convert("RGB"), float)
+        - np.asarray(original.convert("RGB"), float)
+    )
+    assert diff.mean() < 2 and original.size == image.size
+    assert len(html) < len(full)
+    with pytest.raises(ValueError, match="at least one frame"):
+        plots.animate_scatter([], labels)
+    with pytest.raises(ValueError, match=r"frame 1 must be \(10, 2\) points"):
+        plots.animate_scatter([np.zeros((10, 2)), np.zeros((9, 2))], labels)
+    with pytest.raises(ValueError, match="one entry per frame"):
+        plots.animate_scatter(frames, labels, ["a"])
 
 
 def test_figure_to_array_is_rgb_in_unit_range():

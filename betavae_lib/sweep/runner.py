@@ -127,19 +127,7 @@ def run(
     """
     from tqdm.auto import tqdm
 
-    if backend not in BACKENDS:
-        raise ValueError(
-            f"unknown backend {_short(backend)}; valid are {', '.join(BACKENDS)}"
-        )
-    for name, flag in (
-        ("deterministic", deterministic),
-        ("batch_runs", batch_runs),
-        ("keep_going", keep_going),
-        ("progress", progress),
-    ):
-        check_flag(name, flag)
-    if backend == "ray":
-        _import_ray()  # fail before any work
+    _check_backend(backend, deterministic, batch_runs, keep_going, progress)
     grid = grid if isinstance(grid, Grid) else get_grid(grid)
     if shard_size is None and backend == "ray":
         shard_size = 1  # one task per run, so that the runs spread over the workers
@@ -147,23 +135,8 @@ def run(
         _check_int("shard_size", shard_size, 1)
     _check_int("cpus_per_shard", cpus_per_shard, 1, 4096)
     _check_number("gpus_per_shard", gpus_per_shard, high=4096)
-    if not (
-        isinstance(stale_after, numbers.Real)
-        and not isinstance(stale_after, bool)
-        and MIN_STALE_AFTER <= stale_after < math.inf
-    ):
-        raise ValueError(
-            f"stale_after must be at least {MIN_STALE_AFTER:g} s, got "
-            f"{_short(stale_after)}: a live worker touches its claim every "
-            f"stale_after / 4 s, and a shared file system may show that a minute "
-            f"late, so a shorter time would let another worker break a live claim "
-            f"and train the run twice"
-        )
-    _check_connect_timeout(connect_timeout)
-    if num_cpus is not None:
-        _check_int("num_cpus", num_cpus, 1)
-    if address is not None and backend != "ray":
-        raise ValueError('address is for backend="ray"')
+    _check_stale_after(stale_after)
+    _check_ray_options(backend, address, num_cpus, connect_timeout)
     if backend == "local":
         pick_device(device)  # an unknown or missing device fails before any work
     if str(root).strip() == "":
@@ -200,6 +173,58 @@ def run(
                 gpus=gpus_per_shard,
                 connect_timeout=connect_timeout,
             )
+    _file_outcomes(report, outcomes)
+    report.wall_seconds = time.perf_counter() - t0
+    return report
+
+
+def _check_backend(backend, deterministic, batch_runs, keep_going, progress) -> None:
+    """Raise on an unknown backend or a flag that is not a bool; with the Ray backend,
+    import Ray, so that a missing Ray fails before any work."""
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"unknown backend {_short(backend)}; valid are {', '.join(BACKENDS)}"
+        )
+    for name, flag in (
+        ("deterministic", deterministic),
+        ("batch_runs", batch_runs),
+        ("keep_going", keep_going),
+        ("progress", progress),
+    ):
+        check_flag(name, flag)
+    if backend == "ray":
+        _import_ray()  # fail before any work
+
+
+def _check_stale_after(stale_after) -> None:
+    """Raise unless ``stale_after`` is a finite number of seconds, at least
+    :data:`MIN_STALE_AFTER`."""
+    if not (
+        isinstance(stale_after, numbers.Real)
+        and not isinstance(stale_after, bool)
+        and MIN_STALE_AFTER <= stale_after < math.inf
+    ):
+        raise ValueError(
+            f"stale_after must be at least {MIN_STALE_AFTER:g} s, got "
+            f"{_short(stale_after)}: a live worker touches its claim every "
+            f"stale_after / 4 s, and a shared file system may show that a minute "
+            f"late, so a shorter time would let another worker break a live claim "
+            f"and train the run twice"
+        )
+
+
+def _check_ray_options(backend: str, address, num_cpus, connect_timeout) -> None:
+    """Raise on a bad option of the Ray backend, or an address without it."""
+    _check_connect_timeout(connect_timeout)
+    if num_cpus is not None:
+        _check_int("num_cpus", num_cpus, 1)
+    if address is not None and backend != "ray":
+        raise ValueError('address is for backend="ray"')
+
+
+def _file_outcomes(report: SweepReport, outcomes: list[dict]) -> None:
+    """File each run's outcome in ``report``: trained, finished before, busy (claimed
+    by another worker) or failed (with its error), in index order."""
     for outcome in sorted(outcomes, key=lambda o: o["index"]):
         status, i = outcome["status"], outcome["index"]
         if status == "failed":
@@ -211,8 +236,6 @@ def run(
                 "busy": report.busy,
             }[status].append(i)
     report.finished_before.sort()
-    report.wall_seconds = time.perf_counter() - t0
-    return report
 
 
 def _row(record: dict) -> dict:

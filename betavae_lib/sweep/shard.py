@@ -207,33 +207,9 @@ def _train_ensemble(members: list, root: Path, device, keep_going: bool):
         history = result.histories[index]
         seconds = float(sum(history.seconds)) if seconds is None else seconds
         try:
-            model = models[index]
-            t0 = time.perf_counter()
-            metrics = _scores(model, config, device)
-            record = _record(
-                index,
-                config,
-                history,
-                metrics,
-                device,
-                trainer="ensemble",
-                train_seconds=seconds / len(indices),
-                eval_seconds=time.perf_counter() - t0,
-                resumed_from=0,
-                ensemble={"runs": indices, "train_seconds": seconds},
+            _save_member(
+                root, index, config, models[index], history, device, indices, seconds
             )
-            directory = run_dir(root, index)
-            checkpoints.save(
-                model,
-                directory / "checkpoint.pt",
-                trainer="ensemble",
-                index=index,
-                config=config.as_dict(),
-                epoch=config.epochs,
-                step=history.steps,
-                history=history.as_dict(),
-            )
-            _write_json_atomic(directory / "record.json", record)
         except Exception as e:
             if not keep_going:
                 raise
@@ -246,6 +222,40 @@ def _train_ensemble(members: list, root: Path, device, keep_going: bool):
             if len(diverged) == 1
             else NonFiniteLossError("; ".join(map(str, diverged)))
         )
+
+
+def _save_member(
+    root: Path, index, config, model, history, device, indices: list, seconds: float
+) -> None:
+    """Score a member trained in the ensemble of runs ``indices``, then write its
+    checkpoint and record (its share of the ensemble's ``seconds`` as its training
+    time)."""
+    t0 = time.perf_counter()
+    metrics = _scores(model, config, device)
+    record = _record(
+        index,
+        config,
+        history,
+        metrics,
+        device,
+        trainer="ensemble",
+        train_seconds=seconds / len(indices),
+        eval_seconds=time.perf_counter() - t0,
+        resumed_from=0,
+        ensemble={"runs": indices, "train_seconds": seconds},
+    )
+    directory = run_dir(root, index)
+    checkpoints.save(
+        model,
+        directory / "checkpoint.pt",
+        trainer="ensemble",
+        index=index,
+        config=config.as_dict(),
+        epoch=config.epochs,
+        step=history.steps,
+        history=history.as_dict(),
+    )
+    _write_json_atomic(directory / "record.json", record)
 
 
 @contextlib.contextmanager
