@@ -1097,6 +1097,7 @@ for key, name in datasets.items():
             f.startswith(label) for f in found)]
         for label in criteria
     }  # fmt: skip
+    ends = [value("fid", key, b) for b in (0.1, 1.0, 10.0)]
     lines.append(
         f"- **{name}**: from β = 0.1 to β = 10 the rate falls from "
         f"{value('kl', key, 0.1):.1f} to "
@@ -1108,9 +1109,7 @@ for key, name in datasets.items():
         + ", the best test −ELBO at "
         + named(best["likelihood (ELBO)"])
         + "; FID at β = 0.1, 1, 10: "
-        + ", ".join(
-            f"{value('fid', key, b):.0f}" for b in (0.1, 1.0, 10.0)
-        )
+        + ", ".join(f"{fid_b:.0f}" for fid_b in ends)
         + f" (floor {floors[key]:.1f})."
     )
 set_sd = np.mean([sets["mnist", b, 0]["fid"].std(ddof=1) for b in betas])
