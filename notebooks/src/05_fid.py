@@ -81,10 +81,11 @@ def check(claim, what):
 # ## A model to score
 #
 # We need generated images. The model is chapter 1's 784-400-400-20 MLP VAE trained with β = 1 on
-# MNIST; later sections use the same model at other values of β. The call below is chapter 3's β sweep
-# call, word for word (same training images, epochs, learning rate and seed), so when the chapters run in
-# order `train_grid` loads chapter 3's models from the book's model cache instead of training them again
-# (it says which it did), and the two chapters score the very same models.
+# MNIST; later sections use the same model at other values of β. The `train_grid` calls below have the
+# settings of chapter 3's β sweep (the same training images, architecture, epochs, batch size, learning
+# rate and seed), and the model cache keeps each model of a grid under its own settings, so when the
+# chapters run in order `train_grid` loads chapter 3's models instead of training them again (it says
+# which it did), and the two chapters score the very same models.
 
 # %%
 epochs = profile.pick(smoke=1, reduced=3, full=30)  # as in chapter 3
@@ -131,7 +132,8 @@ plots.image_grid(
 # The mean term compares where the two clouds of features sit, the covariance term how they spread.
 # Lower is better; FID is zero only when both means and covariances match, and it sees nothing beyond
 # those two moments. Being a square, it is in squared feature units: scale every feature by 2 and FID
-# grows 4-fold, and a FID of 100 is only 10 feature units "apart". Written out in NumPy and SciPy:
+# grows 4-fold, and a FID of 100 is a 2-Wasserstein distance $d$ of 10 feature units. Written out in
+# NumPy and SciPy:
 
 # %%
 def frechet_distance_by_hand(mu1, sigma1, mu2, sigma2):
@@ -268,9 +270,10 @@ print(
 # Each original pixel becomes a soft 10×10 patch: a thick, blurred, colourless stroke on a flat background,
 # nothing like the textures of the ImageNet photos the features were trained on. Two consequences. First,
 # Inception FIDs on MNIST are not comparable with FIDs on photographs, nor between codebases that resize
-# differently: TensorFlow's original FID code and PyTorch's both resize bilinearly, but TensorFlow 1's
-# `resize_bilinear` samples the input on a shifted grid (no half-pixel centres) and neither antialiases
-# when shrinking, and Parmar et al. (2022, "clean-fid") measure how much such details move FID. Second,
+# differently: TensorFlow's original FID code and pytorch-fid both resize bilinearly, but TensorFlow 1's
+# `resize_bilinear` samples the input on a shifted grid (no half-pixel centres), and where images are
+# shrunk rather than enlarged, whether the resize antialiases matters too; Parmar et al. (2022,
+# "clean-fid") measure how much such details move FID. Second,
 # most of the 2048 features carry little about what distinguishes one digit from another. When Inception
 # runs, the next cell measures the resizing effect as a number: the same real digits, resized by nearest
 # neighbour instead of bilinearly, are a measurable FID away from themselves.
@@ -495,6 +498,10 @@ check(
     fid_file_order > 5 * fid_shuffled,
     "the file-order halves are much further apart than shuffled halves",
 )
+check(
+    0.5 < fid_shuffled / (rr_inf + slopes["real vs real"] / half) < 2,
+    "the shuffled halves are about as far apart as the bias predicts",
+)
 
 # %% [markdown]
 # The shuffled halves are about as far apart as the sample-size bias at N = 5,000 predicts; the file-order
@@ -547,8 +554,8 @@ check(fid_recon < fid_prior / 2, "reconstructions score far better")
 #
 # - the sample FID at N = 10,000 against the same real set as chapter 3 (the whole test split under the
 #   full profile), as mean ± sd over the sets, split into its mean and covariance terms;
-# - the sample FID of one more draw, the one chapter 3 scores (generator seed 0; under the full profile
-#   also the same N and real set as there), to see where a single draw lands;
+# - the sample FID of one more draw, with generator seed 0 (chapter 3's sweep draws its samples with
+#   this seed), to see where a single draw, as a paper reports it, lands;
 # - the reconstruction FID and the sample FID at half that N, against a random half of that real set,
 #   with the other half reconstructed, so reconstructions and samples are compared at the same N and
 #   never on images in the reference set (a new random split for each set).
@@ -667,9 +674,9 @@ display(
 )
 
 # %% [markdown]
-# The figure shows the same numbers. Left: sample and reconstruction FID at the same N against β, with
-# the spread over sample sets as error bars (often smaller than the markers). Right: the sample FID at
-# N = 10,000 split into its two terms.
+# The figure shows the same numbers. Left: sample and reconstruction FID at the same N against β; the
+# error bars are the standard deviations over the sets (fresh samples and a new random split of the real
+# set each time). Right: the sample FID at N = 10,000 split into its two terms.
 
 # %%
 fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
@@ -717,8 +724,9 @@ fig.tight_layout()
 # **Which β gives the best samples, and which differences are real?** We call two β's a **tie** when their
 # mean sample FIDs (N = 10,000) differ by less than twice the standard deviation of the difference between
 # two single-set FIDs, $2\sqrt{s_a^2 + s_b^2}$: a paper that draws one sample set per model, as most do,
-# could then have ranked them either way. This spread covers the sample draw only; retraining with another
-# seed would add its own, so the rule errs towards "tie" only as far as the draw goes.
+# could then have ranked them either way. This spread covers the sample draw only. Retraining with another
+# seed would add a spread of its own, so a difference that passes this rule may still not survive a new
+# training run.
 
 # %%
 def tied_with_best(name):
@@ -777,6 +785,29 @@ for name in datasets:
         f"reconstructions beat samples at every β on {name}",
     )
 check(best_beta["mnist"] in (1.0, 2.0), "MNIST's best β is 1 or 2")
+
+
+def worse_away_from_best(name):
+    """Each step away from the best β raises the mean FID, or ties."""
+    i = betas.index(best_beta[name])
+    for path in (betas[i:], betas[i::-1]):
+        for near, far in zip(path, path[1:]):
+            f_near, f_far = (
+                table[name, near]["fid"],
+                table[name, far]["fid"],
+            )
+            gap = f_far.mean() - f_near.mean()
+            noise = 2 * np.hypot(f_near.std(ddof=1), f_far.std(ddof=1))
+            if gap < -noise:
+                return False
+    return True
+
+
+for name in datasets:
+    check(
+        worse_away_from_best(name),
+        f"on {name}, each step away from the best β is worse or a tie",
+    )
 check(
     best_beta["fashion_mnist"] in (0.5, 1.0),
     "Fashion-MNIST's best β is 0.5 or 1",
@@ -802,16 +833,17 @@ fig.tight_layout()
 # many images, and the reconstruction term and the reconstruction FID rise. The sample FID is where the
 # two meet. With chapter 3's six β the result has the same shape on both datasets: the best samples come
 # from a middle β (on MNIST β = 1 or 2, on Fashion-MNIST β = 0.5 or 1; the verdict table says which, and
-# which neighbours tie with it), and both ends of the range, β = 0.1 and β = 10, are clearly worse.
-# "Higher β, better samples" therefore holds only from β = 0.1 up to the best value, and fails beyond it.
+# which neighbours tie with it), and both ends of the range, β = 0.1 and β = 10, are clearly worse. Each
+# step away from the best β, in either direction, makes the samples worse or ties. "Higher β, better
+# samples" therefore holds only from β = 0.1 up to the best value, and fails beyond it.
 #
-# The same model scored on another set of 10,000 samples moves by the spread in the table. Chapter 3
-# prints one such draw per model (the "seed-0 draw" column, recomputed here); the line above says
-# how many standard deviations from this chapter's mean it lands. A ranking that rests on one draw, as
-# chapter 3's "best β" does, can flip between neighbours that tie here.
+# The same model scored on another set of 10,000 samples moves by the spread in the table. The "seed-0
+# draw" column is one such draw per model; the line under the verdict table says how many standard
+# deviations from the mean of the fresh sets it lands, at most. A ranking that rests on one draw per model
+# can flip between neighbours that tie here.
 #
-# What goes wrong at β = 10? The sample grid shows smooth, legible digits, not blur, and the two terms say
-# which moment of the features is off. A second measurement is the classes the samples fall in: the domain
+# What goes wrong at β = 10? In the sample grid its digits are smooth rather than blurred, and the two
+# terms say which moment of the features is off (their shares are printed below). A second measurement is the classes the samples fall in: the domain
 # classifier's predicted class for every sample, against the same shares for the real test images. A model
 # that drops or over-produces some classes moves the mean term even when every single sample looks fine.
 
@@ -862,12 +894,43 @@ check(
 
 # %% [markdown]
 # On MNIST, the β = 10 samples spread over the ten digits less evenly than the best β's do (the
-# total-variation distance above, 0 for identical shares, 1 for disjoint ones): part of its large FID is
-# class coverage, not image quality. Read the two terms with it: the mean term measures where the feature
-# cloud sits, and an over-produced class pulls it; the covariance term measures how the cloud spreads, and
-# samples that all look alike shrink it. At large β the sample and reconstruction FIDs draw close, because
-# the decoder then produces nearly the same image whether its code came from the encoder or from the prior.
-#
+# total-variation distance above, 0 for identical shares, 1 for disjoint ones), so part of its large FID
+# can come from class coverage rather than from the quality of single images. Read the two terms with it:
+# the mean term measures where the feature cloud sits, and an over-produced class pulls it; the covariance
+# term measures how the cloud spreads, and samples that all look alike shrink it. At large β the sample
+# and reconstruction FIDs draw close (their ratio is printed below), because the decoder then produces
+# nearly the same image whether its code came from the encoder or from the prior.
+
+# %%
+share = {
+    key: row["mean_term"].mean() / row["fid"].mean()
+    for key, row in table.items()
+}
+ratio = {
+    (name, b): table[name, b]["half_sample"].mean()
+    / table[name, b]["half_recon"].mean()
+    for name in datasets
+    for b in betas
+}
+for name, label in datasets.items():
+    print(
+        f"{label}, mean term / sample FID (N = {n_fid:,}): "
+        + ", ".join(f"β={b:g}: {share[name, b]:.0%}" for b in betas)
+    )
+    print(
+        f"{label}, sample FID / reconstruction FID (N = {n_half:,}): "
+        + ", ".join(f"β={b:g}: {ratio[name, b]:.1f}" for b in betas)
+    )
+    check(
+        ratio[name, 10.0] < ratio[name, 0.5],
+        f"on {name} the two FIDs are closer at β = 10 than at β = 0.5",
+    )
+    check(
+        all(ratio[name, b] > 2 for b in betas if b <= 1),
+        f"on {name} reconstructions score far better than samples at β ≤ 1",
+    )
+
+# %% [markdown]
 # ### A ruler for the domain-FID scale
 #
 # What is a "large" domain FID? Here are the values this chapter measured on MNIST, on one axis. Each is
@@ -901,17 +964,22 @@ ax.set_xlabel("FID with MNIST domain features (log scale)")
 ax.set_title("A ruler for the domain-FID scale on MNIST")
 ax.grid(alpha=0.3, axis="x")
 fig.tight_layout()
+best_fid = table["mnist", best_mnist]["fid"].mean()
 check(
-    fid_file_order > 0.5 * table["mnist", best_mnist]["fid"].mean(),
+    fid_file_order > 0.5 * best_fid,
     "the file-order halves are more than half as far apart as the best "
     "model is from the data",
+)
+check(
+    table["mnist", 10.0]["fid"].mean() - best_fid > fid_file_order,
+    "the step from the best β to β = 10 exceeds the file-order distance",
 )
 
 # %% [markdown]
 # The two halves of MNIST's own test split, written by two groups of people, are more than half as far
-# apart as the best model's samples are from the test digits. A domain FID difference of a few units is
-# therefore of the order of "another set of writers", and the step from the best β to β = 10 is of
-# another order altogether.
+# apart as the best model's samples are from the test digits. Differences of a few units between the β's
+# near the best are small next to that distance between two groups of writers of the same digits; the
+# step from the best β to β = 10 is larger than it.
 #
 # ### Beside a published Inception FID
 #
@@ -959,7 +1027,8 @@ else:
 #   for it), on N (a bias that shrinks like $k/N$), on the draw (a spread that does not vanish at
 #   N = 10,000), and on the real set (two halves of MNIST's test split, in file order, are far apart).
 #   Compare FIDs only at the same N, on the same real set, with an error bar from fresh sample sets.
-# - Reconstruction FID is far below sample FID at every β: it measures copying, not generating.
+# - Reconstruction FID is below sample FID at every β, and far below it for β ≤ 1: it measures copying,
+#   not generating.
 # - On both datasets the best sample FID is at a middle β, and β = 0.1 and β = 10 are clearly worse;
 #   neighbouring β's near the best can tie, which the verdict table above says for this run.
 #
@@ -1015,6 +1084,7 @@ print(
     f"exercise 3: k = {k_real:,.0f}, so N > {k_real:,.0f} images per set "
     f"gives a bias below 1 (at N = {sizes[-1]:,}: {k_real / sizes[-1]:.2f})"
 )
+check(5_000 < k_real < 50_000, "k is of the order of 10,000")
 
 # %% [markdown]
 # ## What to try
