@@ -313,26 +313,40 @@ def cuda_epoch_row(device, images, *, batch_size: int, repeats: int) -> Row:
 
 
 def chapter_rows(manifest: Path = ROOT / "book" / "execution.json") -> list[Row]:
-    """Each chapter's wall time from a full-profile CUDA run of the book, if any."""
+    """Each chapter's wall time from its full-profile CUDA run in the manifest
+    (``book/execution.json``: one entry per notebook, each saying how it last ran)."""
     try:
         run = json.loads(manifest.read_text())
     except (OSError, ValueError):
         run = {}
-    on_cuda = run.get("device", {}).get("kind") == "cuda"
-    if not (on_cuda and run.get("profile") == "full"):
-        why = (
-            "no CUDA device"
-            if not torch.cuda.is_available()
-            else "book/execution.json holds no full-profile CUDA run; run "
-            "tools/execute_book.py --profile full"
-        )
-        return [
-            Row(CHAPTER_ROW.format(name=c), "cuda", "-", note=f"not measured ({why})")
-            for c in CHAPTERS
-        ]
+    entries = run.get("notebooks", []) if isinstance(run, dict) else []
+    on_cuda = {
+        Path(e["path"]).stem: e
+        for e in entries
+        if isinstance(e, dict)
+        and "path" in e
+        and e.get("device_kind") == "cuda"
+        and e.get("profile") == "full"
+    }
     rows = []
-    for entry in run.get("notebooks", []):
-        name = Path(entry["path"]).stem
+    for name in CHAPTERS:
+        entry = on_cuda.get(name)
+        if entry is None:
+            why = (
+                "no CUDA device"
+                if not torch.cuda.is_available()
+                else f"{manifest.name} holds no full-profile CUDA run of it; run "
+                "tools/execute_book.py --profile full"
+            )
+            rows.append(
+                Row(
+                    CHAPTER_ROW.format(name=name),
+                    "cuda",
+                    "-",
+                    note=f"not measured ({why})",
+                )
+            )
+            continue
         rows.append(
             Row(
                 CHAPTER_ROW.format(name=name),
@@ -341,7 +355,7 @@ def chapter_rows(manifest: Path = ROOT / "book" / "execution.json") -> list[Row]
                 None,
                 entry.get("wall_s"),
                 note=f"{entry.get('device')}, {entry.get('status')}, from "
-                f"book/execution.json ({run.get('started_utc', '?')})",
+                f"{manifest.name} ({entry.get('started_utc', '?')})",
             )
         )
     return rows

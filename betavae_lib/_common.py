@@ -91,6 +91,28 @@ def real_number(
     return number
 
 
+SCHEDULE_KINDS = ("constant", "linear", "cyclical")  # betavae_lib.schedules.SCHEDULES
+
+
+def schedule_number(name: str, value) -> float:
+    """``value`` as a finite float >= 0, for an option that is a number or a schedule
+    (``beta``, ``capacity``): a string raises ValueError and another non-number
+    TypeError, each saying that a schedule is accepted too."""
+    if isinstance(value, str):
+        raise ValueError(
+            f"{name} must be a number or a schedule ({', '.join(SCHEDULE_KINDS)}), "
+            f"got the string {value!r}"
+        )
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name} must be a number or a schedule (a callable step -> value, e.g. "
+            f"{', '.join(SCHEDULE_KINDS)}), got {type(value).__name__}"
+        ) from None
+    return real_number(name, number)
+
+
 # ----------------------------------------------------------------------------- arrays
 
 

@@ -41,10 +41,11 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
-from . import checkpoints
+from . import _version, checkpoints
 from ._common import (
     OFF_VALUES,  # noqa: F401 (the values that turn BETAVAE_CACHE off)
     check_flag,
@@ -107,11 +108,9 @@ def key_parts(
     the coefficients it gives at every step (:func:`schedule_digest`), so that a
     schedule whose formula changed under the same name and fields is a miss.
     """
-    from . import __version__
-
     parts = {
         "format": CACHE_FORMAT,
-        "library": __version__,
+        "library": _version.__version__,
         "model": model_class.__name__,
         "config": json.loads(json.dumps(config)),
         "objective": objective.describe(),
@@ -314,6 +313,61 @@ def train_grid(
         cache = ModelCache()
     elif not isinstance(cache, ModelCache):
         raise TypeError(f"cache must be a ModelCache, got {type(cache).__name__}")
+    device, epochs, batch_size, lr, amp, cuda_graph = _check_training_options(
+        device, seed, epochs, batch_size, lr, amp, cuda_graph
+    )
+    use_cache = _cacheable_or_warn(model_class, cache)
+    shared = training_parts(
+        images,
+        test_images,
+        epochs,
+        batch_size,
+        lr,
+        check_flag("binarize", binarize),
+        check_flag("amp", amp),
+    )
+    steps = epochs * math.ceil(len(images) / batch_size)
+    models, histories, status, members = {}, {}, {}, {}
+    for key, spec in grid.items():
+        member = _member(model_class, config, spec, seed, shared, steps)
+        found = cache.load(member.entry, member.parts) if use_cache else None
+        if found is not None:
+            models[key], histories[key] = found
+            status[key] = "loaded from cache"
+        else:
+            members[key] = member
+    groups = _groups(members)
+    options = dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        test_images=test_images,
+        progress=progress,
+        cuda_graph=cuda_graph,
+        binarize=binarize,
+        amp=amp,
+    )
+    t0 = time.perf_counter()
+    for keys in groups.values():
+        to_train = {key: members[key] for key in keys}
+        result, built = _train_group(model_class, to_train, images, options)
+        for key in keys:
+            model = built[key].cpu().eval()
+            models[key], histories[key] = model, result.histories[key]
+            status[key] = _store_trained(
+                cache if use_cache else None, members[key], model, result, key
+            )
+    if verbose:
+        seconds = time.perf_counter() - t0
+        _print_status(model_class, grid, status, len(groups), seconds, cache.enabled)
+    order = list(grid)
+    return {k: models[k] for k in order}, {k: histories[k] for k in order}
+
+
+def _check_training_options(device, seed, epochs, batch_size, lr, amp, cuda_graph):
+    """:func:`train_grid`'s training options, checked: ``(device, epochs, batch_size,
+    lr, amp, cuda_graph)`` with the defaults of amp and cuda_graph filled in."""
     device = pick_device(device)
     check_seed("seed", seed)
     epochs = positive_int("epochs", epochs)
@@ -326,6 +380,13 @@ def train_grid(
         graph_env = env_flag("BETAVAE_CUDA_GRAPH", False)
         cuda_graph = device.type == "cuda" and graph_env
     check_flag("cuda_graph", cuda_graph)
+    return device, epochs, batch_size, lr, amp, cuda_graph
+
+
+def _cacheable_or_warn(model_class, cache: ModelCache) -> bool:
+    """Whether models of ``model_class`` can be stored in the cache; when they cannot
+    and the cache is on, warn (at :func:`train_grid`'s caller) that they are trained
+    every time."""
     use_cache = cacheable(model_class)
     if not use_cache and cache.enabled:
         warnings.warn(
@@ -334,72 +395,67 @@ def train_grid(
             f"{', '.join(checkpoints.MODELS)} models only): they are trained every "
             f"time",
             ModelCacheWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    shared = training_parts(
-        images,
-        test_images,
-        epochs,
-        batch_size,
-        lr,
-        check_flag("binarize", binarize),
-        check_flag("amp", amp),
-    )
-    steps = epochs * math.ceil(len(images) / batch_size)
-    members, models, histories, status = {}, {}, {}, {}
-    for key, spec in grid.items():
-        objective, overrides, member_seed = _split_spec(spec, seed)
-        member_config = {**config, **overrides}
-        parts = key_parts(
-            model_class, member_config, objective, member_seed, shared, steps
-        )
-        entry = entry_key(parts)
-        found = cache.load(entry, parts) if use_cache else None
-        if found is not None:
-            models[key], histories[key] = found
-            status[key] = "loaded from cache"
-        else:
-            members[key] = (objective, member_config, member_seed, entry, parts)
+    return use_cache
+
+
+def _groups(members: dict) -> dict[str, list]:
+    """The keys of ``members`` (key -> :class:`_Member`) grouped by model config and
+    likelihood: each group trains as one ensemble."""
     groups: dict[str, list] = {}
-    for key, (objective, member_config, *_rest) in members.items():
-        group = json.dumps([member_config, objective.likelihood], sort_keys=True)
+    for key, member in members.items():
+        group = json.dumps([member.config, member.objective.likelihood], sort_keys=True)
         groups.setdefault(group, []).append(key)
-    t0 = time.perf_counter()
-    for keys in groups.values():
-        built = {}
-        for key in keys:
-            seed_everything(members[key][2])
-            built[key] = model_class(**members[key][1])
-        result = fit_ensemble(
-            built,
-            images,
-            objectives={k: members[k][0] for k in keys},
-            seeds={k: members[k][2] for k in keys},
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            device=device,
-            test_images=test_images,
-            progress=progress,
-            cuda_graph=cuda_graph,
-            binarize=binarize,
-            amp=amp,
-        )
-        for key in keys:
-            model = built[key].cpu().eval()
-            models[key], histories[key] = model, result.histories[key]
-            if key in result.failed:
-                status[key] = f"diverged at step {result.failed[key]}, not cached"
-                continue
-            _, _, _, entry, parts = members[key]
-            if use_cache:
-                cache.store(entry, parts, model, result.histories[key])
-            status[key] = "trained" if use_cache else "trained, not cached"
-    if verbose:
-        seconds = time.perf_counter() - t0
-        _print_status(model_class, grid, status, len(groups), seconds, cache.enabled)
-    order = list(grid)
-    return {k: models[k] for k in order}, {k: histories[k] for k in order}
+    return groups
+
+
+def _store_trained(cache, member, model, result, key) -> str:
+    """Store the trained ``model`` of ``member`` in ``cache`` (None: not cached) unless
+    it diverged; returns its status line."""
+    if key in result.failed:
+        return f"diverged at step {result.failed[key]}, not cached"
+    if cache is not None:
+        cache.store(member.entry, member.parts, model, result.histories[key])
+    return "trained" if cache is not None else "trained, not cached"
+
+
+class _Member(NamedTuple):
+    """A grid entry to train: its objective, model config and seed, and its cache key
+    with the parts it hashes."""
+
+    objective: Objective
+    config: dict
+    seed: int
+    entry: str
+    parts: dict
+
+
+def _member(model_class, config, spec, default_seed: int, shared, steps) -> _Member:
+    """The grid entry ``spec`` as a :class:`_Member` (its key from
+    :func:`key_parts`)."""
+    objective, overrides, seed = _split_spec(spec, default_seed)
+    member_config = {**config, **overrides}
+    parts = key_parts(model_class, member_config, objective, seed, shared, steps)
+    return _Member(objective, member_config, seed, entry_key(parts), parts)
+
+
+def _train_group(model_class, group: dict, images, options: dict):
+    """Build the members of ``group`` (key -> :class:`_Member`), each after
+    ``seed_everything`` of its seed, and train them as one ensemble; returns the
+    :class:`~betavae_lib.ensemble.EnsembleResult` and the trained models."""
+    built = {}
+    for key, member in group.items():
+        seed_everything(member.seed)
+        built[key] = model_class(**member.config)
+    result = fit_ensemble(
+        built,
+        images,
+        objectives={k: m.objective for k, m in group.items()},
+        seeds={k: m.seed for k, m in group.items()},
+        **options,
+    )
+    return result, built
 
 
 def _print_status(model_class, grid, status, ensembles, seconds, enabled) -> None:

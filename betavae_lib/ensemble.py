@@ -2,10 +2,11 @@
 
 The book trains grids of small models: a β sweep, the collapse cures, five objectives
 × three seeds. One at a time such a model cannot keep a GPU busy (each step is a few
-dozen launches of tiny kernels). :class:`VAEEnsemble` stacks the parameters of K models
-of one class and config (each tensor gets a leading member dimension K) and runs the K
-models in one forward and backward pass; :func:`fit_ensemble` steps one fused Adam over
-the stacked tensors, which is exactly K Adams because Adam is elementwise.
+dozen launches of tiny kernels). :class:`~betavae_lib.stacked.VAEEnsemble` stacks the
+parameters of K models of one class and config (each tensor gets a leading member
+dimension K) and runs the K models in one forward and backward pass;
+:func:`fit_ensemble` steps one fused Adam over the stacked tensors, which is exactly K
+Adams because Adam is elementwise.
 
 :func:`fit_ensemble` reproduces :func:`betavae_lib.train.fit` member by member. Member k
 starts from its model's weights, draws its sampling noise from its own generator seeded
@@ -15,10 +16,10 @@ test evaluation, is what ``fit`` draws), takes its batches in the order
 :class:`~betavae_lib.objective.Objective`; with ``binarize=True`` its batches are
 binarised by the draws ``fit(seed=seed_k, binarize=True)`` makes. The variants are
 coefficients of one objective, so β-VAE, capacity, free-bits and β-TCVAE members share
-one step. In the
-"members" layout (the CPU default) each member's products, convolutions and loss are
-the calls ``fit`` makes, in its memory layout, on operands aligned as ``fit``'s are, and
-Adam steps each member's weights as tensors of their own (:class:`_MemberAdam`), so
+one step (:mod:`betavae_lib.ensemble_step`). In the "members" layout (the CPU
+default) each member's products, convolutions and loss are the calls ``fit`` makes, in
+its memory layout, on operands aligned as ``fit``'s are, and Adam steps each member's
+weights as tensors of their own (:class:`~betavae_lib.ensemble_step._MemberAdam`), so
 every member ends with the weights and History ``fit`` gives it alone, bit for bit, on
 any CPU (whatever its vector width or BLAS); the tests check it. float64 models train
 in float64, as ``fit`` trains them; parameters frozen with ``requires_grad_(False)``
@@ -44,416 +45,42 @@ evaluation run eagerly.
 
 from __future__ import annotations
 
-import copy
-import math
 import numbers
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._common import (
-    adam,
-    as_float_images,
     backend_settings,
-    binarize_batch,
-    binarize_generator,
     check_amp,
-    check_dataset_images,
     check_flag,
     check_seed,
-    check_vae,
-    evaluation_seed,
     pick_device,
-    positive_int,
     real_number,
 )
-from .losses import LossTerms, objective_loss
-from .objective import (
-    Coefficients,
-    Objective,
-    log_sigma_of,
-    shared_likelihood,
-    used_terms,
+from ._training import (
+    check_data,
+    progress_bar,
+    record_epoch,
 )
+from .ensemble_step import _GraphedStep, _MemberAdam, _Trainer  # noqa: F401
+from .objective import (
+    Objective,
+    shared_likelihood,
+)
+from .stacked import VAEEnsemble, _check_same_architecture
 from .train import History, NonFiniteLossError
 
-CONV_LAYERS = (nn.Conv2d, nn.ConvTranspose2d)
-SUPPORTED_LAYERS = (
-    nn.Linear,
-    nn.ReLU,
-    nn.Tanh,
-    nn.Flatten,
-    nn.Unflatten,
-    *CONV_LAYERS,
-)
-LAYOUTS = ("members", "grouped")
 DEFAULT_OBJECTIVE = Objective()  # the plain VAE, as fit's defaults
 COEFFICIENT_CHUNK = 1024  # steps whose coefficients are computed at a time
 
 
 class EnsembleMemberWarning(RuntimeWarning):
     """Members of an ensemble diverged and were frozen; the message names them."""
-
-
-# ------------------------------------------------------------------ batched layers
-
-
-def _aligned(t: torch.Tensor) -> torch.Tensor:
-    """``t``, or a copy of it where its data does not start on a 64-byte boundary.
-
-    A member's slice of a stacked tensor starts wherever the members before it end,
-    while ``fit`` hands every kernel freshly allocated tensors (64-byte aligned). MKL's
-    matrix products may take other code paths for other alignments (and round
-    differently), so every operand of a member's product is given aligned."""
-    return t if t.data_ptr() % 64 == 0 else t.clone()
-
-
-class _MemberLinear(torch.autograd.Function):
-    """y[k] = x[k] W[k]ᵀ + b[k] for every member k, member by member.
-
-    x: (K, B, I), or (B, I) shared by all members; weight (K, O, I); bias (K, O); y
-    (K, B, O). Each member runs the calls ``nn.Linear`` makes for one model (``addmm``
-    forward; ``mm`` and ``sum`` backward, with the same operand layouts), on operands
-    aligned as ``fit``'s are (:func:`_aligned`), into a fresh result that is then
-    copied into its slice: ``fit``'s numbers bit for bit, on any CPU.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        shared = x.dim() == 2
-        out = torch.stack(
-            [
-                torch.addmm(
-                    _aligned(bias[k]),
-                    _aligned(x if shared else x[k]),
-                    _aligned(weight[k]).t(),
-                )
-                for k in range(weight.shape[0])
-            ]
-        )
-        ctx.save_for_backward(x, weight)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        shared, members = x.dim() == 2, range(weight.shape[0])
-        grads = [_aligned(grad[k]) for k in members]
-        inputs = [_aligned(x if shared else x[k]) for k in members]
-        weights = [_aligned(weight[k]) for k in members]
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            products = [grads[k].mm(weights[k]) for k in members]
-            grad_x = sum(products) if shared else torch.stack(products)
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.stack([grads[k].t().mm(inputs[k]) for k in members])
-        if ctx.needs_input_grad[2]:
-            grad_b = torch.stack([torch.sum(grads[k], 0) for k in members])
-        return grad_x, grad_w, grad_b
-
-
-class _BatchedLinear(torch.autograd.Function):
-    """:class:`_MemberLinear` as three batched products (``baddbmm``, ``bmm``).
-
-    The backward forms the same products as ``nn.Linear``'s (grad_x = g W,
-    grad_W = gᵀ x, grad_b = Σ_B g); autograd's own ``baddbmm`` backward would form
-    grad_Wᵀ = xᵀ g, which rounds differently.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        grad_w = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
-        grad_b = grad.sum(1) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b
-
-
-def _autocast_operands(form: str, h, weight, bias):
-    """The operands of a batched linear layer in autocast's dtype when autocast is on
-    (autocast does not reach inside a custom autograd Function); the casts are
-    recorded by autograd, so the float32 weights get float32 gradients, as
-    ``nn.Linear`` under autocast gives them."""
-    device = weight.device.type
-    if not torch.is_autocast_enabled(device):
-        return h, weight, bias
-    dtype = torch.get_autocast_dtype(device)
-    h = [t.to(dtype) for t in h] if form == "members" else h.to(dtype)
-    return h, weight.to(dtype), bias.to(dtype)
-
-
-# ------------------------------------------------------------------ the batched model
-
-
-def _check_same_architecture(models: Sequence[nn.Module]) -> None:
-    if not models:
-        raise ValueError("an ensemble needs at least one model")
-    for m in models:
-        check_vae(m)
-        _check_computes_as_layers(m)
-    first = models[0]
-    for m in models[1:]:
-        if type(m) is not type(first) or m.config != first.config:
-            raise ValueError(
-                f"models trained as one ensemble must share class and config; got "
-                f"{type(first).__name__}({first.config}) and "
-                f"{type(m).__name__}({m.config})"
-            )
-    dtypes = {p.dtype for m in models for p in m.parameters()}
-    if len(dtypes) > 1:
-        raise TypeError(
-            f"models trained as one ensemble must share one dtype, got "
-            f"{', '.join(sorted(map(str, dtypes)))}; convert them with .float() (or "
-            f".double())"
-        )
-    for name, module in [
-        *first.encoder.named_children(),
-        *first.decoder.named_children(),
-    ]:
-        if type(module) not in SUPPORTED_LAYERS:
-            supported = ", ".join(t.__name__ for t in SUPPORTED_LAYERS)
-            raise TypeError(
-                f"VAEEnsemble supports {supported} layers; layer {name} is a "
-                f"{type(module).__name__}"
-            )
-
-
-def _check_computes_as_layers(model: nn.Module) -> None:
-    """Raise TypeError unless ``model`` computes what the ensemble computes for it: its
-    encoder's and decoder's layers in sequence (no overridden ``encode``, ``decode`` or
-    ``forward``, no hooks)."""
-    from .models import VAE
-
-    name = type(model).__name__
-    for method in ("encode", "decode", "forward"):
-        if getattr(type(model), method) is not getattr(VAE, method):
-            raise TypeError(
-                f"{name} overrides {method}(); an ensemble runs only the layers of "
-                f"model.encoder and model.decoder, so it would not train what {name} "
-                f"computes; train it with fit"
-            )
-    hooked = [
-        label or name
-        for label, module in model.named_modules()
-        if module._forward_hooks
-        or module._forward_pre_hooks
-        or module._backward_hooks
-        or getattr(module, "parametrizations", None)
-    ]
-    if hooked:
-        raise TypeError(
-            f"{name} has forward or backward hooks or parametrizations (on "
-            f"{', '.join(hooked)}), which an ensemble does not run; train it with fit"
-        )
-
-
-class VAEEnsemble:
-    """K models of one class and config as one model, parameters stacked (K, *shape).
-
-    models: the K members (their weights are copied; the models are not changed).
-    device: where the stacked parameters live. layout: ``"members"`` runs every matrix
-    product and convolution, and in :func:`fit_ensemble` every loss, member by member in
-    the memory layout ``fit`` uses (``fit``'s numbers bit for bit; the default on the
-    CPU); ``"grouped"`` runs one batched product per linear layer, one grouped
-    convolution (``groups=K``) per convolution and the loss vmapped over the members
-    (fewer, larger kernels; the default on CUDA).
-
-    The member dimension comes first: :meth:`encode` takes images (B, C, H, W) shared by
-    all members, or (K, B, C, H, W), and returns mu and logvar, each (K, B, D);
-    :meth:`decode` maps latents (K, B, D) to logits (K, B, C, H, W).
-    """
-
-    def __init__(
-        self,
-        models: Sequence[nn.Module],
-        device: str | torch.device = "cpu",
-        layout: str = "auto",
-    ):
-        models = list(models)
-        _check_same_architecture(models)
-        self.device = torch.device(device)
-        if layout == "auto":
-            layout = "grouped" if self.device.type == "cuda" else "members"
-        if layout not in LAYOUTS:
-            raise ValueError(
-                f"layout must be 'auto', 'members' or 'grouped', got {layout!r}"
-            )
-        self.layout = layout
-        self.size = len(models)
-        self.model_class = type(models[0])
-        self.config = copy.deepcopy(models[0].config)
-        self.latent_dim = models[0].latent_dim
-        self.image_shape = models[0].image_shape
-        self._encoder = list(models[0].encoder.named_children())
-        self._decoder = list(models[0].decoder.named_children())
-        self.conv_weights = {
-            f"{part}.{name}.weight"
-            for part in ("encoder", "decoder")
-            for name, m in getattr(models[0], part).named_children()
-            if isinstance(m, CONV_LAYERS)
-        }
-        states = [m.state_dict() for m in models]
-        self.params: dict[str, torch.Tensor] = {}
-        for name, _ in models[0].named_parameters():
-            stacked = self._empty_stacked(name, states[0][name])
-            with torch.no_grad():
-                for k, state in enumerate(states):
-                    stacked[k].copy_(state[name])
-            self.params[name] = stacked.requires_grad_(True)
-        self.dtype = next(iter(self.params.values())).dtype
-        # parameters frozen with requires_grad_(False), which fit leaves alone: name ->
-        # whether each member froze it (only names that some member froze)
-        self.frozen = {
-            name: [not dict(m.named_parameters())[name].requires_grad for m in models]
-            for name in self.params
-        }
-        self.frozen = {n: f for n, f in self.frozen.items() if any(f)}
-
-    def _empty_stacked(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        """(K, *shape) on the device. In the members layout a conv weight gets
-        channels-last strides per member: ``params[name][k]`` is laid out as ``fit``
-        lays out that model's weight."""
-        shape = (self.size, *like.shape)
-        if self.layout == "members" and name in self.conv_weights:
-            k, o, i, h, w = shape
-            empty = torch.empty((k, o, h, w, i), dtype=like.dtype, device=self.device)
-            return empty.permute(0, 1, 4, 2, 3)
-        return torch.empty(shape, dtype=like.dtype, device=self.device)
-
-    def parameters(self) -> list[torch.Tensor]:
-        """The stacked parameters (leaf tensors (K, *shape)), in the models' order."""
-        return list(self.params.values())
-
-    # -- forward -----------------------------------------------------------------------
-    # An activation travels as (form, value): "shared", (B, ...) the same for every
-    # member; "stacked", (K, B, ...); "members", a list of K tensors (B, ...);
-    # "grouped", (B, K*C, H, W).
-
-    def _stacked(self, form: str, h) -> torch.Tensor:
-        if form == "shared":
-            return h.expand(self.size, *h.shape)
-        if form == "members":
-            return torch.stack(h)
-        if form == "grouped":
-            batch, kc, height, width = h.shape
-            per_member = h.view(batch, self.size, kc // self.size, height, width)
-            return per_member.transpose(0, 1)
-        return h
-
-    def _members(self, form: str, h) -> list[torch.Tensor]:
-        if form == "shared":
-            return [h] * self.size
-        if form == "members":
-            return h
-        return list(self._stacked(form, h).unbind(0))
-
-    def _grouped(self, form: str, h) -> torch.Tensor:
-        stacked = self._stacked(form, h)  # (K, B, C, H, W)
-        k, batch, c, height, width = stacked.shape
-        return stacked.transpose(0, 1).reshape(batch, k * c, height, width)
-
-    def _layer(self, prefix: str, module: nn.Module, form: str, h):
-        if isinstance(module, nn.ReLU):
-            if form == "members":
-                return form, [torch.relu(t) for t in h]
-            return form, torch.relu(h)
-        if isinstance(module, nn.Tanh):
-            if self.layout == "members":  # fit's call on each member's (B, ...)
-                # tensor, so that each one's elementwise kernels (forward and
-                # backward) see the tensor fit's see
-                return "members", [torch.tanh(t) for t in self._members(form, h)]
-            return form, torch.tanh(h)
-        if isinstance(module, nn.Flatten):
-            start, end = module.start_dim, module.end_dim
-            if form == "members":
-                return form, [t.flatten(start, end) for t in h]
-            if form == "shared":
-                return form, h.flatten(start, end)
-            end = end if end < 0 else end + 1
-            return "stacked", self._stacked(form, h).flatten(start + 1, end)
-        if isinstance(module, nn.Unflatten):
-            sizes = module.unflattened_size
-            return "stacked", self._stacked(form, h).unflatten(module.dim + 1, sizes)
-        weight, bias = self.params[f"{prefix}.weight"], self.params[f"{prefix}.bias"]
-        if isinstance(module, nn.Linear):
-            h, weight, bias = _autocast_operands(form, h, weight, bias)
-            if self.layout == "grouped":
-                stacked = self._stacked(form, h)
-                return "stacked", _BatchedLinear.apply(stacked, weight, bias)
-            if form != "shared":
-                h = self._stacked(form, h).contiguous()
-            return "stacked", _MemberLinear.apply(h, weight, bias)
-        return self._conv(module, weight, bias, form, h)
-
-    def _conv(self, module, weight, bias, form: str, h):
-        transposed = isinstance(module, nn.ConvTranspose2d)
-        op = F.conv_transpose2d if transposed else F.conv2d
-        options = dict(
-            stride=module.stride, padding=module.padding, dilation=module.dilation
-        )
-        if transposed:
-            options["output_padding"] = module.output_padding
-        if self.layout == "members":
-            members = zip(self._members(form, h), weight.unbind(0), bias.unbind(0))
-            return "members", [
-                op(t, _aligned(w), _aligned(b), **options) for t, w, b in members
-            ]
-        if form == "shared" and not transposed:  # one convolution, K·O channels out
-            return "grouped", op(h, weight.flatten(0, 1), bias.flatten(), **options)
-        grouped = self._grouped(form, h)
-        return "grouped", op(
-            grouped, weight.flatten(0, 1), bias.flatten(), groups=self.size, **options
-        )
-
-    def _run(self, layers, prefix: str, form: str, h) -> torch.Tensor:
-        for name, module in layers:
-            form, h = self._layer(f"{prefix}.{name}", module, form, h)
-        return self._stacked(form, h)
-
-    def encode(
-        self, x: torch.Tensor, channels_last: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images (B, C, H, W) shared by all members, or (K, B, C, H, W), to mu and
-        logvar, each (K, B, D). channels_last: convert the images as ``fit`` converts
-        its batches for a convolutional model."""
-        form = "shared" if x.dim() == 4 else "stacked"
-        if channels_last and self.layout == "members":
-            members = self._members(form, x)
-            form = "members"
-            x = [t.contiguous(memory_format=torch.channels_last) for t in members]
-        h = self._run(self._encoder, "encoder", form, x)
-        mu, logvar = h.chunk(2, dim=-1)
-        return mu, logvar
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents (K, B, D) to decoder logits (K, B, C, H, W)."""
-        return self._run(self._decoder, "decoder", "stacked", z)
-
-    # -- members -----------------------------------------------------------------------
-
-    def member_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Member ``k``'s parameters as a state dict (detached views on the device)."""
-        return {name: p.detach()[k] for name, p in self.params.items()}
-
-    def copy_into(self, k: int, model: nn.Module) -> nn.Module:
-        """Write member ``k``'s weights into ``model`` (same class and config)."""
-        model.load_state_dict(self.member_state(k))
-        return model
-
-    def member(self, k: int) -> nn.Module:
-        """Member ``k`` as an ordinary model (a new ``MLPVAE``/``ConvVAE`` on the CPU,
-        in eval mode), ready for :func:`betavae_lib.checkpoints.save`."""
-        return self.copy_into(k, self.model_class(**self.config)).eval()
 
 
 # ------------------------------------------------------------------ training
@@ -495,48 +122,6 @@ def _per_member(value, names, what: str, kind) -> list:
     return values
 
 
-class _MemberAdam:
-    """Adam stepping each member's slice of the stacked parameters as a tensor of its
-    own (the members layout): the optimiser ``fit`` builds (:func:`_common.adam`), over
-    K·P tensors.
-
-    Adam's kernels run the first elements of a tensor in vector registers and its last
-    few (the tail) one at a time, which can round differently; where the tail begins
-    depends on the tensor's size and on the CPU's vector width. Stepped as one stacked
-    (K, *shape) tensor, member k's weights would sit at other positions than in
-    ``fit``'s own tensor, and on a CPU with wider vectors (AVX-512) some would be
-    rounded by the other path. Stepped as its own tensor, each member's update is
-    ``fit``'s, on any CPU.
-    """
-
-    def __init__(self, params, lr: float, device: torch.device, frozen=()):
-        """frozen: per parameter, whether each member froze it (or empty)."""
-        self.params = list(params)
-        self.views = [list(p.detach().unbind(0)) for p in self.params]
-        self.frozen = list(frozen) or [[False] * len(v) for v in self.views]
-        self.inner = adam([v for views in self.views for v in views], lr, device)
-        self.param_groups = self.inner.param_groups
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
-
-    def step(self) -> None:
-        for p, views, frozen in zip(self.params, self.views, self.frozen):
-            for k, view in enumerate(views):
-                # a frozen member's slice is skipped, as fit's Adam skips the parameter
-                view.grad = None if p.grad is None or frozen[k] else p.grad[k]
-        self.inner.step()
-
-    def zero_first_moment(self, p: torch.Tensor, dead: list[bool]) -> None:
-        """Zero Adam's first moment of the members ``dead`` marks, for parameter p."""
-        views = self.views[next(i for i, q in enumerate(self.params) if q is p)]
-        for view, is_dead in zip(views, dead):
-            exp_avg = self.inner.state.get(view, {}).get("exp_avg")
-            if is_dead and exp_avg is not None:
-                exp_avg.zero_()
-
-
 def _check_distinct(names: list, models: list) -> None:
     """Raise ValueError when one model object is given under several names (trained in
     place, it could hold only one member's weights)."""
@@ -549,357 +134,6 @@ def _check_distinct(names: list, models: list) -> None:
                 f"copy.deepcopy(model))"
             )
         seen[id(model)] = name
-
-
-class _Trainer:
-    """One :func:`fit_ensemble` call: data, optimiser, generators and running sums."""
-
-    def __init__(
-        self,
-        ensemble,
-        images,
-        objectives,
-        seeds,
-        *,
-        lr,
-        batch_size,
-        graph,
-        binarize,
-        amp=False,
-    ):
-        ens, device, k = ensemble, ensemble.device, ensemble.size
-        self.ens, self.device, self.size = ens, device, k
-        self.objectives, self.batch_size = objectives, batch_size
-        self.data = images.to(device)
-        self.n = len(images)
-        self.steps_per_epoch = math.ceil(self.n / batch_size)
-        self.dtype = ens.dtype  # the members' (fit feeds batches and noise in it)
-        frozen = [ens.frozen.get(name, [False] * k) for name in ens.params]
-        self.opt = (
-            _MemberAdam(ens.parameters(), lr, device, frozen)
-            if ens.layout == "members"
-            else adam(ens.parameters(), lr, device, capturable=graph)
-        )
-        # the grouped layout zeroes the gradients of frozen slices (a zero gradient from
-        # the first step on is an update of exactly zero)
-        self.frozen_masks = [
-            (
-                ens.params[name],
-                torch.tensor(f, device=device).view(
-                    -1, *[1] * (ens.params[name].dim() - 1)
-                ),
-            )
-            for name, f in ens.frozen.items()
-        ]
-        self.likelihood = shared_likelihood(objectives)
-        self.used = used_terms(objectives)
-        self.seeds = list(seeds)
-        self.noise = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-        self.orders = {s: torch.Generator().manual_seed(s) for s in set(seeds)}
-        # binarize: one generator per seed, as fit(seed=s, binarize=True) draws
-        self.binarizers = (
-            {s: binarize_generator(s, device) for s in self.orders}
-            if binarize
-            else None
-        )
-        self.channels_last = bool(ens.conv_weights) and device.type in ("cuda", "cpu")
-        self.amp = amp  # bfloat16 autocast of the forward pass, as fit(amp=True)
-        self.log_sigma = None  # the grouped layout's per-member log σ, (K,)
-        if self.likelihood == "gaussian":
-            log_sigmas = [log_sigma_of(o) for o in objectives]
-            self.log_sigma = torch.tensor(log_sigmas, device=device)
-        elif self.likelihood == "gaussian_learned":
-            self.log_sigma = ens.params["log_sigma"]
-        self.step_t = torch.zeros((), dtype=torch.long, device=device)
-        self.alive = torch.ones(k, dtype=torch.bool, device=device)
-        self.first_bad = torch.full((k,), -1, dtype=torch.long, device=device)
-        self.sums = torch.zeros(k, 3, device=device)  # objective, recon, kl; × batch
-        self.kl_dims = torch.zeros(k, ens.latent_dim, device=device)
-
-    # -- per-step inputs ---------------------------------------------------------------
-
-    def coefficient_table(self, first: int, count: int) -> torch.Tensor:
-        """(count, 6, K) on the device: the coefficients of steps first … first +
-        count − 1 (schedules are plain Python), in the members' dtype for float64
-        members, else float32. Computed a chunk of steps at a time, so that a long run
-        never holds every step's coefficients."""
-        rows = [
-            list(zip(*(o.coefficients(step) for o in self.objectives)))
-            for step in range(first, first + count)
-        ]
-        dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
-        return torch.tensor(rows, dtype=dtype).to(self.device)
-
-    def coefficients(self, row: torch.Tensor) -> Coefficients:
-        """A (6, K) table row as Coefficients; terms no member uses are the number 0."""
-        fields = enumerate(Coefficients._fields)
-        return Coefficients(*(row[i] if f in self.used else 0.0 for i, f in fields))
-
-    def step_coefficients(self, row: torch.Tensor, step: int):
-        """What :meth:`losses` takes at ``step``: K Coefficients of numbers in the
-        members layout, the table's ``row`` for it in the grouped one."""
-        if self.ens.layout == "members":
-            return [o.coefficients(step) for o in self.objectives]
-        return self.coefficients(row)
-
-    def epoch_order(self) -> torch.Tensor:
-        """This epoch's batch order: (N,) when all members share a seed, else (K, N)."""
-        perms = {
-            s: torch.randperm(self.n, generator=g).to(self.device)
-            for s, g in self.orders.items()
-        }
-        if len(perms) == 1:
-            return next(iter(perms.values()))
-        return torch.stack([perms[s] for s in self.seeds])
-
-    def draw_noise(self, out: torch.Tensor, generators=None) -> torch.Tensor:
-        """Fill ``out`` (K, B, D) with each member's N(0, 1) noise (from its training
-        generator, or from ``generators``, one per member)."""
-        for row, generator in zip(out, generators or self.noise):
-            row.normal_(generator=generator)
-        return out
-
-    def batch(self, index: torch.Tensor) -> torch.Tensor:
-        """Images at ``index`` ((B,) or (K, B)) as float32 in [0, 1]; with binarize, a
-        Bernoulli draw per pixel from the generator of each member's seed (members that
-        share a seed share the batch order and so the draw, as fit would draw it)."""
-        rows = self.data.index_select(0, index.reshape(-1))
-        x = as_float_images(rows.view(*index.shape, *rows.shape[1:])).to(self.dtype)
-        if self.binarizers is None:
-            return x
-        if index.dim() == 1:  # one order: every member has the same seed
-            return binarize_batch(x, self.binarizers[self.seeds[0]])
-        drawn = {}
-        for k, s in enumerate(self.seeds):
-            if s not in drawn:
-                drawn[s] = binarize_batch(x[k], self.binarizers[s])
-        return torch.stack([drawn[s] for s in self.seeds])
-
-    # -- the step ----------------------------------------------------------------------
-
-    def _member_loss(self, x, logits, mu, logvar, z, coefficients, log_sigma):
-        """One member's total, recon, kl and kl per dim (vmapped when grouped)."""
-        likelihood = (
-            "bernoulli" if self.likelihood == "bernoulli" else "gaussian_learned"
-        )
-        return objective_loss(  # a fixed σ is passed as its log σ, like a learned one
-            x,
-            logits,
-            mu,
-            logvar,
-            z,
-            coefficients,
-            likelihood=likelihood,
-            log_sigma=log_sigma,
-            dataset_size=self.n,
-        )[:4]
-
-    def losses(
-        self, x, eps, coefficients, channels_last: bool, amp: bool = False
-    ) -> LossTerms:
-        """Forward all members on images x ((B, ...) shared, or (K, B, ...)) with noise
-        eps (K, B, D); returns total, recon, kl (each (K,)) and kl_per_dim (K, D).
-        amp: the forward pass under bfloat16 autocast, the loss in float32 (as
-        ``fit(amp=True)``).
-
-        coefficients: in the members layout K :class:`Coefficients` of numbers (each
-        member's loss is computed exactly as ``fit`` computes it); in the grouped layout
-        one :class:`Coefficients` of (K,) tensors (the loss is vmapped over members).
-        """
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            mu, logvar = self.ens.encode(x, channels_last=channels_last)
-            z = mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)
-            logits = self.ens.decode(z)
-        if amp:
-            mu, logvar, z, logits = (t.float() for t in (mu, logvar, z, logits))
-        if self.ens.layout == "members":
-            learned = self.likelihood == "gaussian_learned"
-            log_sigmas = (
-                self.ens.params["log_sigma"].unbind(0)
-                if learned
-                else [None] * self.size
-            )
-            members = zip(
-                [x] * self.size if x.dim() == 4 else x.unbind(0),
-                logits.unbind(0),
-                mu.unbind(0),
-                logvar.unbind(0),
-                z.unbind(0),
-                coefficients,
-            )
-            terms = [
-                objective_loss(
-                    *member,
-                    likelihood=o.likelihood,
-                    sigma=o.sigma,
-                    log_sigma=log_sigma,
-                    dataset_size=self.n,
-                )[:4]
-                for member, o, log_sigma in zip(members, self.objectives, log_sigmas)
-            ]
-            return LossTerms(*(torch.stack(t) for t in zip(*terms)))
-        in_dims = (
-            None if x.dim() == 4 else 0,
-            0,
-            0,
-            0,
-            0,
-            Coefficients(*(0 if torch.is_tensor(c) else None for c in coefficients)),
-            None if self.log_sigma is None else 0,
-        )
-        batched = torch.vmap(self._member_loss, in_dims=in_dims)
-        return LossTerms(
-            *batched(x, logits, mu, logvar, z, coefficients, self.log_sigma)
-        )
-
-    def step(
-        self, index, eps, coefficients, skip_freeze_if_alive: bool, x=None
-    ) -> None:
-        """One Adam step of every member on the batch ``index`` (or on the images
-        ``x`` already taken from it). Updates in place the running sums, the alive
-        flags and each member's first bad step; no host synchronisation unless
-        ``skip_freeze_if_alive`` (a cheap check on the CPU)."""
-        if x is None:
-            x = self.batch(index)
-        terms = self.losses(x, eps, coefficients, self.channels_last, self.amp)
-        terms.total.sum().backward()  # members share no computation: separate grads
-        with torch.no_grad():
-            for p, mask in self.frozen_masks:
-                if p.grad is not None:
-                    p.grad.masked_fill_(mask, 0)
-            ok = torch.isfinite(terms.total)
-            newly_bad = ~ok & (self.first_bad < 0)
-            self.first_bad.copy_(torch.where(newly_bad, self.step_t, self.first_bad))
-            self.alive.logical_and_(ok)
-            if not (skip_freeze_if_alive and bool(self.alive.all())):
-                self._freeze_failed()
-        self.opt.step()
-        with torch.no_grad():
-            n = x.shape[-4]
-            running = torch.stack([terms.total, terms.recon, terms.kl], dim=1)
-            self.sums.add_(running.detach() * n)
-            self.kl_dims.add_(terms.kl_per_dim.detach() * n)
-            self.step_t.add_(1)
-
-    def _freeze_failed(self) -> None:
-        """Zero each failed member's gradient and Adam first moment: its update is
-        then exactly zero, so its weights stay those before its loss went non-finite."""
-        dead = ~self.alive
-        per_member = isinstance(self.opt, _MemberAdam)
-        dead_list = dead.tolist() if per_member else None
-        for p in self.ens.parameters():
-            mask = dead.view(-1, *([1] * (p.dim() - 1)))
-            if p.grad is not None:
-                p.grad.masked_fill_(mask, 0)
-            if per_member:
-                self.opt.zero_first_moment(p, dead_list)
-                continue
-            exp_avg = self.opt.state.get(p, {}).get("exp_avg")
-            if exp_avg is not None:
-                exp_avg.masked_fill_(mask, 0)
-
-    # -- evaluation --------------------------------------------------------------------
-
-    @torch.no_grad()
-    def evaluate(self, images: torch.Tensor, batch_size: int = 1000):
-        """Each member's recon, kl ((K, 2)) and kl per dim ((K, D)) on ``images``, one
-        posterior sample per image from a generator of each member's own, restarted at
-        :func:`~betavae_lib._common.evaluation_seed` of its seed, as ``fit`` draws it
-        (the training noise is left alone)."""
-        noise = [
-            torch.Generator(device=self.device).manual_seed(evaluation_seed(s))
-            for s in self.seeds
-        ]
-        # fit's evaluation sums in the model's dtype
-        sums = torch.zeros(self.size, 2, device=self.device, dtype=self.dtype)
-        kl_dims = torch.zeros(
-            self.size, self.ens.latent_dim, device=self.device, dtype=self.dtype
-        )
-        zero = Coefficients()
-        coefficients = zero if self.ens.layout == "grouped" else [zero] * self.size
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size].to(
-                self.device, non_blocking=True
-            )
-            x = as_float_images(chunk).to(self.dtype)
-            eps = torch.empty(
-                self.size,
-                len(x),
-                self.ens.latent_dim,
-                device=self.device,
-                dtype=self.dtype,
-            )
-            terms = self.losses(x, self.draw_noise(eps, noise), coefficients, False)
-            sums += torch.stack([terms.recon, terms.kl], dim=1) * len(x)
-            kl_dims += terms.kl_per_dim * len(x)
-        return sums / len(images), kl_dims / len(images)
-
-
-class _GraphedStep:
-    """The full-batch training step captured in a CUDA graph (module docstring).
-
-    Static buffers hold the batch indices, every member's noise and the coefficients
-    (and, with binarize, the binarised batch, drawn outside the graph by the members'
-    generators like the noise); :meth:`run` fills them, then runs the step: eagerly on
-    a side stream for the first ``warmup`` calls (capture needs Adam's state and
-    cuDNN's choices made), captured on the next call and replayed from then on. The
-    gradients are allocated inside the capture, so every replay overwrites them.
-    """
-
-    def __init__(self, trainer: _Trainer, index_shape, warmup: int = 3):
-        t = trainer
-        self.trainer, self.warmup, self.calls = t, warmup, 0
-        self.index = torch.zeros(index_shape, dtype=torch.long, device=t.device)
-        self.eps = torch.zeros(
-            t.size, t.batch_size, t.ens.latent_dim, device=t.device, dtype=t.dtype
-        )
-        rows = len(Coefficients._fields)
-        self.row = torch.zeros(rows, t.size, device=t.device, dtype=t.dtype)
-        self.x = None  # with binarize: the batch, as the members' generators drew it
-        if t.binarizers is not None:
-            shape = (*index_shape, *t.ens.image_shape)
-            self.x = torch.zeros(shape, device=t.device, dtype=t.dtype)
-        self.graph = None
-
-    def body(self) -> None:
-        """The step on the static buffers: what the graph holds."""
-        t = self.trainer
-        t.step(self.index, self.eps, t.coefficients(self.row), False, x=self.x)
-
-    def run(self, index: torch.Tensor, row: torch.Tensor) -> None:
-        """One training step on the batch ``index`` with coefficients ``row`` (6, K)."""
-        self.index.copy_(index)
-        self.row.copy_(row)
-        if self.x is not None:
-            self.x.copy_(self.trainer.batch(self.index))
-        self.trainer.draw_noise(self.eps)
-        if self.calls < self.warmup:
-            self.warm_up()
-        else:
-            if self.graph is None:
-                self.capture()
-            self.replay()
-        self.calls += 1
-
-    def warm_up(self) -> None:
-        device = self.trainer.device
-        stream = torch.cuda.Stream(device=device)
-        stream.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(stream):
-            self.trainer.opt.zero_grad(set_to_none=True)
-            self.body()
-        torch.cuda.current_stream(device).wait_stream(stream)
-
-    def capture(self) -> None:
-        t = self.trainer
-        t.opt.zero_grad(set_to_none=True)  # so that the graph allocates the gradients
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.body()
-        self.grads = [p.grad for p in t.ens.parameters()]  # what the graph writes
-
-    def replay(self) -> None:
-        self.graph.replay()
 
 
 def _check_cuda_graph(device: torch.device, layout: str) -> None:
@@ -949,38 +183,19 @@ def fit_ensemble(
     mode). Returns an :class:`EnsembleResult`: a History per member, whose ``seconds``
     are the ensemble's, and the frozen members.
     """
-    if not isinstance(models, Mapping):
-        raise TypeError(
-            f"models must be a dict name -> model, got a {type(models).__name__}; "
-            f"e.g. {{'beta=1': model_a, 'beta=4': model_b}}"
-        )
-    names = list(models)
-    model_list = [models[n] for n in names]
-    _check_distinct(names, model_list)
-    _check_same_architecture(model_list)
-    objective_list = _per_member(objectives, names, "objectives", Objective)
-    seed_list = _per_member(seeds, names, "seeds", int)
-    seed_list = [check_seed(f"seeds[{n!r}]", s) for n, s in zip(names, seed_list)]
-    shared_likelihood(objective_list, names)
+    names, model_list, objective_list, seed_list = _members(models, objectives, seeds)
     device = pick_device(device)
-    check_dataset_images(model_list[0], images, "images")
-    if test_images is not None:
-        check_dataset_images(model_list[0], test_images, "test_images")
-    for name, value in (
-        ("epochs", epochs),
-        ("batch_size", batch_size),
-        ("log_every", log_every),
-    ):
-        positive_int(name, value)
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"lr must be a number, got {lr!r}")
-    lr = real_number("lr", lr, strict=True)
-    check_flag("binarize", binarize)
-    amp = check_amp(amp, device)
-    check_flag("cuda_graph", cuda_graph)
-    check_flag("progress", progress)
-    if on_failure not in ("warn", "raise"):
-        raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
+    check_data(
+        model_list[0],
+        images,
+        test_images,
+        epochs=epochs,
+        batch_size=batch_size,
+        log_every=log_every,
+    )
+    lr, amp = _check_options(
+        lr, binarize, amp, cuda_graph, progress, on_failure, device
+    )
     ens = VAEEnsemble(model_list, device=device, layout=layout)
     if cuda_graph:
         _check_cuda_graph(device, ens.layout)
@@ -1009,36 +224,81 @@ def fit_ensemble(
         )
     for k, model in enumerate(model_list):
         ens.copy_into(k, model.to(device)).eval()
-    failed = {n: s for n, s in zip(names, trainer.first_bad.tolist()) if s >= 0}
-    # an update can make the weights non-finite while the loss is still finite (fit
-    # raises NonFiniteWeightsError then): such a member cannot be frozen in time
-    broken = [n for n, m in zip(names, model_list) if not _weights_finite(m)]
-    last_step = int(trainer.step_t) - 1
-    failed.update({n: last_step for n in broken if n not in failed})
+    failed, broken = _failures(names, model_list, trainer)
     if failed:
-        listed = ", ".join(f"{n} (step {s})" for n, s in failed.items())
-        kept = [n for n in failed if n not in broken]
-        what = (
-            f"{', '.join(map(str, kept))} kept the (finite) weights they had before "
-            f"that step"
-            if kept
-            else ""
-        )
-        if broken:
-            what += "; " if what else ""
-            what += (
-                f"the weights of {', '.join(map(str, broken))} are NaN or infinite (an "
-                f"update overflowed before the loss did): do not use them"
-            )
-        message = (
-            f"{len(failed)} of {len(names)} models diverged (the loss or the weights "
-            f"became NaN or infinite) and were frozen: {listed}; {what}. The others "
-            f"trained on. Lower the learning rate or β, or check the inputs."
-        )
+        message = _divergence_message(len(names), failed, broken)
         if on_failure == "raise":
             raise NonFiniteLossError(message)
         warnings.warn(message, EnsembleMemberWarning, stacklevel=2)
     return EnsembleResult(histories, failed)
+
+
+def _members(models, objectives, seeds) -> tuple[list, list, list, list]:
+    """The members' names, models, objectives and seeds, checked (``models``: a dict
+    name -> model; ``objectives``, ``seeds``: one value for all, or a dict)."""
+    if not isinstance(models, Mapping):
+        raise TypeError(
+            f"models must be a dict name -> model, got a {type(models).__name__}; "
+            f"e.g. {{'beta=1': model_a, 'beta=4': model_b}}"
+        )
+    names = list(models)
+    model_list = [models[n] for n in names]
+    _check_distinct(names, model_list)
+    _check_same_architecture(model_list)
+    objective_list = _per_member(objectives, names, "objectives", Objective)
+    seed_list = _per_member(seeds, names, "seeds", int)
+    seed_list = [check_seed(f"seeds[{n!r}]", s) for n, s in zip(names, seed_list)]
+    shared_likelihood(objective_list, names)
+    return names, model_list, objective_list, seed_list
+
+
+def _check_options(lr, binarize, amp, cuda_graph, progress, on_failure, device):
+    """Raise on a bad option of :func:`fit_ensemble`; returns lr and amp, checked."""
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr must be a number, got {lr!r}")
+    lr = real_number("lr", lr, strict=True)
+    check_flag("binarize", binarize)
+    amp = check_amp(amp, device)
+    check_flag("cuda_graph", cuda_graph)
+    check_flag("progress", progress)
+    if on_failure not in ("warn", "raise"):
+        raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
+    return lr, amp
+
+
+def _failures(names, models, trainer) -> tuple[dict, list]:
+    """The members that diverged (name -> the step their loss first stopped being
+    finite), and those of them whose weights are not finite."""
+    failed = {n: s for n, s in zip(names, trainer.first_bad.tolist()) if s >= 0}
+    # an update can make the weights non-finite while the loss is still finite (fit
+    # raises NonFiniteWeightsError then): such a member cannot be frozen in time
+    broken = [n for n, m in zip(names, models) if not _weights_finite(m)]
+    last_step = int(trainer.step_t) - 1
+    failed.update({n: last_step for n in broken if n not in failed})
+    return failed, broken
+
+
+def _divergence_message(size: int, failed: dict, broken: list) -> str:
+    """What :func:`fit_ensemble` says of the members that diverged."""
+    listed = ", ".join(f"{n} (step {s})" for n, s in failed.items())
+    kept = [n for n in failed if n not in broken]
+    what = (
+        f"{', '.join(map(str, kept))} kept the (finite) weights they had before "
+        f"that step"
+        if kept
+        else ""
+    )
+    if broken:
+        what += "; " if what else ""
+        what += (
+            f"the weights of {', '.join(map(str, broken))} are NaN or infinite (an "
+            f"update overflowed before the loss did): do not use them"
+        )
+    return (
+        f"{len(failed)} of {size} models diverged (the loss or the weights "
+        f"became NaN or infinite) and were frozen: {listed}; {what}. The others "
+        f"trained on. Lower the learning rate or β, or check the inputs."
+    )
 
 
 def _weights_finite(model: nn.Module) -> bool:
@@ -1048,14 +308,12 @@ def _weights_finite(model: nn.Module) -> bool:
 def _train_epochs(
     t: _Trainer, histories, *, epochs, test_images, log_every, progress, cuda_graph
 ):
-    from tqdm.auto import tqdm
-
     batch_size, names = t.batch_size, list(histories)
     total_steps = epochs * t.steps_per_epoch
     table, table_first = None, 0  # the coefficients of steps table_first, ...
     graphed, step = None, 0
     label = f"ensemble of {len(names)}"
-    bar = tqdm(total=total_steps, disable=not progress, desc=label, leave=False)
+    bar = progress_bar(total_steps, progress=progress, desc=label)
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
@@ -1112,16 +370,6 @@ def _record(histories, t: _Trainer, epoch, step, test, seconds) -> None:
     for k, h in enumerate(histories.values()):
         if not alive[k]:
             continue
-        loss, recon, kl = sums[k]
-        h.epoch.append(epoch)
-        h.train_loss.append(loss)
-        h.train_recon.append(recon)
-        h.train_kl.append(kl)
-        h.train_kl_per_dim.append(kl_dims[k])
-        h.beta.append(t.objectives[k].beta_at(step - 1))
-        if test is not None:
-            h.test_recon.append(test_sums[k][0])
-            h.test_kl.append(test_sums[k][1])
-            h.test_kl_per_dim.append(test_dims[k])
-        h.seconds.append(seconds)
-        h.steps = step
+        member_test = None if test is None else (*test_sums[k], test_dims[k])
+        beta = t.objectives[k].beta_at(step - 1)
+        record_epoch(h, epoch, (*sums[k], kl_dims[k]), beta, member_test, seconds, step)

@@ -48,8 +48,7 @@ import numpy as np
 import torch
 import traitlets
 
-from .jsdecoder import asset, serialise_decoder
-from .traversal import (
+from ._latents import (
     _as_models,
     _check_dims,
     _check_z0,
@@ -57,6 +56,7 @@ from .traversal import (
     decode_images,
     image_png,
 )
+from .jsdecoder import asset, serialise_decoder
 
 INACTIVE_KL = 0.05
 """Latents with a KL below this many nats are shown as inactive (greyed and folded)."""
@@ -444,6 +444,24 @@ def _for_model(name: str, models: dict, check, *args):
         raise ValueError(f"{error}, for model {name!r}{hint}") from None
 
 
+def _check_options(kl, images, span, step, inactive_below, size) -> None:
+    """Raise ValueError on :func:`live_explorer`'s options: kl and images both given,
+    a slider range or step that is not finite and positive, a negative KL threshold,
+    a size under 16 pixels."""
+    if kl is not None and images is not None:
+        raise ValueError("give kl or images (to compute the KL from), not both")
+    if not (
+        math.isfinite(span) and span > 0 and math.isfinite(step) and 0 < step <= span
+    ):
+        raise ValueError(
+            f"need a finite span > 0 and 0 < step <= span, got {span}, {step}"
+        )
+    if not inactive_below >= 0:
+        raise ValueError(f"inactive_below must be >= 0 nats, got {inactive_below!r}")
+    if not (isinstance(size, (int, float)) and 16 <= size < math.inf):
+        raise ValueError(f"size must be at least 16 pixels, got {size!r}")
+
+
 def live_explorer(
     models,
     z0=None,
@@ -482,18 +500,7 @@ def live_explorer(
     ``explorer.image()``.
     """
     models = _as_models(models, "live_explorer")
-    if kl is not None and images is not None:
-        raise ValueError("give kl or images (to compute the KL from), not both")
-    if not (
-        math.isfinite(span) and span > 0 and math.isfinite(step) and 0 < step <= span
-    ):
-        raise ValueError(
-            f"need a finite span > 0 and 0 < step <= span, got {span}, {step}"
-        )
-    if not inactive_below >= 0:
-        raise ValueError(f"inactive_below must be >= 0 nats, got {inactive_below!r}")
-    if not (isinstance(size, (int, float)) and 16 <= size < math.inf):
-        raise ValueError(f"size must be at least 16 pixels, got {size!r}")
+    _check_options(kl, images, span, step, inactive_below, size)
     starts = _per_model(z0, models, "z0")
     kls = _per_model(kl, models, "kl")
     batches = _per_model(images, models, "images")

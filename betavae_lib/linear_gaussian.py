@@ -211,3 +211,36 @@ class LinearGaussian:
         )  # (k, B, D)
         log_w = self.log_joint(x, z) - q.log_prob(z)
         return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+
+def beta_vae_optimum(eigenvalues, sigma: float, beta: float) -> dict:
+    """The optimum of the β-VAE objective for a linear model of Gaussian data.
+
+    Data x ~ N(0, C), with C's eigenvalues ``eigenvalues`` λ_i (D,); a linear decoder
+    x | z ~ N(W z, σ² I) with σ fixed; a linear encoder with a diagonal Gaussian
+    q(z | x) = N(V x, diag s²); the objective E_x[−E_q log p(x|z) + β KL(q ‖ N(0, I))].
+    Along each eigenvector the problem is one-dimensional, and its optimum is (Lucas
+    et al. 2019 for β = 1, with β carried through the same algebra)
+
+        λ_i > βσ²:  w_i² = λ_i − βσ²,  s_i² = βσ²/λ_i,  v_i = w_i/λ_i,
+                    rate_i = ½ log(λ_i / βσ²)
+        λ_i ≤ βσ²:  w_i = v_i = 0,  s_i² = 1,  rate_i = 0   (the direction collapses)
+
+    so a direction carries information iff its variance exceeds βσ². Returns a dict
+    of float64 (D,) tensors: ``w`` (≥ 0; any sign is as good), ``v``, ``s2`` and
+    ``rate`` (nats per direction, averaged over the data).
+    """
+    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    if lam.dim() != 1 or not bool((lam > 0).all()):
+        raise ValueError("eigenvalues must be a 1-D tensor of positive variances")
+    if not sigma > 0 or not beta > 0:
+        raise ValueError(f"sigma and beta must be > 0, got {sigma!r} and {beta!r}")
+    price = beta * float(sigma) ** 2  # βσ²: the variance a direction must beat
+    alive = lam > price
+    w = torch.where(alive, (lam - price).clamp(min=0).sqrt(), torch.zeros_like(lam))
+    return {
+        "w": w,
+        "v": w / lam,
+        "s2": torch.where(alive, price / lam, torch.ones_like(lam)),
+        "rate": torch.where(alive, 0.5 * torch.log(lam / price), torch.zeros_like(lam)),
+    }

@@ -29,10 +29,27 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ._common import real_number
+from ._common import check_flag, real_number, schedule_number
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
+DEFAULT_SIGMA = 0.1
 _LOG_2PI = math.log(2 * math.pi)
+
+
+class Coefficients(NamedTuple):
+    """The weights of the unified objective at one step (:mod:`betavae_lib.objective`).
+
+    Numbers for one model. For an ensemble of K models, (K,) tensors; a term that no
+    member uses stays the number 0, and a term whose coefficient is the number 0 is not
+    computed at all.
+    """
+
+    beta_kl: float | torch.Tensor = 0.0
+    free_bits: float | torch.Tensor = 0.0
+    gamma: float | torch.Tensor = 0.0
+    capacity: float | torch.Tensor = 0.0
+    mi_dwkl: float | torch.Tensor = 0.0
+    beta_tc: float | torch.Tensor = 0.0
 
 
 class LossTerms(NamedTuple):
@@ -146,6 +163,35 @@ def tc_decomposition(
     return mi, tc, dwkl
 
 
+def check_sigma_unused(likelihood: str, sigma) -> None:
+    """Raise ValueError when ``sigma`` is set to other than its default (0.1) for a
+    likelihood that does not use it (all but ``"gaussian"``): it would be ignored."""
+    if likelihood != "gaussian" and not (
+        isinstance(sigma, (int, float)) and sigma == DEFAULT_SIGMA
+    ):
+        learned = " (σ is learned: model.log_sigma)" * (
+            likelihood == "gaussian_learned"
+        )
+        raise ValueError(
+            f"sigma={sigma!r} is used only by likelihood='gaussian'; the "
+            f"{likelihood!r} likelihood{learned} would ignore it. Pass "
+            f"likelihood='gaussian', or leave sigma out"
+        )
+
+
+def check_likelihood(likelihood: str, sigma) -> None:
+    """Raise ValueError for a likelihood not in :data:`LIKELIHOODS`, a σ <= 0 for the
+    Gaussian one, or a σ that the likelihood would ignore."""
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(
+            f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
+        )
+    if likelihood == "gaussian":
+        real_number("sigma", sigma, strict=True, unit=" (Gaussian likelihood)")
+    else:
+        check_sigma_unused(likelihood, sigma)
+
+
 def check_objective_options(*, tc: bool, capacity, free_bits) -> None:
     """Raise ValueError naming both options when two objectives are asked for at once:
     β-TCVAE (``tc=True``), the capacity objective (``capacity``) and free bits
@@ -192,30 +238,35 @@ def beta_vae_loss(
     the β-TCVAE estimator. All returned terms are batch means in nats, summed over
     pixels / latents.
 
-    The options are checked by :class:`betavae_lib.objective.Objective`: ``tc=True``
-    with ``free_bits`` or ``capacity``, and ``capacity`` with ``free_bits``, raise
-    ``ValueError``; β with capacity (and γ without) is ignored, as described above.
+    The options are checked as :class:`betavae_lib.objective.Objective` checks them
+    (with the same messages): ``tc=True`` with ``free_bits`` or ``capacity``, and
+    ``capacity`` with ``free_bits``, raise ``ValueError``; β with capacity (and γ
+    without) is ignored, as described above. The coefficients are the ones of the
+    objective's table at step 0.
     """
-    # imported here: betavae_lib.objective builds on this module
-    from .objective import DEFAULT_BETA, DEFAULT_GAMMA, Objective
-
-    capacity_used = capacity is not None
-    objective = Objective(  # validates every option and their combination
-        beta=DEFAULT_BETA if capacity_used else beta,  # β plays no part with capacity
-        capacity=capacity,
-        gamma=gamma if capacity_used else DEFAULT_GAMMA,  # γ only weighs |KL − C|
-        free_bits=free_bits,
-        tc=tc,
-        likelihood=likelihood,
-        sigma=sigma,
-    )
+    if capacity is not None:
+        capacity_value = schedule_number("capacity", capacity)
+    else:
+        beta = schedule_number("beta", beta)
+    real_number("free_bits", free_bits, unit=" nats")
+    if capacity is not None:
+        gamma = real_number("gamma", gamma)
+    check_likelihood(likelihood, sigma)
+    check_flag("tc", tc)
+    check_objective_options(tc=tc, capacity=capacity, free_bits=free_bits)
+    if tc:
+        coefficients = Coefficients(mi_dwkl=1.0, beta_tc=beta)
+    elif capacity is not None:
+        coefficients = Coefficients(gamma=gamma, capacity=capacity_value)
+    else:
+        coefficients = Coefficients(beta_kl=beta, free_bits=float(free_bits))
     return objective_loss(
         x,
         logits,
         mu,
         logvar,
         z,
-        objective.coefficients(),
+        coefficients,
         likelihood=likelihood,
         sigma=sigma,
         log_sigma=log_sigma,
@@ -246,7 +297,7 @@ def objective_loss(
     recon + beta_kl · Σ_d max(KL_d, free_bits) + gamma · |KL − capacity|
     + mi_dwkl · (MI + dwKL) + beta_tc · TC, in nats (batch means).
 
-    coefficients: a :class:`betavae_lib.objective.Coefficients` of numbers, or of 0-dim
+    coefficients: a :class:`Coefficients` of numbers, or of 0-dim
     tensors when this runs for every member of an ensemble under ``torch.vmap``; a
     term whose coefficient is the number 0 is skipped. Shapes and returned terms as for
     :func:`beta_vae_loss`, which is this function with an Objective's coefficients.

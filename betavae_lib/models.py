@@ -146,6 +146,11 @@ class MLPVAE(VAE):
                 f"got {activation!r}"
             )
         super().__init__(image_shape, latent_dim)
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise ValueError(
+                "hidden must be a sequence of hidden-layer sizes, e.g. (400, 400) "
+                f"or (32,) for one layer; got {hidden!r}"
+            )
         hidden = [positive_int("hidden sizes", h) for h in hidden]
         self.activation = activation
         self.config = {

@@ -30,33 +30,20 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 
 from ._common import check_flag, real_number
-from .losses import LIKELIHOODS, check_objective_options
+from .losses import (
+    DEFAULT_SIGMA,
+    Coefficients,
+    check_likelihood,
+    check_objective_options,
+)
 from .schedules import as_schedule
 
 DEFAULT_BETA = 1.0
 DEFAULT_GAMMA = 1000.0
-DEFAULT_SIGMA = 0.1
-
-
-class Coefficients(NamedTuple):
-    """The weights of the unified objective at one step (module docstring).
-
-    Numbers for one model. For an ensemble of K models, (K,) tensors; a term that no
-    member uses stays the number 0, and a term whose coefficient is the number 0 is not
-    computed at all.
-    """
-
-    beta_kl: float | torch.Tensor = 0.0
-    free_bits: float | torch.Tensor = 0.0
-    gamma: float | torch.Tensor = 0.0
-    capacity: float | torch.Tensor = 0.0
-    mi_dwkl: float | torch.Tensor = 0.0
-    beta_tc: float | torch.Tensor = 0.0
 
 
 def _scheduled(name: str, given, schedule, step: int) -> float:
@@ -76,22 +63,6 @@ def _scheduled(name: str, given, schedule, step: int) -> float:
             f"must be a finite number >= 0 at every step"
         )
     return number
-
-
-def check_sigma_unused(likelihood: str, sigma) -> None:
-    """Raise ValueError when ``sigma`` is set to other than its default (0.1) for a
-    likelihood that does not use it (all but ``"gaussian"``): it would be ignored."""
-    if likelihood != "gaussian" and not (
-        isinstance(sigma, (int, float)) and sigma == DEFAULT_SIGMA
-    ):
-        learned = " (σ is learned: model.log_sigma)" * (
-            likelihood == "gaussian_learned"
-        )
-        raise ValueError(
-            f"sigma={sigma!r} is used only by likelihood='gaussian'; the "
-            f"{likelihood!r} likelihood{learned} would ignore it. Pass "
-            f"likelihood='gaussian', or leave sigma out"
-        )
 
 
 def _describe_schedule(value):
@@ -139,15 +110,7 @@ class Objective:
         object.__setattr__(self, "_capacity_at", capacity_at)
         real_number("free_bits", self.free_bits, unit=" nats")
         real_number("gamma", self.gamma)
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(
-                f"unknown likelihood {self.likelihood!r}; "
-                f"valid are {', '.join(LIKELIHOODS)}"
-            )
-        if self.likelihood == "gaussian":
-            real_number("sigma", self.sigma, strict=True, unit=" (Gaussian likelihood)")
-        else:
-            check_sigma_unused(self.likelihood, self.sigma)
+        check_likelihood(self.likelihood, self.sigma)
         check_flag("tc", self.tc)
         self._check_combination()
 

@@ -3,6 +3,10 @@ drew."""
 
 from __future__ import annotations
 
+import base64
+import io
+import re
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -186,6 +190,100 @@ def animate(
     return html
 
 
+def animate_scatter(
+    points,
+    labels,
+    titles=None,
+    *,
+    lim: float = 4.0,
+    label_name: str = "class",
+    interval: int = 400,
+    figsize=(4.4, 3.7),
+    dpi: int = 90,
+    circles=(),
+    colours: int | None = 64,
+):
+    """Animate 2-D codes, one scatter per frame, coloured by class, as self-contained
+    HTML (``to_jshtml``: it plays in the static book without a kernel).
+
+    points: sequence of (N, 2) arrays (e.g. posterior means after each step); labels:
+    (N,) integer classes 0-9, shown in a colour key titled ``label_name``; titles: one
+    per frame; lim: both axes span [−lim, lim]; circles: radii drawn as dashed circles
+    (e.g. ``(1, 2)`` for the prior's 1σ and 2σ). Each frame is drawn at ``dpi`` from
+    the points themselves, so text and markers stay sharp; colours: store each frame
+    as a PNG of at most this many colours (a scatter of ten classes needs few; a
+    frame then takes a fifth of the bytes), None for full colour.
+    """
+    from IPython.display import HTML
+    from matplotlib import animation
+
+    frames = [to_numpy(p, "points") for p in points]
+    if not frames:
+        raise ValueError("animate_scatter needs at least one frame")
+    labels = to_numpy(labels, "labels").ravel()
+    for i, p in enumerate(frames):
+        if p.ndim != 2 or p.shape != (len(labels), 2):
+            raise ValueError(
+                f"frame {i} must be ({len(labels)}, 2) points, one per label; got "
+                f"{p.shape}"
+            )
+    if titles is not None and len(titles) != len(frames):
+        raise ValueError(
+            f"titles must have one entry per frame ({len(frames)}), got {len(titles)}"
+        )
+    fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
+    sc = ax.scatter(
+        frames[0][:, 0],
+        frames[0][:, 1],
+        c=labels,
+        cmap="tab10",
+        s=4,
+        vmin=-0.5,
+        vmax=9.5,
+        linewidths=0,
+    )
+    for r in circles:
+        ax.add_patch(plt.Circle((0, 0), r, fill=False, ls="--", lw=0.8, color="0.5"))
+    fig.colorbar(sc, ax=ax, ticks=range(10), label=label_name)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="$z_1$", ylabel="$z_2$")
+    ax.set_aspect("equal")
+    title = ax.set_title(titles[0] if titles else "")
+    fig.tight_layout()
+
+    def draw(i):
+        sc.set_offsets(frames[i])
+        if titles:
+            title.set_text(titles[i])
+        return sc, title
+
+    anim = animation.FuncAnimation(
+        fig, draw, frames=len(frames), interval=interval, blit=False
+    )
+    with plt.rc_context({"savefig.dpi": dpi}):
+        html = anim.to_jshtml(default_mode="loop")
+    plt.close(fig)
+    return HTML(html if colours is None else _palette_frames(html, colours))
+
+
+_PNG_FRAME = re.compile(r'"data:image/png;base64,([A-Za-z0-9+/=\\\n]+)"')
+
+
+def _palette_frames(html: str, colours: int) -> str:
+    """``html`` from ``to_jshtml`` with every embedded PNG frame re-encoded with a
+    palette of at most ``colours`` colours."""
+    from PIL import Image
+
+    def requantise(match):
+        data = base64.b64decode(match.group(1).replace("\\", "").replace("\n", ""))
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        image = image.quantize(colours, dither=Image.Dither.NONE)
+        out = io.BytesIO()
+        image.save(out, format="png", optimize=True)
+        return f'"data:image/png;base64,{base64.b64encode(out.getvalue()).decode()}"'
+
+    return _PNG_FRAME.sub(requantise, html)
+
+
 def figure_to_array(fig) -> np.ndarray:
     """Render a matplotlib Figure to an (H, W, 3) float array in [0, 1] (to use it as an
     animation frame)."""
@@ -259,3 +357,49 @@ def plot_kl_and_mi(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def gaussian_ellipse(mean, cov, radius: float = 1.0, n: int = 200) -> np.ndarray:
+    """Points of the ellipse {z : (z − mean)ᵀ cov⁻¹ (z − mean) = radius²}: (n, 2).
+
+    mean: (2,); cov: (2, 2) symmetric positive definite, or (2,) variances of a
+    diagonal covariance. radius is in standard deviations (Mahalanobis distance): 1 and
+    2 draw the "1σ" and "2σ" contours, which are equal-density lines of the Gaussian
+    whatever its covariance, so two Gaussians' ellipses of the same radius compare.
+    """
+    mean = np.asarray(to_numpy(mean), dtype=np.float64).ravel()
+    cov = np.asarray(to_numpy(cov), dtype=np.float64)
+    if cov.ndim == 1:
+        cov = np.diag(cov)
+    if mean.shape != (2,) or cov.shape != (2, 2):
+        raise ValueError(
+            f"mean must be (2,) and cov (2, 2) or (2,), got {mean.shape} and "
+            f"{cov.shape}"
+        )
+    if not radius > 0:
+        raise ValueError(f"radius must be > 0, got {radius!r}")
+    n = positive_int("n", n)
+    chol = np.linalg.cholesky(cov)  # raises LinAlgError if cov is not positive definite
+    angle = np.linspace(0.0, 2 * np.pi, n)
+    circle = np.stack([np.cos(angle), np.sin(angle)], 1)
+    return mean + radius * circle @ chol.T
+
+
+def plot_gaussian_ellipses(
+    mean, cov, ax, radii=(1.0, 2.0), axes: bool = False, label=None, **style
+):
+    """Draw a 2-D Gaussian as its Mahalanobis ellipses (``radii`` in standard
+    deviations) on ``ax``; with ``axes=True`` also its principal axes out to the largest
+    radius. ``style`` goes to ``ax.plot``; ``label`` names the first ellipse only."""
+    for i, radius in enumerate(radii):
+        points = gaussian_ellipse(mean, cov, radius)
+        ax.plot(points[:, 0], points[:, 1], label=label if i == 0 else None, **style)
+    if axes:
+        cov = np.asarray(to_numpy(cov), dtype=np.float64)
+        cov = np.diag(cov) if cov.ndim == 1 else cov
+        centre = np.asarray(to_numpy(mean), dtype=np.float64).ravel()
+        variances, vectors = np.linalg.eigh(cov)
+        for var, vec in zip(variances, vectors.T):
+            end = max(radii) * np.sqrt(var) * vec
+            ax.plot(*np.stack([centre - end, centre + end], 1), ls=":", **style)
+    return ax.figure

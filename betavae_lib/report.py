@@ -39,3 +39,18 @@ def parse_headlines(text: str) -> dict:
         if line.startswith(MARKER):
             found.update(json.loads(line[len(MARKER) :]))
     return found
+
+
+def claim(text: str, holds: bool, *, strict: bool) -> bool:
+    """Print whether a sentence of a chapter holds in this run, and return it.
+
+    A chapter's prose describes its full-profile run; ``strict=True`` (that run) raises
+    AssertionError when the sentence is false, so a re-execution that changes the
+    result stops instead of publishing text the numbers contradict. Shorter profiles
+    pass ``strict=False`` and only print.
+    """
+    holds = bool(holds)
+    print(f"{'holds' if holds else 'does NOT hold'} in this run: {text}")
+    if strict and not holds:
+        raise AssertionError(f"the chapter says {text!r}, which this run contradicts")
+    return holds

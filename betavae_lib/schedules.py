@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._common import positive_int, real_number
+from ._common import SCHEDULE_KINDS, positive_int, real_number, schedule_number
 
 
 def _check_steps(name: str, steps: int) -> int:
@@ -87,22 +87,11 @@ class Cyclical:
 
 
 SCHEDULES = {"constant": Constant, "linear": Linear, "cyclical": Cyclical}
+assert tuple(SCHEDULES) == SCHEDULE_KINDS  # the names errors list
 
 
 def as_schedule(value, name: str = "beta"):
     """A number becomes a :class:`Constant`; a callable is returned as it is."""
     if callable(value):
         return value
-    if isinstance(value, str):
-        raise ValueError(
-            f"{name} must be a number or a schedule ({', '.join(SCHEDULES)}), "
-            f"got the string {value!r}"
-        )
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{name} must be a number or a schedule (a callable step -> value, e.g. "
-            f"{', '.join(SCHEDULES)}), got {type(value).__name__}"
-        ) from None
-    return Constant(real_number(name, number))
+    return Constant(schedule_number(name, value))

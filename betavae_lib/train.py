@@ -1,4 +1,5 @@
-"""The one training loop, :func:`fit`, and :func:`evaluate`.
+"""The one training loop, :func:`fit`, and the :class:`History` it returns
+(:func:`evaluate`, importable from here, is in :mod:`betavae_lib.evaluation`).
 
 The whole dataset is moved to the device once; batches are taken by index from a seeded
 permutation (no per-item Python, no DataLoader workers). Running sums stay on the device
@@ -28,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from . import checkpoints
 from ._common import (
     adam,
     as_float_images,
@@ -36,27 +36,33 @@ from ._common import (
     binarize_batch,
     binarize_generator,
     check_amp,
-    check_dataset_images,
     check_flag,
     check_seed,
     check_vae,
-    evaluation_seed,
-    model_device,
     pick_device,
     positive_int,
     real_number,
     seed_everything,
-    seeded_noise,
 )
+from ._training import (
+    check_data,
+    images_at,
+    progress_bar,
+    record_epoch,
+    use_channels_last,
+)
+from .evaluation import _evaluate, evaluate, per_image_terms
 from .losses import (
-    LIKELIHOODS,
-    beta_vae_loss,
-    gaussian_kl,
     objective_loss,
-    reconstruction_nll,
 )
 from .models import VAEOutput
-from .objective import OBJECTIVE_OPTIONS, Objective, check_sigma_unused
+from .objective import OBJECTIVE_OPTIONS, Objective
+from .resume import (
+    check_checkpoint_path,
+    restore_training_state,
+    run_settings,
+    save_training_state,
+)
 
 __all__ = [
     "History",
@@ -113,163 +119,54 @@ class History:
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
-@torch.no_grad()
-def evaluate(
-    model,
-    images: torch.Tensor,
-    *,
-    batch_size: int = 1000,
-    likelihood: str = "bernoulli",
-    sigma: float = 0.1,
-    seed: int = 0,
-) -> dict:
-    """Negative-ELBO terms on ``images`` with one posterior sample per image.
-
-    The samples are drawn from a generator of their own, seeded from ``seed`` (as a run
-    with that seed evaluates its test images): the same call gives the same numbers,
-    and the caller's random stream is left where it was. Returns
-    ``{"recon": float, "kl": float, "kl_per_dim": (D,) list, "neg_elbo": float}`` in
-    nats per image (means over images, sums over pixels / latents).
-    """
-    seed = _check_evaluation_args(model, images, batch_size, likelihood, sigma, seed)
-    return _evaluate(
-        model,
-        images,
-        batch_size=batch_size,
-        likelihood=likelihood,
-        sigma=sigma,
-        seed=seed,
-    )
-
-
-def _check_evaluation_args(model, images, batch_size, likelihood, sigma, seed) -> int:
-    """Raise on a bad argument of :func:`evaluate` or :func:`per_image_terms`; returns
-    the seed as an int."""
-    check_vae(model)
-    check_dataset_images(model, images, "images")
-    positive_int("batch_size", batch_size)
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(
-            f"unknown likelihood {likelihood!r}; valid are {', '.join(LIKELIHOODS)}"
-        )
-    check_sigma_unused(likelihood, sigma)
-    return positive_int("seed", seed, minimum=0, what="a non-negative integer")
-
-
-@torch.no_grad()
-def _evaluate(
-    model,
-    images: torch.Tensor,
-    *,
-    batch_size: int,
-    likelihood: str,
-    sigma: float,
-    seed: int,
-) -> dict:
-    """:func:`evaluate` without the argument checks (``fit`` checks once, before the
-    first epoch)."""
-    with seeded_noise(evaluation_seed(seed), model_device(model)):
-        sums, kl_dims = _evaluation_sums(model, images, batch_size, likelihood, sigma)
-    recon, kl = (sums / len(images)).tolist()
-    return {
-        "recon": recon,
-        "kl": kl,
-        "kl_per_dim": (kl_dims / len(images)).tolist(),
-        "neg_elbo": recon + kl,
-    }
-
-
-def _evaluation_sums(model, images, batch_size: int, likelihood: str, sigma: float):
-    """(recon, kl) and kl per dim summed over ``images``, in eval mode."""
-    was_training = model.training
-    model.eval()
-    device, dtype = model_device(model), model.log_sigma.dtype
-    sums = torch.zeros(2, device=device, dtype=dtype)
-    kl_dims = torch.zeros(model.latent_dim, device=device, dtype=dtype)
-    for start in range(0, len(images), batch_size):
-        x = as_float_images(
-            images[start : start + batch_size].to(device, non_blocking=True)
-        ).to(dtype)
-        out = model(x)
-        t = beta_vae_loss(
-            x,
-            out.logits,
-            out.mu,
-            out.logvar,
-            likelihood=likelihood,
-            sigma=sigma,
-            log_sigma=model.log_sigma,
-        )
-        sums += torch.stack([t.recon, t.kl]) * len(x)
-        kl_dims += t.kl_per_dim * len(x)
-    model.train(was_training)
-    return sums, kl_dims
-
-
-@torch.no_grad()
-def per_image_terms(
-    model,
-    images: torch.Tensor,
-    *,
-    batch_size: int = 1000,
-    likelihood: str = "bernoulli",
-    sigma: float = 0.1,
-    seed: int = 0,
-) -> dict:
-    """:func:`evaluate`'s terms image by image, from the same posterior samples (the
-    generator of ``seed``, drawn batch by batch: the same ``batch_size`` gives the
-    same samples): ``{"recon", "kl", "neg_elbo"}``, each an (N,) float64 NumPy array
-    in nats. Their means are ``evaluate``'s numbers (to float32 rounding); two
-    models scored on the same images give paired differences
-    (:func:`betavae_lib.metrics.paired_difference`)."""
-    seed = _check_evaluation_args(model, images, batch_size, likelihood, sigma, seed)
-    was_training = model.training
-    model.eval()
-    device, dtype = model_device(model), model.log_sigma.dtype
-    recon, kl = [], []
-    with seeded_noise(evaluation_seed(seed), device):
-        for start in range(0, len(images), batch_size):
-            x = as_float_images(images[start : start + batch_size].to(device)).to(dtype)
-            out = model(x)
-            recon.append(
-                reconstruction_nll(
-                    out.logits, x, likelihood, sigma, log_sigma=model.log_sigma
-                )
-            )
-            kl.append(gaussian_kl(out.mu, out.logvar).sum(1))
-    model.train(was_training)
-    recon, kl = (torch.cat(t).double().cpu().numpy() for t in (recon, kl))
-    return {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
-
-
 # ---------------------------------------------------------------------- argument checks
+
+# What defines a run's numbers: checked before training, and recorded in a training
+# state so that a resumed run is the run it continues.
+ARITHMETIC = (
+    "batch_size",
+    "beta",
+    "lr",
+    "likelihood",
+    "sigma",
+    "free_bits",
+    "capacity",
+    "gamma",
+    "tc",
+    "seed",
+    "amp",
+    "compile",
+    "binarize",
+)
 
 
 def _check_fit_args(
     model, images, test_images, arithmetic: dict, loop: dict, saving: dict, device
-) -> None:
-    """Raise on the first argument of ``fit`` that is wrong, before any work starts.
+) -> tuple[Objective, dict | None]:
+    """Raise on the first argument of ``fit`` that is wrong, before any work starts;
+    returns the run's :class:`~betavae_lib.objective.Objective` (which checks β,
+    capacity, γ, free bits, the likelihood and their combination) and, with a
+    checkpoint, the settings a training state records.
 
     arithmetic: the settings that define the run's numbers, by name; loop: epochs,
-    log_every, callback; saving: the checkpoint's path, every (epochs) and resume.
+    log_every, callback, callback_every; saving: the checkpoint's path, every (epochs),
+    resume and overwrite.
     """
     lr = arithmetic["lr"]
     check_vae(model)
-    check_dataset_images(model, images, "images")
-    if test_images is not None:
-        check_dataset_images(model, test_images, "test_images")
-    for name, value in (
-        ("epochs", loop["epochs"]),
-        ("batch_size", arithmetic["batch_size"]),
-        ("log_every", loop["log_every"]),
-        ("checkpoint_every", saving["every"]),
-    ):
-        positive_int(name, value)
+    check_data(
+        model,
+        images,
+        test_images,
+        epochs=loop["epochs"],
+        batch_size=arithmetic["batch_size"],
+        log_every=loop["log_every"],
+        checkpoint_every=saving["every"],
+    )
     check_seed("seed", arithmetic["seed"])
     if not isinstance(lr, numbers.Real):
         raise TypeError(f"lr must be a number, got {type(lr).__name__}")
     real_number("lr", lr, strict=True)
-    # likelihood, sigma, β, capacity, γ, free bits and their combination: Objective
     callback = loop["callback"]
     check_flag("binarize", arithmetic["binarize"])
     if callback is not None and not callable(callback):
@@ -277,16 +174,22 @@ def _check_fit_args(
             f"callback must be callable as callback(epoch, model, history), got "
             f"{type(callback).__name__}"
         )
+    if loop["callback_every"] is not None:
+        positive_int("callback_every", loop["callback_every"])
+        if callback is None:
+            raise ValueError(
+                "callback_every needs a callback (the function to call every "
+                "callback_every steps)"
+            )
     if saving["resume"] and saving["path"] is None:
         raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
     check_amp(arithmetic["amp"], device)
-
-
-# ---------------------------------------------------------------------- device settings
-
-
-def _has_convolutions(model) -> bool:
-    return any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
+    objective = Objective(**{name: arithmetic[name] for name in OBJECTIVE_OPTIONS})
+    if saving["path"] is None:
+        return objective, None
+    settings = run_settings(images, arithmetic)
+    check_checkpoint_path(saving["path"], saving["resume"], saving["overwrite"])
+    return objective, settings
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -306,6 +209,7 @@ class _TrainingRun:
     channels_last: bool
     device: torch.device
     dtype: torch.dtype  # the model's: batches are fed in it
+    order: torch.Generator  # the batch order
     # The β and capacity used at every step so far (a resumed run checks its schedules
     # against them).
     schedule_values: dict = field(default_factory=lambda: {"beta": [], "capacity": []})
@@ -313,20 +217,49 @@ class _TrainingRun:
     binarizer: torch.Generator | None = None
 
 
+def _prepare_run(
+    model, images, device, arithmetic: dict, objective: Objective
+) -> _TrainingRun:
+    """Seed every generator, move the model and the data to ``device``, choose the fast
+    settings, and build the optimiser."""
+    seed = arithmetic["seed"]
+    seed_everything(seed)
+    has_convolutions = any(
+        isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules()
+    )
+    channels_last = use_channels_last(has_convolutions, device)
+    model.to(device).train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return _TrainingRun(
+        model=model,
+        forward=torch.compile(model) if arithmetic["compile"] else model,
+        opt=adam(model.parameters(), arithmetic["lr"], device),
+        data=images.to(device),
+        batch_size=int(arithmetic["batch_size"]),
+        objective=objective,
+        amp=arithmetic["amp"],
+        channels_last=channels_last,
+        device=device,
+        dtype=model.log_sigma.dtype,
+        order=torch.Generator().manual_seed(seed),
+        binarizer=binarize_generator(seed, device) if arithmetic["binarize"] else None,
+    )
+
+
 def _batch(run: _TrainingRun, index: torch.Tensor) -> torch.Tensor:
     """Images at ``index`` as floats in [0, 1] of the model's dtype (binarised by a
     Bernoulli draw per pixel with ``binarize=True``), in the memory format the model
     runs fastest with."""
-    # index_select: the same rows as run.data[index], in about half the time
-    x = as_float_images(run.data.index_select(0, index)).to(run.dtype)
+    x = images_at(run.data, index, run.dtype)
     if run.binarizer is not None:
         x = binarize_batch(x, run.binarizer)
     return x.contiguous(memory_format=torch.channels_last) if run.channels_last else x
 
 
-def _train_step(run: _TrainingRun, x: torch.Tensor, step: int):
-    """One Adam step on batch ``x``; returns the loss terms (device tensors, no host
-    sync) and β."""
+def _loss(run: _TrainingRun, x: torch.Tensor, step: int):
+    """The forward pass on batch ``x`` and the objective at ``step``: the loss terms
+    (device tensors, no host sync) and β."""
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
         out = run.forward(x)
     if run.amp:
@@ -343,82 +276,108 @@ def _train_step(run: _TrainingRun, x: torch.Tensor, step: int):
         out.mu,
         out.logvar,
         out.z,
-        objective.coefficients(step),
+        coefficients,
         likelihood=objective.likelihood,
         sigma=objective.sigma,
         log_sigma=run.model.log_sigma,
         dataset_size=len(run.data),
     )
-    run.opt.zero_grad(set_to_none=True)
-    terms.total.backward()
-    run.opt.step()
     return terms, beta_now
 
 
-def _train_epoch(
-    run: _TrainingRun, perm: torch.Tensor, epoch: int, step: int, log_every: int, bar
-):
-    """One pass over the data in the order ``perm``; returns (objective, recon, kl sums,
-    kl per dim sums, last β, step), the sums weighted by batch size."""
-    n, batch_size = len(run.data), run.batch_size
-    steps_per_epoch = math.ceil(n / batch_size)
-    sums = torch.zeros(3, device=run.device)  # objective, recon, kl
-    kl_dims = torch.zeros(run.model.latent_dim, device=run.device)
-    first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
-    unchecked_from = step  # the first update whose weights are not checked yet
-    for i in range(steps_per_epoch):
-        x = _batch(run, perm[i * batch_size : (i + 1) * batch_size])
-        terms, beta_now = _train_step(run, x, step)
-        with torch.no_grad():
-            bad = ~torch.isfinite(terms.total)
-            first_bad = torch.where(
-                bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad
+class _Tally:
+    """One epoch's running sums on the device, weighted by batch size (objective,
+    recon, kl, and kl per dim), and the first step whose loss was not finite; read back
+    only by :meth:`check`, every ``log_every`` steps and at the end of the epoch."""
+
+    def __init__(self, run: _TrainingRun, epoch: int, step: int):
+        self.run, self.epoch, self.seen = run, epoch, 0
+        self.sums = torch.zeros(3, device=run.device)  # objective, recon, kl
+        self.kl_dims = torch.zeros(run.model.latent_dim, device=run.device)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
+        self.unchecked_from = step  # the first update whose weights are not checked yet
+
+    @torch.no_grad()
+    def add(self, terms, size: int, step: int) -> None:
+        bad = ~torch.isfinite(terms.total)
+        self.first_bad = torch.where(
+            bad & (self.first_bad < 0),
+            torch.full_like(self.first_bad, step),
+            self.first_bad,
+        )
+        self.sums += torch.stack([terms.total, terms.recon, terms.kl]).detach() * size
+        self.kl_dims += terms.kl_per_dim.detach() * size
+        self.seen += size
+
+    def check(self, step: int, bar, beta_now) -> None:
+        """Raise if the loss or the weights stopped being finite; show the means."""
+        run = self.run
+        _raise_if_not_finite(run, self.first_bad, self.unchecked_from, step, self.epoch)
+        self.unchecked_from = step
+        if not bar.disable:
+            loss, recon, kl = (self.sums / self.seen).tolist()
+            bar.set_postfix(
+                epoch=self.epoch,
+                loss=f"{loss:.1f}",
+                recon=f"{recon:.1f}",
+                kl=f"{kl:.2f}",
+                beta=f"{beta_now:.3g}",
             )
-            sums += torch.stack([terms.total, terms.recon, terms.kl]).detach() * len(x)
-            kl_dims += terms.kl_per_dim.detach() * len(x)
-        step += 1
-        if step % log_every == 0 or i == steps_per_epoch - 1:
-            _raise_if_not_finite(run, first_bad, unchecked_from, step, epoch)
-            unchecked_from = step
-            if not bar.disable:
-                loss, recon, kl = (sums / min((i + 1) * batch_size, n)).tolist()
-                bar.set_postfix(
-                    epoch=epoch,
-                    loss=f"{loss:.1f}",
-                    recon=f"{recon:.1f}",
-                    kl=f"{kl:.2f}",
-                    beta=f"{beta_now:.3g}",
-                )
-                bar.update(step - bar.n)
-    return sums, kl_dims, beta_now, step
+            bar.update(step - bar.n)
+
+    def means(self) -> tuple:
+        """(objective, recon, kl, kl per dim) over the epoch's images."""
+        loss, recon, kl = (self.sums / self.seen).tolist()
+        return loss, recon, kl, (self.kl_dims / self.seen).tolist()
 
 
-def _record_epoch(
-    history: History, epoch: int, sums, kl_dims, n: int, beta_now
-) -> None:
-    loss, recon, kl = (sums / n).tolist()
-    history.epoch.append(epoch)
-    history.train_loss.append(loss)
-    history.train_recon.append(recon)
-    history.train_kl.append(kl)
-    history.train_kl_per_dim.append((kl_dims / n).tolist())
-    history.beta.append(float(beta_now))
-
-
-def _record_test(
-    history: History, model, test_images, likelihood: str, sigma: float, seed: int
-) -> None:
+def _test_terms(model, test_images, objective: Objective, seed: int):
+    """(recon, kl, kl per dim) on ``test_images``, drawn as :func:`evaluate` draws."""
     ev = _evaluate(
         model,
         test_images,
         batch_size=1000,
-        likelihood=likelihood,
-        sigma=sigma,
+        likelihood=objective.likelihood,
+        sigma=objective.sigma,
         seed=seed,
     )
-    history.test_recon.append(ev["recon"])
-    history.test_kl.append(ev["kl"])
-    history.test_kl_per_dim.append(ev["kl_per_dim"])
+    return ev["recon"], ev["kl"], ev["kl_per_dim"]
+
+
+def _restore(run: _TrainingRun, path, settings: dict, history: History):
+    """(epoch, step, History) of the training state at ``path``, restored into the
+    model, the optimiser and the generators; ``(0, 0, history)`` when there is none."""
+    objective = run.objective
+    restored = restore_training_state(
+        path,
+        run.model,
+        run.opt,
+        order=run.order,
+        device=run.device,
+        settings=settings,
+        binarizer=run.binarizer,
+        schedules={"beta": objective.beta_at, "capacity": objective.capacity_at},
+    )
+    if restored is None:
+        return 0, 0, history
+    epoch, step, saved_history, run.schedule_values = restored
+    return epoch, step, History.from_dict(saved_history)
+
+
+def _save(run: _TrainingRun, path, epoch, step, history: History, settings) -> None:
+    save_training_state(
+        path,
+        run.model,
+        run.opt,
+        epoch=epoch,
+        step=step,
+        order=run.order,
+        device=run.device,
+        history=history.as_dict(),
+        settings=settings,
+        schedule_values=run.schedule_values,
+        binarizer=run.binarizer,
+    )
 
 
 def _run_callback(
@@ -455,6 +414,7 @@ def fit(
     log_every: int = 50,
     progress: bool = True,
     callback=None,
+    callback_every: int | None = None,
     checkpoint_path=None,
     checkpoint_every: int = 1,
     resume: bool = False,
@@ -484,7 +444,10 @@ def fit(
     option existed. ``test_images`` are evaluated as given: binarise a test set once,
     e.g. with :func:`betavae_lib.data.binarize`.
     callback: ``callback(epoch, model, history)`` after each epoch, run with torch's RNG
-    forked so that it cannot change the training.
+    forked so that it cannot change the training. callback_every: also call it every
+    this many optimiser steps inside an epoch (e.g. to draw frames during the first
+    epoch); there ``epoch`` is the epoch in progress, ``history.steps`` the steps done
+    so far, and ``history`` holds the finished epochs only.
 
     checkpoint_path: save the training state there (atomically) every
     ``checkpoint_every`` epochs and after the last; resume: continue from that file if
@@ -498,99 +461,64 @@ def fit(
     and :class:`NonFiniteWeightsError` (a subclass) if an update makes the weights
     non-finite.
     """
-    from tqdm.auto import tqdm
-
+    given = locals()  # the arguments, before anything else is bound
     device = pick_device(device)
-    arithmetic = {  # what defines the run's numbers: checked, and recorded for resume
-        "batch_size": batch_size,
-        "beta": beta,
-        "lr": lr,
-        "likelihood": likelihood,
-        "sigma": sigma,
-        "free_bits": free_bits,
-        "capacity": capacity,
-        "gamma": gamma,
-        "tc": tc,
-        "seed": seed,
-        "amp": amp,
-        "compile": compile,
-        "binarize": binarize,
+    arithmetic = {name: given[name] for name in ARITHMETIC}
+    loop = {
+        "epochs": epochs,
+        "log_every": log_every,
+        "callback": callback,
+        "callback_every": callback_every,
     }
-    loop = {"epochs": epochs, "log_every": log_every, "callback": callback}
-    saving = {"path": checkpoint_path, "every": checkpoint_every, "resume": resume}
-    _check_fit_args(model, images, test_images, arithmetic, loop, saving, device)
-    # checks β, capacity, γ, free bits, the likelihood and their combination
-    objective = Objective(**{name: arithmetic[name] for name in OBJECTIVE_OPTIONS})
-    settings = (
-        None
-        if checkpoint_path is None
-        else checkpoints.run_settings(images, arithmetic)
+    saving = {
+        "path": checkpoint_path,
+        "every": checkpoint_every,
+        "resume": resume,
+        "overwrite": overwrite,
+    }
+    objective, settings = _check_fit_args(
+        model, images, test_images, arithmetic, loop, saving, device
     )
-    if checkpoint_path is not None:
-        checkpoints.check_checkpoint_path(checkpoint_path, resume, overwrite)
-
-    seed_everything(seed)
-    run = _prepare_run(model, images, device, arithmetic, objective=objective)
-    order = torch.Generator().manual_seed(seed)  # the batch order
-    if binarize:
-        run.binarizer = binarize_generator(seed, device)
+    run = _prepare_run(model, images, device, arithmetic, objective)
     start_epoch, step, history = 0, 0, History(amp=bool(amp))
     if resume:
-        restored = checkpoints.restore_training_state(
-            checkpoint_path,
-            model,
-            run.opt,
-            order=order,
-            device=device,
-            settings=settings,
-            binarizer=run.binarizer,
-            schedules={
-                "beta": objective.beta_at,
-                "capacity": objective.capacity_at,
-            },
-        )
-        if restored is not None:
-            start_epoch, step, saved_history, run.schedule_values = restored
-            history = History.from_dict(saved_history)
+        start_epoch, step, history = _restore(run, checkpoint_path, settings, history)
 
-    total_steps = epochs * math.ceil(len(images) / batch_size)
-    bar = tqdm(
-        total=total_steps,
-        initial=min(step, total_steps),
-        disable=not progress,
-        desc="fit",
-        unit="step",
-        leave=False,
+    steps_per_epoch = math.ceil(len(images) / batch_size)
+    total = epochs * steps_per_epoch
+    bar = progress_bar(
+        total, progress=progress, desc="fit", initial=min(step, total), unit="step"
     )
     try:
         with backend_settings(device):
             for epoch in range(start_epoch + 1, epochs + 1):
-                t0 = time.perf_counter()
-                perm = torch.randperm(len(images), generator=order).to(device)
-                sums, kl_dims, beta_now, step = _train_epoch(
-                    run, perm, epoch, step, log_every, bar
-                )
-                _record_epoch(history, epoch, sums, kl_dims, len(images), beta_now)
+                t0, tally = time.perf_counter(), _Tally(run, epoch, step)
+                batch_order = torch.randperm(len(images), generator=run.order)
+                for i, index in enumerate(batch_order.to(device).split(run.batch_size)):
+                    x = _batch(run, index)
+                    terms, beta_now = _loss(run, x, step)
+                    run.opt.zero_grad(set_to_none=True)
+                    terms.total.backward()
+                    run.opt.step()
+                    tally.add(terms, len(x), step)
+                    step += 1
+                    if step % log_every == 0 or i == steps_per_epoch - 1:
+                        tally.check(step, bar, beta_now)
+                    inside = i < steps_per_epoch - 1  # the epoch's end calls it below
+                    if callback_every and step % callback_every == 0 and inside:
+                        history.steps = step
+                        _run_callback(callback, epoch, model, history, device)
+                test = None
                 if test_images is not None:
-                    _record_test(history, model, test_images, likelihood, sigma, seed)
-                history.seconds.append(time.perf_counter() - t0)
-                history.steps = step
+                    test = _test_terms(model, test_images, objective, seed)
+                seconds = time.perf_counter() - t0
+                record_epoch(
+                    history, epoch, tally.means(), float(beta_now), test, seconds, step
+                )
                 if checkpoint_path is not None and (
                     epoch % checkpoint_every == 0 or epoch == epochs
                 ):
-                    checkpoints.save_training_state(
-                        checkpoint_path,
-                        model,
-                        run.opt,
-                        epoch=epoch,
-                        step=step,
-                        order=order,
-                        device=device,
-                        history=history.as_dict(),
-                        settings=settings,
-                        schedule_values=run.schedule_values,
-                        binarizer=run.binarizer,
-                    )
+                    _save(run, checkpoint_path, epoch, step, history, settings)
                 if callback is not None:
                     _run_callback(callback, epoch, model, history, device)
     finally:
@@ -599,29 +527,6 @@ def fit(
             model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history
-
-
-def _prepare_run(
-    model, images, device, arithmetic: dict, *, objective: Objective
-) -> _TrainingRun:
-    """Move the model and the data to ``device``, choose the fast settings, and build
-    the optimiser."""
-    channels_last = _has_convolutions(model) and device.type in ("cuda", "cpu")
-    model.to(device).train()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    return _TrainingRun(
-        model=model,
-        forward=torch.compile(model) if arithmetic["compile"] else model,
-        opt=adam(model.parameters(), arithmetic["lr"], device),
-        data=images.to(device),
-        batch_size=int(arithmetic["batch_size"]),
-        objective=objective,
-        amp=arithmetic["amp"],
-        channels_last=channels_last,
-        device=device,
-        dtype=model.log_sigma.dtype,
-    )
 
 
 def _raise_if_not_finite(

@@ -268,3 +268,30 @@ def test_binarize_reads_uint8_as_0_to_255_and_keeps_float_dtypes():
 def test_binarize_refuses_what_is_not_pixel_intensities(images, seed, err, match):
     with pytest.raises(err, match=match):
         data.binarize(images, seed)
+
+
+def test_dsprites_render_on_a_device_computes_every_step_there(sprites):
+    """On the meta device, any CPU tensor mixed into the arithmetic raises ("Tensor on
+    device cpu is not on the expected device meta"), so a clean run shows that nothing
+    of the rendering happens on the CPU; on the CPU the device argument changes
+    nothing."""
+    classes = [[2, 3, 5, 16, 16], [0, 0, 0, 0, 31], [1, 5, 39, 31, 0]]
+    meta = render_dsprites(classes, device="meta", chunk=2)
+    assert meta.device.type == "meta" and meta.shape == (3, 1, 64, 64)
+    assert torch.equal(render_dsprites(classes, device="cpu"), render_dsprites(classes))
+    on_meta = sprites.to("meta")
+    assert sprites.device.type == "cpu" and on_meta.device.type == "meta"
+    images = on_meta.sample_observations_from_factors(np.array(classes))
+    assert images.device.type == "meta" and images.shape == (3, 1, 64, 64)
+    assert torch.equal(sprites.to("cpu").images([0, 1000]), sprites.images([0, 1000]))
+
+
+def test_dsprites_file_images_come_back_on_the_dataset_device():
+    imgs = np.zeros((4, 64, 64), dtype=np.uint8)
+    imgs[2, 3, 4] = 1
+    ds = data.DSprites(source="npz", _imgs=imgs)
+    assert ds.images([2])[0, 0, 3, 4] == 1
+    assert ds.to("meta").images([2]).device.type == "meta"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            ds.to("cuda:0")

@@ -6,7 +6,14 @@ import pytest
 import torch
 from conftest import binary_images
 
-from betavae_lib import MLPVAE, ConvVAE, checkpoints, fit, seed_everything
+from betavae_lib import (
+    MLPVAE,
+    ConvVAE,
+    checkpoints,
+    ensemble_step,
+    fit,
+    seed_everything,
+)
 from betavae_lib import ensemble as ens_mod
 from betavae_lib.ensemble import (
     EnsembleMemberWarning,
@@ -192,7 +199,7 @@ def test_a_diverging_member_is_frozen_named_and_harms_no_other(monkeypatch):
     the other members train on exactly as fit trains them."""
     specs = {"good": (dict(beta=1.0), 0), "bad": (dict(beta=4.0), 0)}
     calls = []
-    real_loss = ens_mod.objective_loss
+    real_loss = ensemble_step.objective_loss
 
     def poisoned(*args, **kwargs):  # members layout: one call per member and step
         terms = real_loss(*args, **kwargs)
@@ -201,7 +208,7 @@ def test_a_diverging_member_is_frozen_named_and_harms_no_other(monkeypatch):
             terms = terms._replace(total=terms.total * float("nan"))
         return terms
 
-    monkeypatch.setattr(ens_mod, "objective_loss", poisoned)
+    monkeypatch.setattr(ensemble_step, "objective_loss", poisoned)
     models = {name: built(small_mlp, seed) for name, (_, seed) in specs.items()}
     with pytest.warns(EnsembleMemberWarning, match=r"bad \(step 8\)"):
         result = fit_ensemble(

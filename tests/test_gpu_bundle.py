@@ -160,16 +160,25 @@ def test_a_resume_carries_the_pieces_and_stages_part_1_on_its_own(tmp_path):
             ".gpu/inception/part-2/weights.2.bin": 44.5,
             "data/MNIST/raw/x.gz": 11.1,
             "data/FashionMNIST/raw/x.gz": 29.5,
-            ".gpu/resume/ch6-models-1.tar": 15.3,
-            ".gpu/resume/ch6-models-2.tar": 13.4,
-            ".gpu/resume/ch6-sweep.tar": 0.1,
+            ".gpu/resume/plan.json": 0.01,
+            ".gpu/resume/ch6-models-1.tar": 15.4,  # 8 models of 2.02 MB
+            ".gpu/resume/ch6-models-2.tar": 15.4,
+            ".gpu/resume/ch6-models-3.tar": 11.6,  # 6
         },
     )
     plan = gb.make_plan(root, gb.Settings(commit="abc1234"))
     names = [c["name"] for c in plan["calls"]]
     assert names == ["gpu-ch6", "gpu-stage-1", "gpu-inception", "gpu-ch5"]
     carried = {c["name"]: [x["path"] for x in c["carry"]] for c in plan["calls"]}
-    assert carried["gpu-ch6"] == [".whl", ".gpu/resume"]
+    # 64 - 4 (headroom) - 15.0 - 6.1 - 0.01 = 38.89 MiB: archives 1 and 2 (30.8),
+    # not 3 (11.6 > 8.09): its models are trained again, which the plan says
+    assert carried["gpu-ch6"] == [
+        ".whl",
+        ".gpu/resume/plan.json",
+        ".gpu/resume/ch6-models-1.tar",
+        ".gpu/resume/ch6-models-2.tar",
+    ]
+    assert any("ch6-models-3.tar (11.6 MiB)" in w for w in plan["warnings"])
     assert carried["gpu-stage-1"] == [".gpu/inception/part-1"]
     assert all(c["mib"] <= 64 for c in plan["calls"])
     assert plan["problems"] == [] and plan["total_est_min"] <= 14
@@ -221,77 +230,177 @@ def test_the_second_plan_runs_chapters_1_to_4_in_two_calls():
 
 # ------------------------------------------------------------- the protocol chosen
 def timings(table_step_s: float, study_step_s: float, **over) -> dict:
+    """Measured at the chapter's shapes (a GPU): 15 and 7 members at batch 64."""
     t = {
         "kernel_s": 8.0,
-        "study_default_steps": 57_600,
-        "study_runs": 30,
-        "study_images": 737_280,
-        "study_batch": 64,
+        "render_s_per_image": 2e-6,
         "table_step_s": table_step_s,
         "table_members": 15,
         "table_batch": 64,
         "study_step_s": study_step_s,
-        "study_members": 15,
-        "study_measured_batch": 64,
-        "eval_s_per_model": 1.0,
-        "render_s_per_image": 2e-6,
+        "study_members": 7,
+        "study_batch": 64,
+        "table_model_s": 1.0,
+        "study_model_s": 0.5,
     }
     return {**t, **over}
 
 
+def test_the_prediction_part_by_part():
+    # full profile, 57,600 steps: the whole grid (737,280) and 10,000 test images
+    # rendered at 2 us; the study three eighths as long, 21,600 steps (10 passes over
+    # 138,240 images)
+    assert gd.predict(timings(0.0025, 0.0015), "full", 57_600) == {
+        "kernel_and_imports": 8.0,
+        "render_images": 1.5,  # 747,280 x 2e-6 = 1.49
+        "train_table": 144.0,  # 57,600 x 2.5 ms
+        "train_study": 32.4,  # 21,600 x 1.5 ms
+        "score_table": 15.0,  # 15 x 1 s
+        "score_study": 3.5,  # 7 x 0.5 s
+        "figures_and_rest": 30.0,
+        "total": 234.4,
+    }
+    # a CPU times 2 members at batch 8: a step is scaled by members x batch, 15/2 x 8
+    # for the table, 7/2 x 8 for the study; smoke: 16 table steps, a study of
+    # 3 passes over 2 batches (6 steps, three eighths of 16)
+    cpu = timings(
+        0.01, 0.01, table_members=2, table_batch=8, study_members=2, study_batch=8
+    )
+    parts = gd.predict(cpu, "smoke", 16)
+    assert parts["train_table"] == 9.6 and parts["train_study"] == 1.7  # 1.68
+
+
+def test_table_and_study_shapes_by_hand():
+    assert gd.MENU == [57_600, 46_080, 34_560, 23_040, 11_520]
+    assert gd.table_shape("full") == (737_280, 5, 57_600)
+    assert gd.table_shape("full", 11_520) == (737_280, 1, 11_520)
+    assert gd.table_shape("full", 40_000) == (737_280, 4, 46_080)  # whole epochs
+    assert gd.table_shape("full", 5_000) == (320_000, 1, 5_000)
+    assert gd.table_shape("smoke") == (1_024, 1, 16)
+    assert gd.study_shape("full", 57_600) == (138_240, 10, 21_600)
+    assert gd.study_shape("full", 23_040) == (55_296, 10, 8_640)
+    assert gd.study_shape("smoke", 16) == (128, 3, 6)
+    assert gd.menu("smoke") == [16, 13, 10, 6, 3]
+
+
 def test_the_protocol_steps_down_the_menu_as_the_measured_speed_falls():
+    # target 342 s; every entry costs 58 s + steps x table step + 3/8 steps x study step
     box = 380
-    fast = gd.choose_protocol(timings(0.001, 0.001), "full", box, knob=True)
+    fast = gd.choose_protocol(timings(0.0025, 0.0015), "full", box)
     assert (fast["name"], fast["table_steps"], fast["study_steps"]) == (
-        "full",
+        "5 epochs",
         57_600,
-        57_600,
+        21_600,
     )
-    central = gd.choose_protocol(timings(0.0025, 0.003), "full", box, knob=True)
+    assert fast["fits"] and fast["predicted_s"] == 234.4
+    # 4.5 ms a table step: 57,600 x 4.5 ms + 21,600 x 2.25 ms + 58 = 365.8 s > 342,
+    # 46,080 x 4.5 ms + 17,280 x 2.25 ms + 58 = 304.3 s
+    central = gd.choose_protocol(timings(0.0045, 0.00225), "full", box)
     assert (central["name"], central["table_steps"], central["study_steps"]) == (
-        "V2",
-        57_600,
-        11_520,
+        "4 epochs",
+        46_080,
+        17_280,
     )
-    assert central["fits"] and central["predicted_s"] <= gd.SAFETY * box
-    slow = gd.choose_protocol(timings(0.006, 0.007), "full", box, knob=True)
-    assert slow["table_steps"] < 57_600 and slow["fits"]
-    assert slow["table_steps"] % 11_520 == 0 and slow["study_steps"] % 11_520 == 0
-    hopeless = gd.choose_protocol(timings(0.1, 0.1), "full", box, knob=True)
-    assert not hopeless["fits"] and hopeless["name"] == "1 epoch each"
-    # scoring on the CPU (10-20 s a model): nothing fits, so the table is trained
-    # at its best length and saved, and a resume scores it
-    cpu_scoring = timings(0.0035, 0.004, eval_s_per_model=15.0)
-    saved = gd.choose_protocol(cpu_scoring, "full", box, knob=True)
+    assert central["study_images"] == 110_592 and central["predicted_s"] == 304.3
+    slow = gd.choose_protocol(timings(0.007, 0.0035), "full", box)
+    assert (slow["table_steps"], slow["fits"]) == (23_040, True)  # 249.5; 3: 345.3
+    hopeless = gd.choose_protocol(timings(0.1, 0.1), "full", box)
+    assert not hopeless["fits"] and hopeless["name"] == "1 epoch"
+    assert hopeless["fallback"] == "nothing fits"
+    assert [t["table_steps"] for t in hopeless["tried"]] == gd.MENU
+    # scoring on the CPU (16 s a table model, 5 s a study model): 314.5 s before
+    # any training, so even one epoch (349.8 s) misses 342; the table is trained at
+    # its best length and saved, and a resume scores it
+    cpu_scoring = timings(0.0025, 0.0015, table_model_s=16.0, study_model_s=5.0)
+    saved = gd.choose_protocol(cpu_scoring, "full", box)
     assert not saved["fits"] and "longest table" in saved["fallback"]
-    assert (saved["table_steps"], saved["study_steps"]) == (57_600, 11_520)
-    # a library that ignores the study's step setting: only the table can shrink
-    fixed = gd.choose_protocol(timings(0.0025, 0.003), "full", box, knob=False)
-    assert all(t["study_steps"] == 57_600 for t in fixed["tried"])
+    assert saved["table_steps"] == 57_600
+
+
+def chapter_6_statements():
+    """Chapter 6's top-level assignments, as (targets, statement)."""
+    src = (ROOT / "notebooks/src/06_disentanglement.py").read_text(encoding="utf-8")
+    for node in ast.parse(src).body:
+        if isinstance(node, ast.Assign):
+            names = set()
+            for t in node.targets:
+                elts = t.elts if isinstance(t, ast.Tuple) else [t]
+                names |= {e.id for e in elts if isinstance(e, ast.Name)}
+            yield names, node
+
+
+def literal(node):
+    """A literal, or ``dict(key=literal, ...)``."""
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict":
+        return {kw.arg: literal(kw.value) for kw in node.keywords}
+    return ast.literal_eval(node)
 
 
 def test_chapter_6_sizes_the_launcher_assumes_are_the_chapter_s():
-    """gpu_device.CH6_TABLE mirrors chapter 6's training cell; a change there must
-    change it too (the prediction and the --steps path depend on it)."""
-    src = (ROOT / "notebooks/src/06_disentanglement.py").read_text(encoding="utf-8")
-    picks = {}
-    for node in ast.walk(ast.parse(src)):
-        if (
-            isinstance(node, ast.Assign)
-            and isinstance(node.value, ast.Call)
-            and getattr(node.value.func, "attr", None) == "pick"
-            and isinstance(node.targets[0], ast.Name)
-            and node.targets[0].id in ("n_train", "batch_size", "epochs", "seeds")
+    """gpu_device.CH6_TABLE and CH6_SCORING mirror chapter 6's training and scoring
+    cells; a change there must change them too (the prediction and the --steps path
+    depend on them)."""
+    picks, literals = {}, {}
+    for names, node in chapter_6_statements():
+        (name,) = names if len(names) == 1 else (None,)
+        if getattr(node.value, "func", None) is not None and (
+            getattr(node.value.func, "attr", None) == "pick"
         ):
-            picks[node.targets[0].id] = {
-                kw.arg: ast.literal_eval(kw.value) for kw in node.value.keywords
-            }
+            picks[name] = {kw.arg: literal(kw.value) for kw in node.value.keywords}
+        elif name in ("batch_size", "seeds"):
+            literals[name] = ast.literal_eval(node.value)
+    assert literals["batch_size"] == gd.CH6_BATCH
+    assert len(literals["seeds"]) == gd.CH6_SEEDS
     for profile, t in gd.CH6_TABLE.items():
         assert picks["n_train"][profile] == t["n_train"]
-        assert picks["batch_size"][profile] == t["batch"]
         assert picks["epochs"][profile] == t["epochs"]
-        assert len(picks["seeds"][profile]) == t["seeds"]
-    assert gd.table_steps("full") == 57_600 and gd.table_steps("smoke") == 32
+        assert picks["study_passes"][profile] == t["study_passes"]
+        s = gd.CH6_SCORING[profile]
+        assert picks["n_eval"][profile] == s["n_eval"]
+        assert picks["n_boot"][profile] == s["n_boot"]
+        fv = picks["fv"][profile]
+        assert (
+            fv["num_train"],
+            fv["num_eval"],
+            fv["num_variance_estimate"],
+        ) == s["factor_vae"]
+
+
+@pytest.mark.parametrize(
+    "profile,steps",
+    [
+        ("smoke", None),
+        ("smoke", 12),
+        ("reduced", None),
+        ("full", None),
+        ("full", 34_560),
+        ("full", 40_000),
+        ("full", 5_000),
+    ],
+)
+def test_table_and_study_shapes_are_what_the_chapter_computes(profile, steps):
+    """The chapter's own statements (profile, steps, the study's images and passes),
+    run with ``BETAVAE_STEPS=steps``, against gpu_device.table_shape/study_shape."""
+    import math
+
+    import numpy as np
+
+    from betavae_lib.profile import Profile
+
+    wanted = {"batch_size", "n_train", "epochs", "seeds", "rng", "train_idx", "steps"}
+    wanted |= {f"study_{k}" for k in ("passes", "steps", "n", "epochs", "len")}
+    ns = {"profile": Profile(profile, steps), "ds": range(gd.DSPRITES)}
+    ns.update(np=np, math=math)
+    for names, node in chapter_6_statements():
+        if names and names <= wanted:
+            exec(compile(ast.Module([node], []), "06", "exec"), ns)
+            ns["train_images"] = ns.get("train_idx")
+    assert (len(ns["train_idx"]), ns["epochs"], ns["steps"]) == gd.table_shape(
+        profile, steps
+    )
+    assert (ns["study_n"], ns["study_epochs"], ns["study_len"]) == gd.study_shape(
+        profile, ns["steps"]
+    )
 
 
 # ------------------------------------------------------------------- $OUT, pieces
@@ -307,18 +416,18 @@ def test_out_writer_keeps_one_temporary_and_refuses_names_out_cannot_return(tmp_
         out.json("a b.json", {})
 
 
-def test_fifteen_trained_models_fit_two_archives_under_16_mib(tmp_path):
+def test_22_trained_models_fit_three_archives_the_table_s_first(tmp_path):
     files = []
-    for i in range(15):
-        f = tmp_path / f"{i:02d}.pt"
+    for i in range(22):  # the table's 15, then the study's 7, named against that order
+        f = tmp_path / (f"z{i:02d}.pt" if i < 15 else f"a{i:02d}.pt")
         with open(f, "wb") as h:
-            h.truncate(
-                2_020_000
-            )  # 502,006 fp32 weights and a History (2,017,868 at smoke)
+            h.truncate(2_020_000)  # 502,006 fp32 weights and a History
+        os.utime(f, ns=(10**9 * (i + 1), 10**9 * (i + 1)))
         files.append(f)
     groups = gd.model_tar_groups(files)
-    assert len(groups) == gd.MODEL_TARS
-    assert sum(len(g) for g in groups) == 15
+    # 8 x (2,020,000 + 2,048) = 16,176,384 <= 15.75 MiB = 16,515,072 < 9 x ...
+    assert [len(g) for g in groups] == [8, 8, 6] and len(groups) == gd.MODEL_TARS
+    assert groups[0] + groups[1][:7] == files[:15]  # the table's, oldest first
     for g in groups:
         assert sum(f.stat().st_size + 2048 for f in g) <= gd.TAR_LIMIT < 16 * MIB
 
@@ -330,7 +439,6 @@ def device_dirs(tmp_path, monkeypatch):
     for name, path in {
         "GPU": gpu,
         "CACHE": gpu / "cache",
-        "SWEEP": gpu / "sweep",
         "STAGING": gpu / "stage-out",
         "RESUME": gpu / "resume",
         "SITE": gpu / "site",
@@ -345,27 +453,18 @@ def test_pieces_are_copied_as_they_finish_and_a_resume_unpacks_them(
     tmp_path, device_dirs
 ):
     out_dir = tmp_path / "out"
-    watcher = gd.Watcher(gd.OutWriter(out_dir), ("models", "sweep"))
+    watcher = gd.Watcher(gd.OutWriter(out_dir), ("models",))
     watcher.sync()
     assert list(out_dir.iterdir()) == []  # nothing finished yet
     (device_dirs / "stage-out" / "06_x.partial.ipynb").write_text("{}")
     (device_dirs / "cache/models/aa.pt").write_bytes(b"weights")
-    run = device_dirs / "sweep/grid-x/runs/00000"
-    run.mkdir(parents=True)
-    (run / "record.json").write_text('{"steps": 32}')
-    (run / "checkpoint.pt").write_bytes(b"x" * 1000)  # not needed to resume
-    (device_dirs / "sweep/grid-x/grid.json").write_text("{}")
     watcher.sync()
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "06_x.partial.ipynb",
         "ch6-models-1.tar",
-        "ch6-sweep.tar",
     ]
-    with tarfile.open(out_dir / "ch6-sweep.tar") as t:
-        assert sorted(t.getnames()) == [
-            "sweep/grid-x/grid.json",
-            "sweep/grid-x/runs/00000/record.json",
-        ]
+    with tarfile.open(out_dir / "ch6-models-1.tar") as t:
+        assert t.getnames() == ["models/aa.pt"]
     # the executor replaces the partial notebook by the finished one
     (device_dirs / "stage-out" / "06_x.partial.ipynb").unlink()
     (device_dirs / "stage-out" / "06_x.ipynb").write_text("{}")
@@ -376,19 +475,12 @@ def test_pieces_are_copied_as_they_finish_and_a_resume_unpacks_them(
     # a later call carries the archives back in: the next machine has them
     resume = device_dirs / "resume"
     resume.mkdir()
-    for name in ("ch6-models-1.tar", "ch6-sweep.tar"):
-        shutil.copy2(out_dir / name, resume / name)
-    (resume / "plan.json").write_text('{"protocol": {"name": "V2"}}')
+    shutil.copy2(out_dir / "ch6-models-1.tar", resume / "ch6-models-1.tar")
+    (resume / "plan.json").write_text('{"protocol": {"name": "4 epochs"}}')
     shutil.rmtree(device_dirs / "cache")
-    shutil.rmtree(device_dirs / "sweep")
     (device_dirs / "cache" / "models").mkdir(parents=True)
     info = gd.extract_resume()
-    assert info == {
-        "carried": True,
-        "models_in": 1,
-        "records_in": 1,
-        "protocol": {"name": "V2"},
-    }
+    assert info == {"carried": True, "models_in": 1, "protocol": {"name": "4 epochs"}}
     assert (device_dirs / "cache/models/aa.pt").read_bytes() == b"weights"
 
 

@@ -24,6 +24,7 @@ from betavae_lib import (
     MLPVAE,
     data,
     ensemble,
+    ensemble_step,
     fit,
     jsdecoder,
     seed_everything,
@@ -383,7 +384,7 @@ def test_a_member_whose_weights_overflow_is_not_said_to_keep_finite_weights(
 ):
     """The warning said every frozen member kept its last finite weights, also when an
     update had made them NaN before its loss was."""
-    real, calls = ensemble.objective_loss, []
+    real, calls = ensemble_step.objective_loss, []
 
     def overflowing(*args, **kwargs):  # members layout: one call per member and step
         terms = real(*args, **kwargs)
@@ -392,7 +393,7 @@ def test_a_member_whose_weights_overflow_is_not_said_to_keep_finite_weights(
             terms = terms._replace(total=_InfiniteGradient.apply(terms.total))
         return terms
 
-    monkeypatch.setattr(ensemble, "objective_loss", overflowing)
+    monkeypatch.setattr(ensemble_step, "objective_loss", overflowing)
     models = {"good": small_mlp(0), "bad": small_mlp(1)}
     with pytest.warns(EnsembleMemberWarning) as caught:
         result = fit_ensemble(
@@ -831,10 +832,11 @@ def test_a_damaged_claim_is_judged_by_its_age(tmp_path, damage):
     """A claim holding a JSON list raised AttributeError."""
     claim = tmp_path / "claim"
     claim.write_text(damage, encoding="utf-8")
-    assert sweep._try_claim(claim, 600) is None  # fresh: a worker may be writing it
+    # fresh: a worker may be writing it
+    assert sweep.store._try_claim(claim, 600) is None
     old = time.time() - 3_600
     os.utime(claim, (old, old))
-    assert sweep._try_claim(claim, 600) is not None
+    assert sweep.store._try_claim(claim, 600) is not None
 
 
 def test_load_run_names_a_bad_index(finished):
@@ -934,7 +936,7 @@ def test_a_folder_in_place_of_a_claim_is_named(tmp_path):
     claim = tmp_path / "claim"
     claim.mkdir()
     with pytest.raises(sweep.SweepError, match="is a folder where the run's claim"):
-        sweep._try_claim(claim, 600)
+        sweep.store._try_claim(claim, 600)
 
 
 @pytest.mark.parametrize(
@@ -1005,3 +1007,10 @@ def test_per_member_settings_for_models_that_do_not_exist_are_refused():
     with pytest.raises(ValueError, match="seeds has entries for 'typo', which are not"):
         fit_ensemble({"a": small_mlp()}, IMAGES, epochs=1, seeds={"a": 0, "typo": 1},
                      progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("hidden", [32, "400", None])
+def test_mlpvae_hidden_that_is_not_a_sequence_of_sizes(hidden):
+    """MLPVAE(hidden=32) failed with "'int' object is not iterable"."""
+    with pytest.raises(ValueError, match=r"hidden must be a sequence.*\(32,\)"):
+        MLPVAE(latent_dim=2, hidden=hidden)

@@ -143,3 +143,88 @@ def test_iwae_is_exact_with_the_true_posterior_and_tightens_with_k(model, x):
     assert (model.log_marginal(x) - k50.mean(0)).mean() < (
         model.log_marginal(x) - k1.mean(0)
     ).mean() / 3
+
+
+def beta_objective(W, V, log_s2, eigenvalues, sigma, beta):
+    """E_x[−ELBO + (β − 1) KL(q ‖ N(0, I))] for x ~ N(0, diag(λ)), computed with
+    LinearGaussian's exact ELBO. The expectation over x is exact: the 2D points
+    ±√(D λ_i) e_i have mean 0 and covariance diag(λ), and the objective is quadratic
+    in x."""
+    from betavae_lib.losses import gaussian_kl
+
+    d = len(eigenvalues)
+    scale = torch.sqrt(d * eigenvalues)
+    x = torch.cat([torch.diag(scale), -torch.diag(scale)])  # (2D, D)
+    model = LinearGaussian(W, torch.zeros(d, dtype=torch.float64), sigma)
+    m = x @ V.T
+    elbo = model.elbo(x, m, log_s2.exp())
+    kl = gaussian_kl(m, log_s2.expand_as(m)).sum(-1)
+    return (-elbo + (beta - 1) * kl).mean()
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 3.0])
+def test_beta_vae_optimum_matches_numerical_optimisation(beta):
+    from betavae_lib.linear_gaussian import beta_vae_optimum
+
+    # variances chosen away from βσ² for every β tested, so the optimum is sharp
+    lam = torch.tensor([5.0, 2.2, 0.9, 0.35, 0.13], dtype=torch.float64)
+    sigma = 0.8
+    exact = beta_vae_optimum(lam, sigma, beta)
+    g = torch.Generator().manual_seed(0)
+    W = (0.5 * torch.randn(5, 5, generator=g, dtype=torch.float64)).requires_grad_()
+    V = (0.5 * torch.randn(5, 5, generator=g, dtype=torch.float64)).requires_grad_()
+    log_s2 = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [W, V, log_s2],
+        max_iter=5000,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = beta_objective(W, V, log_s2, lam, sigma, beta)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    # the closed form's objective, from its own parameters
+    best = beta_objective(
+        torch.diag(exact["w"]),
+        torch.diag(exact["v"]),
+        exact["s2"].log(),
+        lam,
+        sigma,
+        beta,
+    )
+    found = beta_objective(W, V, log_s2, lam, sigma, beta)
+    assert found.item() == pytest.approx(best.item(), abs=1e-6)
+    # per-latent rates of the numerical optimum, sorted, against the closed form
+    # (a diagonal q aligns each latent with one eigenvector; their order is free)
+    from betavae_lib.losses import gaussian_kl
+
+    scale = torch.sqrt(5 * lam)
+    x = torch.cat([torch.diag(scale), -torch.diag(scale)])
+    with torch.no_grad():
+        m = x @ V.T
+        rates = gaussian_kl(m, log_s2.expand_as(m)).mean(0)
+    torch.testing.assert_close(
+        rates.sort(descending=True).values, exact["rate"], atol=1e-4, rtol=0
+    )
+
+
+def test_beta_vae_optimum_switches_a_direction_off_at_beta_sigma2():
+    from betavae_lib.linear_gaussian import beta_vae_optimum
+
+    lam = torch.tensor([4.0, 1.0, 0.25], dtype=torch.float64)
+    out = beta_vae_optimum(lam, sigma=1.0, beta=1.0)
+    # λ = βσ² exactly is the boundary: off, with the prior as posterior
+    assert out["rate"].tolist() == pytest.approx([0.5 * math.log(4), 0.0, 0.0])
+    assert out["s2"].tolist() == pytest.approx([0.25, 1.0, 1.0])
+    assert out["w"].tolist() == pytest.approx([math.sqrt(3), 0.0, 0.0])
+    # raising β past λ_1/σ² = 4 switches the last direction off
+    assert beta_vae_optimum(lam, 1.0, 3.9)["rate"][0] > 0
+    assert beta_vae_optimum(lam, 1.0, 4.0)["rate"][0] == 0
+    with pytest.raises(ValueError):
+        beta_vae_optimum(torch.tensor([1.0, -1.0]), 1.0, 1.0)

@@ -1,11 +1,16 @@
 """The profile switch, headline-metric lines, and the shared plotting helpers."""
 
+import base64
+import io
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from betavae_lib import MLPVAE, plots
 from betavae_lib.profile import get_profile
@@ -101,6 +106,33 @@ def test_animate_embeds_every_frame_as_html():
         plots.animate([])
 
 
+def test_animate_scatter_draws_each_frame_from_its_points():
+    labels = np.arange(10)
+    frames = [np.zeros((10, 2)), np.ones((10, 2)), -np.ones((10, 2))]
+    kwargs = dict(titles=["a", "b", "c"], circles=(1, 2))
+    html = plots.animate_scatter(frames, labels, **kwargs).data
+    assert "new Array(3)" in html and html.count("data:image/png;base64") == 3
+    # frames are stored with a small palette: fewer bytes, the same picture
+    full = plots.animate_scatter(frames, labels, colours=None, **kwargs).data
+    found = re.findall(r'"data:image/png;base64,([^"]+)"', html)
+    image = Image.open(io.BytesIO(base64.b64decode(found[1])))
+    assert image.mode == "P" and len(image.getcolors()) <= 64
+    raw = re.findall(r'"data:image/png;base64,([^"]+)"', full)[1]
+    original = Image.open(io.BytesIO(base64.b64decode(raw.replace("\\\n", ""))))
+    diff = np.abs(
+        np.asarray(image.convert("RGB"), float)
+        - np.asarray(original.convert("RGB"), float)
+    )
+    assert diff.mean() < 2 and original.size == image.size
+    assert len(html) < len(full)
+    with pytest.raises(ValueError, match="at least one frame"):
+        plots.animate_scatter([], labels)
+    with pytest.raises(ValueError, match=r"frame 1 must be \(10, 2\) points"):
+        plots.animate_scatter([np.zeros((10, 2)), np.zeros((9, 2))], labels)
+    with pytest.raises(ValueError, match="one entry per frame"):
+        plots.animate_scatter(frames, labels, ["a"])
+
+
 def test_figure_to_array_is_rgb_in_unit_range():
     fig = plots.image_grid(torch.rand(4, 1, 5, 5), nrow=2)
     arr = plots.figure_to_array(fig)
@@ -152,3 +184,51 @@ def test_steps_override_must_be_a_positive_integer(monkeypatch, bad):
     monkeypatch.setenv("BETAVAE_STEPS", bad)
     with pytest.raises(ValueError, match="BETAVAE_STEPS must be a positive integer"):
         get_profile("smoke")
+
+
+def test_gaussian_ellipse_is_the_mahalanobis_contour():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 2))
+    cov, mean = a @ a.T + 0.1 * np.eye(2), rng.normal(size=2)
+    for radius in (1.0, 2.0):
+        points = plots.gaussian_ellipse(mean, cov, radius, n=400)
+        d = points - mean
+        mahalanobis = np.einsum("ni,ni->n", d, np.linalg.solve(cov, d.T).T)
+        np.testing.assert_allclose(mahalanobis, radius**2, rtol=1e-10)
+        # the contour's extent along each axis is radius × that coordinate's sd;
+        # 400 points sample the curve finely enough for 1e-3 relative error
+        np.testing.assert_allclose(
+            np.abs(d).max(0), radius * np.sqrt(np.diag(cov)), rtol=1e-3
+        )
+    diagonal = plots.gaussian_ellipse([0, 0], [4.0, 1.0], 1.0, n=5)
+    np.testing.assert_allclose(diagonal[[0, 2]], [[2, 0], [-2, 0]], atol=1e-12)
+
+
+def test_gaussian_ellipse_refuses_bad_input():
+    with pytest.raises(ValueError, match="mean must be"):
+        plots.gaussian_ellipse([0, 0, 0], np.eye(2))
+    with pytest.raises(ValueError, match="radius"):
+        plots.gaussian_ellipse([0, 0], np.eye(2), radius=0)
+    with pytest.raises(np.linalg.LinAlgError):
+        plots.gaussian_ellipse([0, 0], [[1.0, 2.0], [2.0, 1.0]])
+
+
+def test_plot_gaussian_ellipses_draws_each_radius_and_the_axes():
+    fig, ax = matplotlib.pyplot.subplots()
+    plots.plot_gaussian_ellipses(
+        [0, 0], [[2.0, 0.5], [0.5, 1.0]], ax, axes=True, label="q", color="k"
+    )
+    assert len(ax.lines) == 2 + 2
+    assert [line.get_label() for line in ax.lines][0] == "q"
+    matplotlib.pyplot.close(fig)
+
+
+def test_claim_prints_and_stops_a_strict_run_on_a_false_sentence(capsys):
+    from betavae_lib.report import claim
+
+    assert claim("two is more than one", 2 > 1, strict=True)
+    assert "holds in this run: two is more than one" in capsys.readouterr().out
+    assert not claim("one is more than two", 1 > 2, strict=False)
+    assert "does NOT hold" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="one is more than two"):
+        claim("one is more than two", 1 > 2, strict=True)

@@ -19,6 +19,7 @@ import torch
 
 from betavae_lib import checkpoints, ensemble, objective, sweep
 from betavae_lib.metrics import mig
+from betavae_lib.train import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,7 +194,7 @@ def test_record_scores_describe_the_stored_checkpoint(local_sweep):
     grid, root, _ = local_sweep
     model, record = sweep.load_run(root, 3)
     assert record["config"] == grid[3].as_dict()
-    ds = sweep._dataset("dsprites")
+    ds = sweep.score._dataset("dsprites")
     index = np.random.default_rng(0 + 1).choice(len(ds), 200, replace=False)
     with torch.no_grad():
         mu = model.encode(ds.images(index))[0]
@@ -230,9 +231,9 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
     reference = sweep.run(grid, tmp_path / "whole", batch_runs=False, progress=False)
     assert reference.trained == [0, 1, 2, 3]
 
-    real_fit = sweep.fit
+    real_fit = sweep.shard.fit
     monkeypatch.setattr(
-        sweep,
+        sweep.shard,
         "fit",
         lambda *a, **k: real_fit(*a, callback=_InterruptAfterEpoch1(), **k),
     )
@@ -240,7 +241,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
         sweep.run(grid, tmp_path / "cut", indices=[2], progress=False)
     directory = sweep.run_dir(tmp_path / "cut", 2)
     assert sorted(p.name for p in directory.iterdir()) == ["checkpoint.pt"]  # no claim
-    monkeypatch.setattr(sweep, "fit", real_fit)
+    monkeypatch.setattr(sweep.shard, "fit", real_fit)
 
     assert sweep.run(grid, tmp_path / "cut", progress=False).trained == [0, 1, 2, 3]
     whole, cut = sweep.collect(tmp_path / "whole"), sweep.collect(tmp_path / "cut")
@@ -319,7 +320,7 @@ def test_a_diverging_member_fails_alone(tmp_path, monkeypatch, unbatched_sweep):
         sweep.collect(root), alone[alone["index"] < 2].reset_index(drop=True)
     )
 
-    with pytest.raises(sweep.NonFiniteLossError, match="run 2: .* at step 2"):
+    with pytest.raises(NonFiniteLossError, match="run 2: .* at step 2"):
         sweep.run(grid, tmp_path / "strict", progress=False)  # without keep_going
     assert sorted(sweep.collect(tmp_path / "strict")["index"]) == [0, 1]
     assert not list((tmp_path / "strict" / "runs").glob("*/claim"))
@@ -328,10 +329,10 @@ def test_a_diverging_member_fails_alone(tmp_path, monkeypatch, unbatched_sweep):
 # The command line, pausing after each epoch (in fit's callback, whose RNG is forked, so
 # the numbers do not change).
 SLOW_CLI = (
-    "import sys, time; from betavae_lib import sweep; real = sweep.fit; "
-    "sweep.fit = lambda *a, **k: "
+    "import sys, time; from betavae_lib.sweep import cli, shard; real = shard.fit; "
+    "shard.fit = lambda *a, **k: "
     "real(*a, callback=lambda *_: time.sleep({pause}), **k); "
-    "sys.exit(sweep.main(sys.argv[1:]))"
+    "sys.exit(cli.main(sys.argv[1:]))"
 )
 
 
@@ -412,7 +413,9 @@ def test_one_claimant_wins(tmp_path):
 
     def race() -> list:
         with ThreadPoolExecutor(8) as pool:
-            tokens = list(pool.map(lambda _: sweep._try_claim(claim, 600), range(8)))
+            tokens = list(
+                pool.map(lambda _: sweep.store._try_claim(claim, 600), range(8))
+            )
         return [t for t in tokens if t is not None]
 
     assert len(race()) == 1
@@ -448,9 +451,9 @@ def test_two_workers_never_train_the_same_run(tmp_path, monkeypatch):
         while not (root / "runs" / "00000" / "claim").exists():
             assert time.monotonic() < deadline and other.poll() is None
             time.sleep(0.02)
-        real_fit = sweep.fit
+        real_fit = sweep.shard.fit
         monkeypatch.setattr(
-            sweep, "fit", lambda *a, **k: real_fit(*a, callback=pause, **k)
+            sweep.shard, "fit", lambda *a, **k: real_fit(*a, callback=pause, **k)
         )
         mine = sweep.run(sweep.Grid.from_file(spec), root, progress=False)
         out = other.communicate(timeout=120)[0]

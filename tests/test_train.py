@@ -130,6 +130,55 @@ def test_asking_for_test_metrics_leaves_the_trained_weights_unchanged():
     assert torch.equal(weights[0], weights[1])
 
 
+def test_callback_every_also_calls_inside_epochs():
+    """8 steps per epoch, callback_every=3: steps 3 and 6 inside epoch 1, then its end
+    (step 8); the count runs on across epochs (9, 12, 15, then 16). Inside an epoch
+    the history holds the finished epochs only, and the model is the one being
+    trained at that step."""
+    x = prototypes(256)
+    torch.manual_seed(0)
+    model = MLPVAE(latent_dim=3, hidden=(32,))
+    calls, weights = [], []
+
+    def record(epoch, m, history):
+        calls.append((epoch, history.steps, len(history.epoch)))
+        weights.append(m.encoder[1].weight.detach().clone())
+
+    fit(model, x, epochs=2, batch_size=32, progress=False, callback=record,
+        callback_every=3)  # fmt: skip
+    assert calls == [
+        (1, 3, 0), (1, 6, 0), (1, 8, 1), (2, 9, 1), (2, 12, 1), (2, 15, 1), (2, 16, 2)
+    ]  # fmt: skip
+    assert all(not torch.equal(a, b) for a, b in zip(weights, weights[1:]))
+    assert torch.equal(weights[-1], model.encoder[1].weight)
+
+
+def test_callbacks_inside_epochs_cannot_change_the_training():
+    x = prototypes(256)
+    runs = []
+    for every in (None, 1):
+        torch.manual_seed(0)
+        model = MLPVAE(latent_dim=3, hidden=(32,))
+
+        def draw(epoch, m, history):
+            torch.randn(7)  # a plotting callback may draw random numbers
+
+        history = fit(model, x, epochs=2, batch_size=32, seed=4, progress=False,
+                      callback=draw, callback_every=every)  # fmt: skip
+        weights = torch.cat([p.flatten() for p in model.parameters()])
+        runs.append((weights, history.train_loss, history.steps))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert runs[0][1:] == runs[1][1:]
+
+
+def test_callback_every_is_checked():
+    m, x = MLPVAE(latent_dim=2, hidden=(8,)), prototypes(16)
+    with pytest.raises(ValueError, match="callback_every must be a positive integer"):
+        fit(m, x, epochs=1, progress=False, callback=print, callback_every=0)
+    with pytest.raises(ValueError, match="callback_every needs a callback"):
+        fit(m, x, epochs=1, progress=False, callback_every=5)
+
+
 def test_evaluate_is_repeatable_and_leaves_the_callers_stream_alone():
     x = prototypes(100)
     torch.manual_seed(0)
@@ -216,13 +265,13 @@ def small_tanh_mlp():
 
 def batches_fit_trains_on(monkeypatch, images, **kwargs) -> list[torch.Tensor]:
     """The batches every optimiser step of ``fit`` gets."""
-    seen, step = [], train_mod._train_step
+    seen, step = [], train_mod._loss
 
     def recording(run, x, i):
         seen.append(x.clone())
         return step(run, x, i)
 
-    monkeypatch.setattr(train_mod, "_train_step", recording)
+    monkeypatch.setattr(train_mod, "_loss", recording)
     fit(small_tanh_mlp(), images, progress=False, device="cpu", **kwargs)
     return seen
 

@@ -245,7 +245,6 @@ class Settings:
     commit: str | None = None
     amp: str = "off"  # chapter 6: bf16 autocast in the ensembles (off, on)
     graph: str = "off"  # chapter 6: CUDA graphs (off, try: on if the preflight passes)
-    study_deterministic: str = "on"  # chapter 6's seed study in deterministic mode
     start_at: str | None = None  # plan from this call on (the earlier ones are done)
 
 
@@ -293,11 +292,34 @@ class LocalState:
         return max(1, min(total, room1 - spare // 2))
 
     def resume_bytes(self) -> int:
-        return tree_size(self.root / RESUME_DIR)
+        return sum(c.bytes for c in self.resume()[0])
 
-    def resume(self) -> Carry | None:
-        size = self.resume_bytes()
-        return Carry(RESUME_DIR, size) if size else None
+    def resume(self) -> tuple[list[Carry], list[Carry]]:
+        """(carried, left): what chapter 6's call carries back in from a collected
+        run, its protocol (plan.json) and its model archives in order (the first
+        hold the models trained first, the table's), as long as the call keeps its
+        headroom beside the wheels; the models of an archive left out are trained
+        again."""
+        folder = self.root / RESUME_DIR
+        tars = sorted(
+            folder.glob("ch6-models-*.tar"),
+            key=lambda p: int(p.stem.rsplit("-", 1)[1]),
+        )
+        plan = folder / "plan.json"
+        carried = []
+        if plan.is_file():
+            carried.append(Carry(f"{RESUME_DIR}/plan.json", tree_size(plan)))
+        room = TREE_LIMIT - HEADROOM - self.tree - self.carry(WHEEL_DIR).bytes
+        room -= sum(c.bytes for c in carried)
+        left: list[Carry] = []
+        for tar in tars:
+            piece = Carry(f"{RESUME_DIR}/{tar.name}", tree_size(tar))
+            if not left and piece.bytes <= room:
+                carried.append(piece)
+                room -= piece.bytes
+            else:
+                left.append(piece)
+        return carried, left
 
     def done(self) -> set[str]:
         """Calls whose chapters a collected run finished (``collect``)."""
@@ -318,10 +340,10 @@ def essential_calls(state: LocalState, settings: Settings) -> list[Call]:
     wheels = state.carry(WHEEL_DIR)
     data = [state.carry(f"{DATA_DIR}/{name}") for name in DATASETS]
     parts = state.inception_parts()
-    resume = state.resume()
+    resume, _ = state.resume()
     done = state.done()
 
-    ch6_carry = [wheels] + ([resume] if resume else [])
+    ch6_carry = [wheels] + resume
     calls_before_join: list[Call] = []
     # Inception parts: each in the first call with room for it, the last one in the
     # call that joins them; a part with no room elsewhere gets a call of its own.
@@ -339,10 +361,11 @@ def essential_calls(state: LocalState, settings: Settings) -> list[Call]:
         calls.append(
             Call(
                 "gpu-ch6",
-                "install the Jupyter stack; preflight (CUDA, a kernel, one ensemble "
-                "step of each kind timed) chooses chapter 6's steps for its box; "
-                "chapter 6 at the full profile, its trained models and seed-study "
-                "records copied to $OUT as they are finished; Inception part 1 staged",
+                "install the Jupyter stack; preflight (CUDA, a kernel, one step of "
+                "the table's 15-model and the capacity study's 7-model ensemble "
+                "timed) chooses chapter 6's steps for its box; chapter 6 at the full "
+                "profile, its 22 trained models copied to $OUT as they are finished; "
+                "Inception part 1 staged",
                 ch6_carry,
                 "",  # made below, once the box is known
                 0,
@@ -354,7 +377,7 @@ def essential_calls(state: LocalState, settings: Settings) -> list[Call]:
                     "06_disentanglement.ipynb",
                     "ch6-models-1.tar",
                     "ch6-models-2.tar",
-                    "ch6-sweep.tar",
+                    "ch6-models-3.tar",
                 ],
                 box_s=0,
             )
@@ -433,8 +456,6 @@ def essential_calls(state: LocalState, settings: Settings) -> list[Call]:
             settings.amp,
             "--graph",
             settings.graph,
-            "--study-deterministic",
-            settings.study_deterministic,
         )
     return calls
 
@@ -523,6 +544,13 @@ def make_plan(root: Path = ROOT, settings: Settings | None = None) -> dict:
             f"gpu-ch6 would get a box of {ch6.box_s} s, under the {CH6_BOX_MIN_S} s "
             "its smallest protocol needs; plan chapter 6 alone (--start-at) or on a "
             "fresh budget"
+        )
+    left = state.resume()[1] if ch6 is not None else []
+    if left:
+        names = ", ".join(Path(c.path).name for c in left)
+        warnings.append(
+            f"gpu-ch6 has no room for {names} ({sum(c.bytes for c in left) / MIB:.1f} "
+            "MiB): the models in it are trained again"
         )
     if dirty(root):
         warnings.append(
@@ -936,7 +964,7 @@ def collect(root: Path, folder: Path) -> int:
     """Take in what a call returned (its $OUT, fetched here): executed notebooks that
     ran into notebooks/ and their manifest entries into book/execution.json (a new run
     number), failed ones into _build/execution/failed/, and the pieces a later call
-    resumes from (trained models, seed-study records, the protocol) into
+    resumes from (trained models, the protocol) into
     .gpu/resume/. Returns 1 if the call did not end well."""
     sys.path.insert(0, str(root / "tools"))
     import execute_book as eb
@@ -1038,9 +1066,6 @@ def parse_args(argv=None):
     p.add_argument("--commit", help="the commit to record (default: HEAD)")
     p.add_argument("--amp", choices=["off", "on"], default="off")
     p.add_argument("--graph", choices=["off", "try"], default="off")
-    p.add_argument(
-        "--study-deterministic", choices=["on", "off"], default="on", dest="study_det"
-    )
 
     p = sub.add_parser("prepare", help="wheels, data and Inception parts; the plan")
     p.add_argument("--data-dir", help="datasets folder (default $BETAVAE_DATA_DIR)")
@@ -1108,7 +1133,6 @@ def main(argv=None) -> int:
         commit=args.commit,
         amp=args.amp,
         graph=args.graph,
-        study_deterministic=args.study_det,
         start_at=args.start_at,
     )
     plan = make_plan(ROOT, settings)

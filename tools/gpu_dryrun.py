@@ -25,8 +25,10 @@ machine would run it, at the smoke profile, with every limit checked.
    the library imported from the device's copy), that the notebooks hold no error
    and that the log ends with ``RESULT NAME: ok``;
 5. resumes: ``collect`` takes the first call's files into the local checkout as the
-   operator would, the plan is made again (now carrying ``.gpu/resume``), and chapter
-   6's call runs on a fresh machine: it must train nothing and print the same table.
+   operator would, the plan is made again (now carrying the protocol and the model
+   archives of ``.gpu/resume`` that fit), and chapter 6's call runs on a fresh
+   machine: it must train none of the models carried back nor any of the table's, and
+   print the same table.
 
 Exit status 0 only if every step passed. The preflight's timings are the CPU's, so the
 protocol it picks says nothing about the GPU; the choice itself runs (``--box`` is the
@@ -50,6 +52,7 @@ TOOLS = Path(__file__).resolve().parent
 ROOT = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 import gpu_bundle as gb  # noqa: E402
+import gpu_device as gd  # noqa: E402
 
 SITE_DIR = TOOLS / "gpu_dryrun_site"
 
@@ -281,7 +284,6 @@ REQUIRED = {
         "execution.json",
         "06_disentanglement.ipynb",
         "ch6-models-1.tar",
-        "ch6-sweep.tar",
     ],
     "gpu-inception": ["gpu-inception.log", "inception.json"],
     "gpu-ch5": ["gpu-ch5.log", "plan.json", "execution.json", "05_fid.ipynb"],
@@ -419,7 +421,9 @@ def run_call(call, local, device, out, bin_dir, commit, log) -> list[str]:
 
 def resume_check(scratch, local, first_out, bin_dir, commit, log) -> list[str]:
     """Chapter 6 again on a fresh machine with the first run's pieces carried back:
-    nothing may be trained, and the table must be the same."""
+    no model carried back may be trained again, nor any of the table's (only the
+    capacity study's models of an archive the call had no room for), and the table
+    must be the same."""
     log("resume: collecting gpu-ch6's files as the operator would")
     gb.collect(local, first_out)
     (local / gb.RESUME_DIR / "done.json").unlink(
@@ -430,8 +434,8 @@ def resume_check(scratch, local, first_out, bin_dir, commit, log) -> list[str]:
     call = next((c for c in plan["calls"] if c["name"] == "gpu-ch6"), None)
     if call is None:
         return problems + ["resume plan has no gpu-ch6"]
-    if not any(x["path"] == gb.RESUME_DIR for x in call["carry"]):
-        problems.append(f"gpu-ch6 does not carry {gb.RESUME_DIR}")
+    if not any(x["path"].startswith(gb.RESUME_DIR) for x in call["carry"]):
+        problems.append(f"gpu-ch6 carries nothing from {gb.RESUME_DIR}")
     device = scratch / "device-2"  # a fresh machine
     shutil.rmtree(device, ignore_errors=True)
     out = scratch / "out-resume"
@@ -445,10 +449,17 @@ def resume_check(scratch, local, first_out, bin_dir, commit, log) -> list[str]:
         else {}
     )
     resumed = report.get("resume", {})
-    if not resumed.get("models_in") or not resumed.get("records_in"):
+    if not resumed.get("models_in"):
         problems.append(f"resume: nothing was carried back in: {resumed}")
-    if resumed.get("trained_now") != 0:
-        problems.append(f"resume: {resumed.get('trained_now')} model(s) trained again")
+    if resumed.get("retrained") != 0:
+        retrained = resumed.get("retrained")
+        problems.append(f"resume: {retrained} carried model(s) trained again")
+    study = gd.CH6_STUDY_MODELS
+    if not 0 <= resumed.get("trained_now", -1) <= study:
+        problems.append(
+            f"resume: {resumed.get('trained_now')} model(s) trained, more than the "
+            f"capacity study's {study}"
+        )
     if not report.get("protocol", {}).get("resumed"):
         problems.append("resume: the protocol was chosen again instead of reused")
     before = metrics_of(first_out / "execution.json", "06_disentanglement")
@@ -458,7 +469,7 @@ def resume_check(scratch, local, first_out, bin_dir, commit, log) -> list[str]:
             k for k in set(before) | set(after) if before.get(k) != after.get(k)
         )
         problems.append(f"resume: the headline numbers changed: {changed}")
-    brief = {k: resumed.get(k) for k in ("models_in", "records_in", "trained_now")}
+    brief = {k: resumed.get(k) for k in ("models_in", "trained_now", "retrained")}
     reused = bool(report.get("protocol", {}).get("resumed"))
     log(f"resume: {brief}; protocol reused: {reused}")
     return problems

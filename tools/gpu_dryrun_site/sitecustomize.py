@@ -11,7 +11,7 @@ starts (the launcher, the executor, the Jupyter kernels), with:
 * ``BETAVAE_DRY_RUN_STACK``: import names the call installs from ``.whl`` (the Jupyter
   stack, pytorch-fid); refused to everyone until ``.gpu/site/.installed`` exists under
   ``BETAVAE_DRY_RUN_ROOT``.
-* ``BETAVAE_DRY_RUN_LAYOUT=grouped``: ``betavae_lib.ensemble.VAEEnsemble`` takes the
+* ``BETAVAE_DRY_RUN_LAYOUT=grouped``: ``betavae_lib.stacked.VAEEnsemble`` takes the
   grouped layout (the CUDA default) where ``"auto"`` is asked for, so that the CPU runs
   the code path the GPU will.
 
@@ -81,7 +81,7 @@ class DeviceView(importlib.abc.MetaPathFinder):
                 raise ModuleNotFoundError(
                     f"No module named {top!r} on the GPU machine (dry run)", name=name
                 )
-        if self.grouped and name == "betavae_lib.ensemble":
+        if self.grouped and name == "betavae_lib.stacked":
             spec = importlib.machinery.PathFinder.find_spec(name, path)
             if spec is not None:
                 _patch_layout(spec)
