@@ -1108,15 +1108,17 @@ for key, name in datasets.items():
         + ", the best test −ELBO at "
         + named(best["likelihood (ELBO)"])
         + "; FID at β = 0.1, 1, 10: "
-        + ", ".join(f"{value('fid', key, b):.0f}" for b in (0.1, 1.0, 10.0))
+        + ", ".join(
+            f"{value('fid', key, b):.0f}" for b in (0.1, 1.0, 10.0)
+        )
         + f" (floor {floors[key]:.1f})."
     )
 set_sd = np.mean([sets["mnist", b, 0]["fid"].std(ddof=1) for b in betas])
 lines.append(
     f"- **Noise, MNIST**: one training seed moves the test −ELBO by about "
-    f"{np.mean(list(sd_elbo.values())):.2f} nats (sd) and the FID by about "
-    f"{np.mean(list(sd_fid.values())):.1f}; a sample set moves the FID by "
-    f"about {set_sd:.1f}."
+    f"{np.mean(list(sd_elbo.values())):.2f} nats (sd) and the FID by "
+    f"about {np.mean(list(sd_fid.values())):.1f}; a sample set moves the "
+    f"FID by about {set_sd:.1f}."
 )
 lines.append(
     f"- **β = 0.5 vs β = 1, test −ELBO** (MNIST): {over_seeds} nats "
@@ -1210,7 +1212,8 @@ se_all = paired_difference(a_, b_).se
 se_quarter = paired_difference(a_[: len(a_) // 4], b_[: len(b_) // 4]).se
 print(
     f"exercise 3: SE {se_all:.3f} over {len(a_)} images, "
-    f"{se_quarter:.3f} over {len(a_) // 4}: ratio {se_quarter / se_all:.2f}"
+    f"{se_quarter:.3f} over {len(a_) // 4}: ratio "
+    f"{se_quarter / se_all:.2f}"
 )
 assert 1.3 < se_quarter / se_all < 3.0
 

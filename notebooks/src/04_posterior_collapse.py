@@ -100,9 +100,11 @@ strict = profile.name == "full"
 # and setting the derivatives to zero gives (Lucas et al. 2019 for β = 1; β goes through the same algebra)
 #
 # $$
-# R_i = \begin{cases} \tfrac12 \log \dfrac{\lambda_i}{\beta\sigma^2} & \lambda_i > \beta\sigma^2 \\[4pt]
-#   0 & \lambda_i \le \beta\sigma^2 \quad\text{(the direction collapses)} \end{cases}
-# \qquad w_i^2 = \lambda_i - \beta\sigma^2,\quad s_i^2 = \beta\sigma^2/\lambda_i .
+# \begin{aligned}
+# R_i &= \begin{cases} \tfrac12 \log \dfrac{\lambda_i}{\beta\sigma^2} & \lambda_i > \beta\sigma^2 \\[4pt]
+#   0 & \lambda_i \le \beta\sigma^2 \quad\text{(the direction collapses)} \end{cases} \\[6pt]
+# w_i^2 &= \lambda_i - \beta\sigma^2, \qquad s_i^2 = \beta\sigma^2/\lambda_i .
+# \end{aligned}
 # $$
 #
 # A direction carries information if and only if the data vary along it by more than $\beta\sigma^2$: β and σ
@@ -934,8 +936,8 @@ summary = [
     "bits and capacity change the objective (β = 8 objective "
     f"{fb['objective8'].mean():.1f} and {capn['objective8'].mean():.1f} "
     f"against {constant['objective8'].mean():.1f}).",
-    f"- The capacity run ends at {cap_rate:.1f} nats of KL for a target of "
-    f"{C_MAX:g}, {above:.1f} nats of distortion above the constant-β "
+    f"- The capacity run ends at {cap_rate:.1f} nats of KL for a target "
+    f"of {C_MAX:g}, {above:.1f} nats of distortion above the constant-β "
     "frontier.",
 ]
 display(Markdown("\n".join(summary)))
