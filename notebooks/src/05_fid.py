@@ -1105,7 +1105,8 @@ assert np.allclose(ratios, 9.0, rtol=1e-6)
 k_real = slopes["real vs real"]
 print(
     f"exercise 3: k = {k_real:,.0f}, so N > {k_real:,.0f} images per set "
-    f"gives a bias below 1 (at N = {sizes[-1]:,}: {k_real / sizes[-1]:.2f})"
+    f"gives a bias below 1 (at N = {sizes[-1]:,}: "
+    f"{k_real / sizes[-1]:.2f})"
 )
 check(5_000 < k_real < 50_000, "k is of the order of 10,000")
 
