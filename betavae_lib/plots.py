@@ -160,7 +160,6 @@ def animate(
     frames: sequence of (H, W) or (H, W, 3) arrays; titles: one per frame.
     """
     from IPython.display import HTML
-    from matplotlib import animation
 
     frames = [to_numpy(f) for f in frames]
     if not frames:
@@ -176,16 +175,29 @@ def animate(
     ax.axis("off")
     title = ax.set_title(titles[0] if titles else "")
 
-    def draw(i):
+    def show(i):
         im.set_data(frames[i])
+
+    return HTML(_jshtml(fig, im, show, frames, titles, title, interval))
+
+
+def _jshtml(fig, artist, show, frames, titles, title, interval, dpi=None) -> str:
+    """``to_jshtml``'s HTML of one frame per item of ``frames``: ``show(i)`` puts frame
+    i on ``artist`` and ``title`` follows ``titles``; saved at ``dpi`` (matplotlib's
+    default when None); ``fig`` is closed."""
+    from matplotlib import animation
+
+    def draw(i):
+        show(i)
         if titles:
             title.set_text(titles[i])
-        return im, title
+        return artist, title
 
     anim = animation.FuncAnimation(
         fig, draw, frames=len(frames), interval=interval, blit=False
     )
-    html = HTML(anim.to_jshtml(default_mode="loop"))
+    with plt.rc_context({} if dpi is None else {"savefig.dpi": dpi}):
+        html = anim.to_jshtml(default_mode="loop")
     plt.close(fig)
     return html
 
@@ -215,7 +227,6 @@ def animate_scatter(
     frame then takes a fifth of the bytes), None for full colour.
     """
     from IPython.display import HTML
-    from matplotlib import animation
 
     frames = [to_numpy(p, "points") for p in points]
     if not frames:
@@ -250,18 +261,10 @@ def animate_scatter(
     title = ax.set_title(titles[0] if titles else "")
     fig.tight_layout()
 
-    def draw(i):
+    def show(i):
         sc.set_offsets(frames[i])
-        if titles:
-            title.set_text(titles[i])
-        return sc, title
 
-    anim = animation.FuncAnimation(
-        fig, draw, frames=len(frames), interval=interval, blit=False
-    )
-    with plt.rc_context({"savefig.dpi": dpi}):
-        html = anim.to_jshtml(default_mode="loop")
-    plt.close(fig)
+    html = _jshtml(fig, sc, show, frames, titles, title, interval, dpi)
     return HTML(html if colours is None else _palette_frames(html, colours))
 
 
