@@ -44,14 +44,21 @@ def run():
     }
 
 
-def _table(outputs, first_header: str) -> dict[str, list[str]]:
-    """The markdown table whose header starts with ``first_header``: row -> cells."""
+def _table(outputs, first_header: str) -> dict[str, dict[str, str]]:
+    """The markdown table whose header starts with ``first_header``: row -> column ->
+    cell, by the table's own column names."""
     (text,) = [t for t in outputs if t.startswith(f"| {first_header} |")]
-    rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
-    return {
-        cells[0]: cells[1:]
-        for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows)
-    }
+    header, _, *rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("|")
+    ]
+    return {cells[0]: dict(zip(header[1:], cells[1:])) for cells in rows}
+
+
+def _mean(cell: str) -> str:
+    """The mean of a "mean ± sd" cell, as printed."""
+    return cell.split(" ± ")[0]
 
 
 def _says(run, sentence: str) -> None:
@@ -87,35 +94,32 @@ def test_the_mig_means_and_the_verdicts(run):
 
 def test_what_beta_changes_beyond_the_seeds(run):
     h, table = run["headline"], _table(run["outputs"], "model")
-    mean = {  # column -> row -> the mean of "mean ± sd"
-        col: {row: cells[i].split(" ± ")[0] for row, cells in table.items()}
-        for i, col in enumerate(
-            ["mig"] + [None] * 5 + ["fv", "mi", "tc", "kl", "recon"]
-        )
-        if col
-    }
     betas = ["β = 1", "β = 4", "β = 10"]
     mi = " → ".join(f"{h[k]:.2f}" for k in ("mi_beta1", "mi_beta4", "mi_beta10"))
     _says(run, f"MI(x; z) falls {mi} nats")
-    _says(run, "reconstruction worsens " + " → ".join(mean["recon"][b] for b in betas))
-    _says(run, "TC falls " + " → ".join(mean["tc"][b] for b in betas))
-    tc_tcvae, tc_b4 = table["β-TCVAE (β = 6)"][8], table["β = 4"][8]
+    recon = " → ".join(_mean(table[b]["recon"]) for b in betas)
+    _says(run, f"reconstruction worsens {recon}")
+    _says(run, "TC falls " + " → ".join(_mean(table[b]["TC"]) for b in betas))
+    tcvae, b4, b10 = table["β-TCVAE (β = 6)"], table["β = 4"], table["β = 10"]
     _says(
         run,
-        f"TC {tc_tcvae} with KL {mean['kl']['β-TCVAE (β = 6)']}, where β = 4 ends at "
-        f"{tc_b4} with KL {mean['kl']['β = 4']}: a tie",
+        f"TC {tcvae['TC']} with KL {_mean(tcvae['KL'])}, where β = 4 ends at "
+        f"{b4['TC']} with KL {_mean(b4['KL'])}: a tie",
     )
     _says(
         run,
-        f"β = 10 spends almost none of its KL that way ({mean['kl']['β = 10']} "
-        f"against MI {mean['mi']['β = 10']})",
+        f"β = 10 spends almost none of its KL that way ({_mean(b10['KL'])} "
+        f"against MI {_mean(b10['MI(x; z)'])})",
     )
 
 
 def test_the_capacity_study_encoded_nothing(run):
     study = _table(run["outputs"], "setting")
     assert len(study) == 7
-    kl_mi_active = [(float(c[0]), float(c[1]), int(c[2])) for c in study.values()]
+    kl_mi_active = [
+        (float(c["KL [nats]"]), float(c["MI(x; z) [nats]"]), int(c["active units"]))
+        for c in study.values()
+    ]
     assert all(active == 0 for _, _, active in kl_mi_active)
     most = max(mi for _, mi, _ in kl_mi_active)
     assert most < 0.05  # nothing, against the table's 6-9 nats
@@ -125,7 +129,7 @@ def test_the_capacity_study_encoded_nothing(run):
     _says(run, f"ended within {worst:.1f} nats of it")
     table = _table(run["outputs"], "model")
     capacity = table[next(r for r in table if r.startswith("capacity"))]
-    _says(run, f"did learn a code: MI {capacity[7].split(' ± ')[0]} nats")
+    _says(run, f"did learn a code: MI {_mean(capacity['MI(x; z)'])} nats")
 
 
 def test_the_seed_study(run):
